@@ -1,0 +1,166 @@
+//! Newtypes made at the edge, so that the rest of the code never sees a bad id or amount.
+
+use std::fmt;
+use std::num::NonZeroU32;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{what} must not be empty")]
+    Empty { what: &'static str },
+    #[error("{what} is longer than {max} characters")]
+    TooLong { what: &'static str, max: usize },
+    #[error("{what} may hold only letters, digits and . _ : - (got {value:?})")]
+    BadCharacter { what: &'static str, value: String },
+}
+
+/// Ids end up in sled keys, queue headers and URLs, so they are kept short and plain.
+fn check_id(what: &'static str, value: &str) -> Result<(), IdError> {
+    const MAX: usize = 128;
+    if value.is_empty() {
+        return Err(IdError::Empty { what });
+    }
+    if value.len() > MAX {
+        return Err(IdError::TooLong { what, max: MAX });
+    }
+    if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')) {
+        return Err(IdError::BadCharacter { what, value: value.chars().take(40).collect() });
+    }
+    Ok(())
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                check_id($what, &value)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(value: String) -> Result<Self, IdError> {
+                Self::parse(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_id!(
+    /// An order's id; also the saga's id and the correlation id of every message about it.
+    OrderId,
+    "orderId"
+);
+string_id!(
+    /// A product's id in the catalog.
+    ProductId,
+    "productId"
+);
+string_id!(
+    /// The customer's id.
+    UserId,
+    "userId"
+);
+
+/// Money, as an integer count of the currency's minor unit. Never a float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cents(pub u64);
+
+impl Cents {
+    pub fn checked_mul(self, quantity: Quantity) -> Option<Cents> {
+        self.0.checked_mul(u64::from(quantity.get())).map(Cents)
+    }
+
+    pub fn checked_add(self, other: Cents) -> Option<Cents> {
+        self.0.checked_add(other.0).map(Cents)
+    }
+}
+
+impl fmt::Display for Cents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+/// A quantity of at least 1, by construction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Quantity(NonZeroU32);
+
+impl Quantity {
+    /// `None` for anything below 1 or above `u32::MAX`.
+    pub fn new(value: i64) -> Option<Self> {
+        u32::try_from(value).ok().and_then(NonZeroU32::new).map(Self)
+    }
+
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_reject_empty_long_and_odd_values() {
+        assert!(OrderId::parse("12345").is_ok());
+        assert!(OrderId::parse("ord-2026.11:a_b").is_ok());
+        assert_eq!(OrderId::parse(""), Err(IdError::Empty { what: "orderId" }));
+        assert!(matches!(OrderId::parse("a".repeat(129)), Err(IdError::TooLong { .. })));
+        assert!(matches!(OrderId::parse("a/b"), Err(IdError::BadCharacter { .. })));
+        assert!(serde_json::from_str::<OrderId>("\"x y\"").is_err());
+    }
+
+    #[test]
+    fn quantity_is_at_least_one() {
+        assert!(Quantity::new(0).is_none());
+        assert!(Quantity::new(-3).is_none());
+        assert!(Quantity::new(i64::from(u32::MAX) + 1).is_none());
+        assert_eq!(Quantity::new(2).map(Quantity::get), Some(2));
+        assert!(serde_json::from_str::<Quantity>("0").is_err());
+    }
+
+    #[test]
+    fn cents_print_as_money() {
+        assert_eq!(Cents(123_456).to_string(), "1234.56");
+        assert_eq!(Cents(5).to_string(), "0.05");
+    }
+}

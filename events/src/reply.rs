@@ -1,0 +1,72 @@
+//! Replies: what a participant answers to a command.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{OrderId, ProductId};
+use crate::Phase;
+
+/// A participant's answer, echoing the command's envelope so the orchestrator can match it to
+/// the exact attempt it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyMessage {
+    pub saga_id: String,
+    pub order_id: OrderId,
+    pub step: String,
+    pub phase: Phase,
+    pub attempt: u32,
+    pub idempotency_key: String,
+    #[serde(flatten)]
+    pub outcome: ReplyOutcome,
+    /// Payment's reference for a charge, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    /// Inventory's list of products it could not reserve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_products: Vec<ProductId>,
+}
+
+/// Tagged by `outcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum ReplyOutcome {
+    /// Done, now or earlier (a repeated command gets its first answer again).
+    Succeeded,
+    /// A business refusal: the command had no effect and never will.
+    Failed { reason: String },
+    /// Could not be done now; the orchestrator may try again.
+    Transient { reason: String },
+}
+
+/// The failure reasons participants give; they become the saga's `reason`.
+pub mod reasons {
+    pub const PAYMENT_DECLINED: &str = "payment_declined";
+    pub const OUT_OF_STOCK: &str = "out_of_stock";
+    /// An action that arrived after its own compensation: refused, so that nothing hangs.
+    pub const ALREADY_COMPENSATED: &str = "already_compensated";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_is_a_flat_tag() {
+        let reply = ReplyMessage {
+            saga_id: "o".into(),
+            order_id: OrderId::parse("o").unwrap(),
+            step: "inventory".into(),
+            phase: Phase::Action,
+            attempt: 2,
+            idempotency_key: "o/inventory/action".into(),
+            outcome: ReplyOutcome::Failed { reason: reasons::OUT_OF_STOCK.into() },
+            payment_id: None,
+            missing_products: vec![ProductId::parse("abc").unwrap()],
+        };
+        let json = serde_json::to_value(&reply).unwrap();
+        assert_eq!(json["outcome"], "failed");
+        assert_eq!(json["reason"], "out_of_stock");
+        assert_eq!(json["missingProducts"][0], "abc");
+        assert_eq!(serde_json::from_value::<ReplyMessage>(json).unwrap(), reply);
+    }
+}

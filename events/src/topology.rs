@@ -1,0 +1,148 @@
+//! Every name on the bus, derived from one value: the namespace (`SAGA_NAMESPACE`). Two systems
+//! with different namespaces share a broker without seeing each other's messages, which is also
+//! how parallel tests stay apart.
+//!
+//! The layout:
+//!
+//! ```text
+//! {ns}.intake      fanout   -> {ns}.orchestrator.intake     OrderPlaced from outside
+//! {ns}.commands    direct   -> {ns}.payment.commands        key "payment"
+//!                           -> {ns}.inventory.commands      key "inventory"
+//!                           -> {ns}.notification.commands   key "notification"
+//! {ns}.replies     fanout   -> {ns}.orchestrator.replies    participants' answers
+//! {ns}.events      topic       public events, keys like "order.completed"; bind your own queue
+//! {ns}.dead-letter fanout   -> {ns}.dead-letters            unparseable or poison messages
+//! ```
+
+use crate::public::routing_key_of;
+
+/// The participants of the order saga; each has its own command queue.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum Participant {
+    Payment,
+    Inventory,
+    Notification,
+}
+
+/// The names of one namespace's exchanges and queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    namespace: String,
+}
+
+impl Topology {
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self { namespace: namespace.into() }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn name(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.namespace)
+    }
+
+    pub fn intake_exchange(&self) -> String {
+        self.name("intake")
+    }
+
+    pub fn intake_queue(&self) -> String {
+        self.name("orchestrator.intake")
+    }
+
+    pub fn commands_exchange(&self) -> String {
+        self.name("commands")
+    }
+
+    pub fn command_queue(&self, participant: Participant) -> String {
+        self.name(&format!("{participant}.commands"))
+    }
+
+    /// The routing key of a participant's commands on the commands exchange.
+    pub fn command_routing_key(&self, participant: Participant) -> String {
+        participant.to_string()
+    }
+
+    pub fn replies_exchange(&self) -> String {
+        self.name("replies")
+    }
+
+    pub fn replies_queue(&self) -> String {
+        self.name("orchestrator.replies")
+    }
+
+    pub fn events_exchange(&self) -> String {
+        self.name("events")
+    }
+
+    /// The routing key of a public event, from its name (`OrderCompleted` -> `order.completed`).
+    pub fn event_routing_key(&self, event_name: &str) -> String {
+        routing_key_of(event_name)
+    }
+
+    pub fn dead_letter_exchange(&self) -> String {
+        self.name("dead-letter")
+    }
+
+    pub fn dead_letter_queue(&self) -> String {
+        self.name("dead-letters")
+    }
+
+    /// Every queue the system declares, for tests and tools that purge or inspect them.
+    pub fn all_queues(&self) -> Vec<String> {
+        use strum::IntoEnumIterator;
+        let mut queues = vec![self.intake_queue(), self.replies_queue(), self.dead_letter_queue()];
+        queues.extend(Participant::iter().map(|p| self.command_queue(p)));
+        queues
+    }
+}
+
+/// Names of the AMQP headers sagaflow sets.
+pub mod headers {
+    /// W3C trace context, so one order can be followed through every process's logs.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Why a message was dead-lettered.
+    pub const DEAD_LETTER_REASON: &str = "x-sagaflow-reason";
+    /// The queue a dead-lettered message was taken from.
+    pub const DEAD_LETTER_QUEUE: &str = "x-sagaflow-queue";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_carries_the_namespace() {
+        let t = Topology::new("test-42");
+        let mut names = t.all_queues();
+        names.extend([
+            t.intake_exchange(),
+            t.commands_exchange(),
+            t.replies_exchange(),
+            t.events_exchange(),
+            t.dead_letter_exchange(),
+        ]);
+        assert!(names.iter().all(|n| n.starts_with("test-42.")), "{names:?}");
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "two things share a name: {names:?}");
+        assert_eq!(t.command_queue(Participant::Payment), "test-42.payment.commands");
+    }
+}
