@@ -1,0 +1,69 @@
+//! The orchestrator's settings: flags, each with an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sagaflow_runtime::config::CommonArgs;
+use sagaflow_saga::Millis;
+
+use crate::order_saga::{RetrySettings, StepOrder};
+
+/// Runs order sagas: takes orders over HTTP and from the intake queue, sends commands to
+/// payment, inventory and notification, and compensates when a step fails.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "orchestrator", version)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Where the saga store (sled) lives.
+    #[arg(long, env = "DATA_DIR", default_value = "data/orchestrator")]
+    pub data_dir: PathBuf,
+    /// Address of the status API.
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Catalog file (JSON or TOML) with prices; the built-in catalog if not set.
+    #[arg(long, env = "CATALOG")]
+    pub catalog: Option<PathBuf>,
+    /// The order of the steps. Notification cannot be undone, so it must come last.
+    #[arg(long, env = "SAGA_STEPS", default_value = "payment,inventory,notification")]
+    pub steps: StepOrder,
+    /// How long to wait for one reply before sending the command again.
+    #[arg(long, env = "ATTEMPT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub attempt_timeout_ms: u64,
+    /// Attempts of payment or inventory before the saga compensates with reason `timed_out`.
+    #[arg(long, env = "ACTION_ATTEMPTS", default_value_t = 4)]
+    pub action_attempts: u32,
+    /// Attempts of a refund or release before the saga is `stuck`.
+    #[arg(long, env = "COMPENSATION_ATTEMPTS", default_value_t = 8)]
+    pub compensation_attempts: u32,
+    /// First wait before a retry; doubles per attempt.
+    #[arg(long, env = "BACKOFF_INITIAL_MS", default_value_t = 250)]
+    pub backoff_initial_ms: u64,
+    /// Longest wait between retries.
+    #[arg(long, env = "BACKOFF_MAX_MS", default_value_t = 10_000)]
+    pub backoff_max_ms: u64,
+    /// Unacknowledged messages per consumer.
+    #[arg(long, env = "PREFETCH", default_value_t = 512)]
+    pub prefetch: u16,
+    /// Most inputs per group commit.
+    #[arg(long, env = "MAX_BATCH", default_value_t = 1024)]
+    pub max_batch: usize,
+    /// Messages the relay keeps in flight awaiting publisher confirms.
+    #[arg(long, env = "RELAY_WINDOW", default_value_t = 512)]
+    pub relay_window: usize,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    pub body_limit_bytes: usize,
+}
+
+impl Config {
+    pub fn retry(&self) -> RetrySettings {
+        RetrySettings {
+            attempt_timeout: Millis(self.attempt_timeout_ms),
+            action_attempts: self.action_attempts.max(1),
+            compensation_attempts: self.compensation_attempts.max(1),
+            backoff_initial: Millis(self.backoff_initial_ms),
+            backoff_max: Millis(self.backoff_max_ms.max(self.backoff_initial_ms)),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The timer task: fires the timers sagas armed, through the same engine as replies.
+//!
+//! Timers live in the store, ordered by due time, so they survive a restart: after a crash the
+//! first scan finds every overdue timer and fires it. There is no other recovery step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sagaflow_runtime::now_millis;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Job, TimersInFlight};
+use crate::store::Store;
+
+/// The longest sleep between scans, so that a clock jump is noticed within a second.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How long to wait when the only due timers are already with the engine.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(20);
+
+pub async fn run(
+    store: Arc<Store>,
+    jobs: mpsc::Sender<Job>,
+    in_flight: TimersInFlight,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        let now = now_millis();
+        match store.due_timers(now, 4096) {
+            Ok(due) => {
+                for (key, order_id, timer) in due {
+                    let fresh = in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
+                    if fresh && jobs.send(Job::Timer { order_id, key, timer }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read timers"),
+        }
+        let wait = match store.next_due() {
+            Ok(Some(due)) if due > now => Duration::from_millis(due - now).min(MAX_SLEEP),
+            Ok(Some(_)) => IN_FLIGHT_POLL,
+            _ => MAX_SLEEP,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
