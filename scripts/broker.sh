@@ -49,7 +49,9 @@ private_env() {
 start_private() {
   mkdir -p "$state/mnesia" "$state/log"
   echo "[]." > "$state/enabled_plugins"
-  echo "listeners.tcp.local = 127.0.0.1:$node_port" > "$state/rabbitmq.conf"
+  # Our own config file shadows the system one, which may pin a listener to 5672; the
+  # listener comes from RABBITMQ_NODE_PORT and RABBITMQ_NODE_IP_ADDRESS.
+  echo "# private sagaflow node" > "$state/rabbitmq.conf"
   # As root, the Debian wrapper runs the node as the rabbitmq user: it must own its folders.
   if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$state"; fi
   private_env

@@ -84,6 +84,8 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         jobs.clone(),
         Arc::clone(&timers_in_flight),
         timer_wake.clone(),
+        connected.clone(),
+        Duration::from_millis(config.attempt_timeout_ms.min(2_000)),
         stop.clone(),
     ));
 

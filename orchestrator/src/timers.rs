@@ -2,12 +2,17 @@
 //!
 //! Timers live in the store, ordered by due time, so they survive a restart: after a crash the
 //! first scan finds every overdue timer and fires it. There is no other recovery step.
+//!
+//! Timers wait while the bus is down. An attempt whose command is still in the outbox cannot
+//! have been answered, so letting its timeout count would turn a broker restart into failed
+//! orders. After (re)connecting they wait a short grace period more, so that replies queued
+//! during the outage are read before the timeouts they would make moot.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sagaflow_runtime::now_millis;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Job, TimersInFlight};
@@ -23,9 +28,22 @@ pub async fn run(
     jobs: mpsc::Sender<Job>,
     in_flight: TimersInFlight,
     wake: Arc<Notify>,
+    mut connected: watch::Receiver<bool>,
+    grace: Duration,
     stop: CancellationToken,
 ) {
     loop {
+        if !*connected.borrow_and_update() {
+            tokio::select! {
+                _ = connected.changed() => {}
+                _ = stop.cancelled() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = stop.cancelled() => return,
+            }
+            continue;
+        }
         let now = now_millis();
         match store.due_timers(now, 4096) {
             Ok(due) => {

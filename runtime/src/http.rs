@@ -48,6 +48,8 @@ pub async fn not_found() -> JsonError {
 /// Binds `addr` and serves `router` until `stop`, then lets open requests finish.
 pub async fn serve(addr: SocketAddr, router: axum::Router, stop: CancellationToken) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    // The bound address, which differs from `addr` when it asked for port 0.
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP listening");
     axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
 }

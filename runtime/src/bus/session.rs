@@ -192,10 +192,10 @@ async fn forward(
     }
 }
 
-/// 100 ms doubling to 10 s, with equal jitter so that many processes reconnecting after a broker
+/// 100 ms doubling to 5 s, with equal jitter so that many processes reconnecting after a broker
 /// restart do not arrive all at once.
 fn backoff(failures: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << failures.min(7)).min(10_000);
+    let base = 100u64.saturating_mul(1 << failures.min(7)).min(5_000);
     let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % (base / 2 + 1);
     Duration::from_millis(base / 2 + jitter)
 }
@@ -208,7 +208,7 @@ mod tests {
     fn backoff_grows_is_capped_and_jittered() {
         for f in 1..20 {
             let d = backoff(f).as_millis() as u64;
-            let base = (100u64 << f.min(7)).min(10_000);
+            let base = (100u64 << f.min(7)).min(5_000);
             assert!(d >= base / 2 && d <= base, "{f}: {d}");
         }
     }

@@ -75,3 +75,23 @@ async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Resu
         )
         .await
 }
+
+/// Deletes every queue and exchange of the namespace, with whatever they hold. For tests and
+/// demos that made a namespace of their own: quorum queues cost the broker a Raft group each,
+/// so leaving them behind slows it down for everyone.
+pub async fn delete(channel: &Channel, topology: &Topology) -> Result<(), lapin::Error> {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    for queue in topology.all_queues() {
+        channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
+    }
+    for exchange in [
+        topology.intake_exchange(),
+        topology.commands_exchange(),
+        topology.replies_exchange(),
+        topology.events_exchange(),
+        topology.dead_letter_exchange(),
+    ] {
+        channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
+    }
+    Ok(())
+}

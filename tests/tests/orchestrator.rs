@@ -1,0 +1,516 @@
+//! The real `orchestrator` binary against the real broker. The test plays payment, inventory
+//! and notification itself (see `sagaflow_tests::bus::ParticipantDouble`), so it can script
+//! every participant behaviour. Each test has its own namespace and data folder.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sagaflow_events::{CommandBody, Participant, Phase};
+use sagaflow_tests::broker::PrivateBroker;
+use sagaflow_tests::bus::{Answer, TestBus};
+use sagaflow_tests::procs::Program;
+use sagaflow_tests::{amqp_url, unique_namespace, wait};
+use serde_json::{json, Value};
+
+const EXAMPLE_ORDER: &str = include_str!("../../events/tests/fixtures/OrderPlaced.json");
+
+/// Short timeouts so that retry and timeout paths run in seconds.
+const FAST: &[(&str, &str)] = &[
+    ("ATTEMPT_TIMEOUT_MS", "400"),
+    ("ACTION_ATTEMPTS", "3"),
+    ("COMPENSATION_ATTEMPTS", "3"),
+    ("BACKOFF_INITIAL_MS", "50"),
+    ("BACKOFF_MAX_MS", "200"),
+];
+
+/// Realistic retry budgets, for runs with crashes and outages.
+const STEADY: &[(&str, &str)] = &[
+    ("ATTEMPT_TIMEOUT_MS", "1500"),
+    ("ACTION_ATTEMPTS", "6"),
+    ("COMPENSATION_ATTEMPTS", "10"),
+    ("BACKOFF_INITIAL_MS", "100"),
+    ("BACKOFF_MAX_MS", "1000"),
+];
+
+/// Timeouts long enough that nothing is retried behind the test's back.
+const PATIENT: &[(&str, &str)] = &[("ATTEMPT_TIMEOUT_MS", "30000")];
+
+/// Fields drop in order: the orchestrator stops before the test bus deletes the namespace, so
+/// nothing declares it again behind the clean-up.
+struct Harness {
+    orchestrator: Program,
+    bus: TestBus,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(test: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_on(test, &amqp_url(), env).await
+    }
+
+    async fn start_on(test: &str, url: &str, env: &[(&str, &str)]) -> Self {
+        let namespace = unique_namespace(test);
+        let bus = TestBus::connect(url, &namespace).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let orchestrator =
+            Program::start("orchestrator", &namespace, url, dir.path().join("orchestrator"), env);
+        orchestrator.wait_healthy(Duration::from_secs(30)).await;
+        Self { bus, orchestrator, http: reqwest::Client::new(), _dir: dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.orchestrator.http)
+    }
+
+    async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = self.http.post(self.url(path)).body(body.to_owned()).send().await.expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn order(&self, id: &str) -> Value {
+        self.get(&format!("/orders/{id}")).await.1
+    }
+
+    /// Waits until the order is in `state` and returns it.
+    async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
+        wait::until(&format!("order {id} to be {state}"), timeout, || async {
+            let order = self.order(id).await;
+            (order["state"] == state).then_some(order)
+        })
+        .await
+    }
+
+    async fn all_succeed(&self) -> [sagaflow_tests::bus::ParticipantDouble; 3] {
+        [
+            self.bus.participant(Participant::Payment, |_| Answer::Succeed).await,
+            self.bus.participant(Participant::Inventory, |_| Answer::Succeed).await,
+            self.bus.participant(Participant::Notification, |_| Answer::Succeed).await,
+        ]
+    }
+}
+
+fn order_json(id: &str, items: &[(&str, i64)]) -> String {
+    let items: Vec<Value> = items.iter().map(|(p, q)| json!({ "productId": p, "quantity": q })).collect();
+    json!({ "event": "OrderPlaced", "orderId": id, "userId": "user1", "items": items }).to_string()
+}
+
+fn phases(commands: &[sagaflow_events::CommandMessage]) -> Vec<(Phase, u32)> {
+    commands.iter().map(|c| (c.phase, c.attempt)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_published_example_order_completes_and_its_events_are_public() {
+    let h = Harness::start("example", PATIENT).await;
+    let events = h.bus.watch_events().await;
+    let _participants = h.all_succeed().await;
+
+    let (status, body) = h.post("/orders", EXAMPLE_ORDER).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["orderId"], "12345");
+    let order = h.wait_state("12345", "completed", Duration::from_secs(20)).await;
+    assert_eq!(order["steps"][0]["name"], "payment");
+    assert!(order["history"].as_array().unwrap().len() >= 4);
+
+    // The same order again starts nothing new; a different body under the same id is a conflict.
+    let (status, body) = h.post("/orders", EXAMPLE_ORDER).await;
+    assert_eq!((status, body["state"].as_str()), (202, Some("completed")));
+    let (status, body) = h.post("/orders", &order_json("12345", &[("abc", 9)])).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].is_string());
+
+    wait::until("the order's public events", Duration::from_secs(10), || async {
+        let names = events.names_for("12345");
+        let want =
+            ["OrderPlaced", "PaymentProcessed", "InventoryUpdated", "NotificationSent", "OrderCompleted"];
+        want.iter().all(|w| names.iter().any(|n| n == w)).then_some(())
+    })
+    .await;
+
+    // An OrderPlaced on the intake queue starts a saga exactly as POST /orders does.
+    h.bus.place_order(&order_json("from-the-bus", &[("xyz", 1)])).await;
+    h.wait_state("from-the-bus", "completed", Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_payment_compensates_without_a_refund() {
+    let h = Harness::start("declined", PATIENT).await;
+    let payment =
+        h.bus.participant(Participant::Payment, |_| Answer::Refuse("payment_declined".into())).await;
+    let inventory = h.bus.participant(Participant::Inventory, |_| Answer::Succeed).await;
+
+    assert_eq!(h.post("/orders", &order_json("d-1", &[("abc", 1)])).await.0, 202);
+    let order = h.wait_state("d-1", "compensated", Duration::from_secs(20)).await;
+    assert_eq!(order["reason"], "payment_declined");
+    assert_eq!(phases(&payment.received_for("d-1")), [(Phase::Action, 1)], "no refund for a declined charge");
+    assert!(inventory.received_for("d-1").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_stock_refunds_then_compensates() {
+    let h = Harness::start("stock", PATIENT).await;
+    let payment = h.bus.participant(Participant::Payment, |_| Answer::Succeed).await;
+    let _inventory =
+        h.bus.participant(Participant::Inventory, |_| Answer::Refuse("out_of_stock".into())).await;
+
+    assert_eq!(h.post("/orders", &order_json("s-1", &[("abc", 1)])).await.0, 202);
+    let order = h.wait_state("s-1", "compensated", Duration::from_secs(20)).await;
+    assert_eq!(order["reason"], "out_of_stock");
+    let received = payment.received_for("s-1");
+    assert_eq!(phases(&received), [(Phase::Action, 1), (Phase::Compensation, 1)]);
+    assert!(matches!(received[1].body, CommandBody::RefundPayment { .. }));
+    assert_eq!(order["steps"][0]["state"], "compensated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_and_stale_replies_change_nothing() {
+    let h = Harness::start("duplicates", PATIENT).await;
+    let payment = h.bus.participant(Participant::Payment, |_| Answer::Silent).await;
+    let inventory = h.bus.participant(Participant::Inventory, |_| Answer::Succeed).await;
+    let _notification = h.bus.participant(Participant::Notification, |_| Answer::Succeed).await;
+
+    assert_eq!(h.post("/orders", &order_json("dup-1", &[("abc", 1)])).await.0, 202);
+    let charge = wait::until("the charge command", Duration::from_secs(10), || async {
+        payment.received_for("dup-1").first().cloned()
+    })
+    .await;
+    let reply = |attempt: u32, step: &str| sagaflow_events::ReplyMessage {
+        saga_id: charge.saga_id.clone(),
+        order_id: charge.order_id.clone(),
+        step: step.into(),
+        phase: Phase::Action,
+        attempt,
+        idempotency_key: charge.idempotency_key.clone(),
+        outcome: sagaflow_events::ReplyOutcome::Succeeded,
+        payment_id: None,
+        missing_products: vec![],
+    };
+
+    // An attempt never sent, and a step that is not current: recorded, ignored.
+    h.bus.send_reply(&reply(7, "payment")).await;
+    h.bus.send_reply(&reply(1, "inventory")).await;
+    h.bus.send_reply(&reply(1, "no-such-step")).await;
+    let order = wait::until("three ignored replies in the history", Duration::from_secs(10), || async {
+        let order = h.order("dup-1").await;
+        let ignored = order["history"].as_array()?.iter().filter(|e| !e["ignored"].is_null()).count();
+        (ignored == 3).then_some(order)
+    })
+    .await;
+    assert_eq!(order["state"], "running");
+    assert_eq!(order["steps"][0]["state"], "running");
+    assert!(inventory.received_for("dup-1").is_empty());
+
+    // The right reply, twice: the saga moves once.
+    h.bus.send_reply(&reply(1, "payment")).await;
+    h.bus.send_reply(&reply(1, "payment")).await;
+    let order = h.wait_state("dup-1", "completed", Duration::from_secs(20)).await;
+    assert_eq!(phases(&inventory.received_for("dup-1")), [(Phase::Action, 1)]);
+    let history = order["history"].as_array().unwrap();
+    let reasons: Vec<&str> = history.iter().filter_map(|e| e["ignored"].as_str()).collect();
+    assert!(reasons.contains(&"stale_attempt") && reasons.contains(&"unknown_step"), "{reasons:?}");
+    wait::until("the duplicate to be recorded", Duration::from_secs(10), || async {
+        let order = h.order("dup-1").await;
+        let n = order["history"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["ignored"] == "finished" || e["ignored"] == "not_awaited")
+            .count();
+        (n >= 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_participant_is_retried_with_one_key_then_compensated() {
+    let h = Harness::start("silent", FAST).await;
+    let payment = h.bus.participant(Participant::Payment, |_| Answer::Succeed).await;
+    let inventory = h
+        .bus
+        .participant(Participant::Inventory, |c| {
+            if c.phase == Phase::Action {
+                Answer::Silent
+            } else {
+                Answer::Succeed
+            }
+        })
+        .await;
+
+    assert_eq!(h.post("/orders", &order_json("t-1", &[("abc", 1)])).await.0, 202);
+    let order = h.wait_state("t-1", "compensated", Duration::from_secs(30)).await;
+    assert_eq!(order["reason"], "timed_out");
+
+    let received = inventory.received_for("t-1");
+    let reserves: Vec<_> = received.iter().filter(|c| c.phase == Phase::Action).collect();
+    assert_eq!(reserves.iter().map(|c| c.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(reserves.iter().all(|c| c.idempotency_key == reserves[0].idempotency_key));
+    // The reservation may have happened: it is released, with a key of its own, then the
+    // payment is refunded.
+    let release = received.iter().find(|c| c.phase == Phase::Compensation).expect("a release");
+    assert_ne!(release.idempotency_key, reserves[0].idempotency_key);
+    assert_eq!(phases(&payment.received_for("t-1")), [(Phase::Action, 1), (Phase::Compensation, 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_compensation_gets_stuck_and_retry_resumes_it() {
+    let h = Harness::start("stuck", FAST).await;
+    let refunds_work = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = refunds_work.clone();
+    let _payment = h
+        .bus
+        .participant(Participant::Payment, move |c| match c.phase {
+            Phase::Action => Answer::Succeed,
+            Phase::Compensation if flag.load(std::sync::atomic::Ordering::SeqCst) => Answer::Succeed,
+            Phase::Compensation => Answer::Transient("refund provider down".into()),
+        })
+        .await;
+    let _inventory =
+        h.bus.participant(Participant::Inventory, |_| Answer::Refuse("out_of_stock".into())).await;
+
+    assert_eq!(h.post("/orders", &order_json("k-1", &[("abc", 1)])).await.0, 202);
+    let order = h.wait_state("k-1", "stuck", Duration::from_secs(30)).await;
+    assert_eq!(order["steps"][0]["compensation"]["lastError"], "refund provider down");
+    let (status, listed) = h.get("/orders?state=stuck").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["orders"][0]["orderId"], "k-1");
+
+    refunds_work.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = h.post("/orders/k-1/retry", "").await;
+    assert_eq!(status, 202, "{body}");
+    let order = h.wait_state("k-1", "compensated", Duration::from_secs(20)).await;
+    assert_eq!(order["reason"], "out_of_stock");
+    let (status, body) = h.post("/orders/k-1/retry", "").await;
+    assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_compensates_mid_flight_and_is_refused_past_the_point_of_no_return() {
+    let h = Harness::start("cancel", PATIENT).await;
+    let payment = h.bus.participant(Participant::Payment, |_| Answer::Succeed).await;
+    let inventory = h
+        .bus
+        .participant(Participant::Inventory, |c| match (c.order_id.as_str(), c.phase) {
+            ("c-1", Phase::Action) => Answer::Silent,
+            _ => Answer::Succeed,
+        })
+        .await;
+    let notification = h.bus.participant(Participant::Notification, |_| Answer::Silent).await;
+
+    // Mid-flight: the reservation is out, unanswered.
+    assert_eq!(h.post("/orders", &order_json("c-1", &[("abc", 1)])).await.0, 202);
+    wait::until("the reservation", Duration::from_secs(10), || async {
+        (!inventory.received_for("c-1").is_empty()).then_some(())
+    })
+    .await;
+    let (status, body) = h.post("/orders/c-1/cancel", "").await;
+    assert_eq!(status, 202, "{body}");
+    let order = h.wait_state("c-1", "compensated", Duration::from_secs(20)).await;
+    assert_eq!(order["reason"], "cancelled");
+    assert!(inventory.received_for("c-1").iter().any(|c| c.phase == Phase::Compensation));
+    assert!(payment.received_for("c-1").iter().any(|c| c.phase == Phase::Compensation));
+    assert_eq!(h.post("/orders/c-1/cancel", "").await.0, 409, "terminal");
+
+    // Past the point of no return: the confirmation is out.
+    assert_eq!(h.post("/orders", &order_json("c-2", &[("abc", 1)])).await.0, 202);
+    wait::until("the notification", Duration::from_secs(10), || async {
+        (!notification.received_for("c-2").is_empty()).then_some(())
+    })
+    .await;
+    let (status, body) = h.post("/orders/c-2/cancel", "").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("point of no return"));
+    assert_eq!(h.post("/orders/nope/cancel", "").await.0, 404);
+}
+
+/// Orders whose id ends in 7 are declined, in 3 out of stock; the rest complete.
+fn scripted(participant: Participant) -> impl Fn(&sagaflow_events::CommandMessage) -> Answer + Send + Sync {
+    move |c| match (participant, c.phase, c.order_id.as_str().chars().last()) {
+        (Participant::Payment, Phase::Action, Some('7')) => Answer::Refuse("payment_declined".into()),
+        (Participant::Inventory, Phase::Action, Some('3')) => Answer::Refuse("out_of_stock".into()),
+        _ => Answer::Succeed,
+    }
+}
+
+/// Places orders over HTTP, retrying through outages: the order id makes it idempotent.
+async fn place_all(http: &reqwest::Client, base: &str, ids: &[String]) {
+    for id in ids {
+        let body = order_json(id, &[("abc", 1), ("xyz", 2)]);
+        wait::until(&format!("order {id} to be accepted"), Duration::from_secs(60), || async {
+            let r = http.post(format!("{base}/orders")).body(body.clone()).send().await.ok()?;
+            (r.status().as_u16() == 202).then_some(())
+        })
+        .await;
+        // Spread the load over the kills.
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+}
+
+/// Every order terminal, and the participants' books agree with each saga's outcome.
+async fn check_outcomes(h: &Harness, ids: &[String], doubles: &[sagaflow_tests::bus::ParticipantDouble; 3]) {
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for id in ids {
+        let order = wait::until(&format!("order {id} to end"), Duration::from_secs(90), || async {
+            let order = h.order(id).await;
+            matches!(order["state"].as_str(), Some("completed" | "compensated")).then_some(order)
+        })
+        .await;
+        let state = order["state"].as_str().unwrap().to_owned();
+        let expected = match id.chars().last() {
+            Some('7') => "compensated",
+            Some('3') => "compensated",
+            _ => "completed",
+        };
+        assert_eq!(state, expected, "order {id}: {order}");
+        for (i, double) in doubles.iter().enumerate() {
+            let books = double.state.lock().unwrap();
+            assert!(
+                books.times_applied.get(id.as_str()).copied().unwrap_or(0) <= 1,
+                "order {id} applied twice"
+            );
+            let present = books.effect_present.contains(id.as_str());
+            // Notification (index 2) cannot be undone and only runs for completed orders.
+            assert_eq!(
+                present,
+                state == "completed",
+                "order {id} ({state}): effect of participant {i} present={present}"
+            );
+        }
+        *outcomes.entry(state).or_default() += 1;
+    }
+    eprintln!("outcomes: {outcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_load_loses_nothing_and_does_nothing_twice() {
+    let mut h = Harness::start("sigkill", STEADY).await;
+    let doubles = [
+        h.bus.participant(Participant::Payment, scripted(Participant::Payment)).await,
+        h.bus.participant(Participant::Inventory, scripted(Participant::Inventory)).await,
+        h.bus.participant(Participant::Notification, scripted(Participant::Notification)).await,
+    ];
+    let ids: Vec<String> = (0..300).map(|i| format!("k{i:04}")).collect();
+    let http = h.http.clone();
+    let base = h.orchestrator.http.clone();
+    let load = {
+        let ids = ids.clone();
+        tokio::spawn(async move { place_all(&http, &base, &ids).await })
+    };
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        h.orchestrator.kill();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        h.orchestrator.restart();
+    }
+    h.orchestrator.wait_healthy(Duration::from_secs(30)).await;
+    load.await.expect("load");
+    check_outcomes(&h, &ids, &doubles).await;
+    assert!(h.orchestrator.log_text().matches("orchestrator ready").count() >= 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_under_load_is_survived() {
+    let Some(broker) = PrivateBroker::start() else {
+        panic!("rabbitmq-server is not installed: the broker-restart test needs its own node");
+    };
+    let h = Harness::start_on("broker", &broker.url(), STEADY).await;
+    let doubles = [
+        h.bus.participant(Participant::Payment, scripted(Participant::Payment)).await,
+        h.bus.participant(Participant::Inventory, scripted(Participant::Inventory)).await,
+        h.bus.participant(Participant::Notification, scripted(Participant::Notification)).await,
+    ];
+    let ids: Vec<String> = (0..300).map(|i| format!("b{i:04}")).collect();
+    let load = {
+        let (http, base, ids) = (h.http.clone(), h.orchestrator.http.clone(), ids.clone());
+        tokio::spawn(async move { place_all(&http, &base, &ids).await })
+    };
+    // Restart while orders are still arriving: the load takes several seconds.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let placed_before = h.get("/orders?limit=1000").await.1["orders"].as_array().map_or(0, Vec::len);
+    tokio::task::block_in_place(|| broker.restart());
+    load.await.expect("load");
+    check_outcomes(&h, &ids, &doubles).await;
+    assert!(placed_before < ids.len(), "the load should still be arriving when the broker restarts");
+    wait::until("the orchestrator to report a healthy bus", Duration::from_secs(30), || async {
+        (h.get("/health").await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(h.orchestrator.log_text().contains("bus disconnected"), "the orchestrator never saw the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_nothing_stops() {
+    let h = Harness::start("bad", PATIENT).await;
+    let _participants = h.all_succeed().await;
+
+    let cases: &[(&str, u16)] = &[
+        ("{not json", 400),
+        ("", 400),
+        ("[1, 2]", 422),
+        (r#"{"userId": "u", "items": []}"#, 422),
+        (r#"{"userId": "u", "items": [{"productId": "abc", "quantity": 0}]}"#, 422),
+        (r#"{"userId": "u", "items": [{"productId": "abc", "quantity": -1}]}"#, 422),
+        (r#"{"userId": "u", "items": [{"productId": "no-such-thing", "quantity": 1}]}"#, 422),
+        (r#"{"orderId": "has space", "userId": "u", "items": [{"productId": "abc", "quantity": 1}]}"#, 422),
+        (r#"{"userId": "u", "items": [{"productId": "abc", "quantity": "two"}]}"#, 422),
+    ];
+    for (body, want) in cases {
+        let (status, answer) = h.post("/orders", body).await;
+        assert_eq!(status, *want, "POST {body:?} answered {answer}");
+        assert!(answer["error"].is_string(), "POST {body:?} answered {answer}");
+    }
+    let big = format!(r#"{{"userId": "u", "note": "{}", "items": []}}"#, "x".repeat(200_000));
+    // The server stops reading and closes this connection; use one of its own.
+    let response = reqwest::Client::new().post(h.url("/orders")).body(big).send().await.expect("POST");
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer["error"].is_string());
+    for (path, want) in
+        [("/orders/missing", 404), ("/orders?state=bogus", 400), ("/orders?limit=0", 400), ("/nowhere", 404)]
+    {
+        let (status, answer) = h.get(path).await;
+        assert_eq!(status, want, "GET {path}: {answer}");
+        assert!(answer["error"].is_string(), "GET {path}: {answer}");
+    }
+    let (status, listed) = h.get("/orders").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["orders"].as_array().unwrap().len(), 0, "nothing started");
+
+    // On the bus: garbage on the reply queue and an order without an id go to the dead-letter
+    // queue with a reason; an order that can never go through ends compensated.
+    h.bus.publish(&h.bus.topology.replies_exchange(), "", b"\xff not json at all", "x").await;
+    h.bus.place_order(r#"{"event": "OrderPlaced", "userId": "u", "items": []}"#).await;
+    h.bus.place_order(&order_json("bad-qty", &[("abc", 0)])).await;
+    let order = h.wait_state("bad-qty", "compensated", Duration::from_secs(20)).await;
+    assert_eq!(order["reason"], "invalid_order");
+    let letters = wait::until("two dead letters", Duration::from_secs(20), || async {
+        let letters = h.bus.take_dead_letters().await;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    let mut letters = letters;
+    if letters.len() < 2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        letters.extend(h.bus.take_dead_letters().await);
+    }
+    let reasons: Vec<String> = letters.iter().map(|(r, _)| r.clone().unwrap_or_default()).collect();
+    assert!(reasons.iter().any(|r| r.contains("not a reply message")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("orderId is missing")), "{reasons:?}");
+
+    // And it still works.
+    assert_eq!(h.post("/orders", EXAMPLE_ORDER).await.0, 202);
+    h.wait_state("12345", "completed", Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_with_exit_zero() {
+    let mut h = Harness::start("sigterm", PATIENT).await;
+    let status = h.orchestrator.terminate(Duration::from_secs(15)).expect("exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+}
