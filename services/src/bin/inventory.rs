@@ -1,0 +1,38 @@
+//! The `inventory` service: reserves and releases stock.
+
+use clap::Parser;
+use sagaflow_events::Catalog;
+use sagaflow_services::config::ServiceArgs;
+use sagaflow_services::inventory::Inventory;
+
+/// Reserves stock for orders (all or nothing) and releases it when an order is undone.
+#[derive(Parser)]
+#[command(name = "inventory", version)]
+struct Args {
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// Catalog file (JSON or TOML) with the initial stock; the built-in catalog if not set.
+    #[arg(long, env = "CATALOG")]
+    catalog: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    sagaflow_runtime::telemetry::init(args.service.common.log_format);
+    let catalog = match Catalog::load_or_builtin(args.catalog.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("inventory failed: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let stop = sagaflow_runtime::shutdown::on_signal();
+    match sagaflow_services::participant::run(Inventory { catalog }, args.service, 8082, stop).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("inventory failed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The `notification` service: sends the order confirmation into a Maildir.
+
+use clap::Parser;
+use sagaflow_services::config::ServiceArgs;
+use sagaflow_services::notification::Notification;
+
+/// Writes one confirmation email per order into DATA_DIR/Maildir.
+#[derive(Parser)]
+#[command(name = "notification", version)]
+struct Args {
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    sagaflow_runtime::telemetry::init(args.service.common.log_format);
+    let data_dir = args.service.data_dir.clone().unwrap_or_else(|| "data/notification".into());
+    let domain = match Notification::new(&data_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("notification failed: cannot create the Maildir: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let stop = sagaflow_runtime::shutdown::on_signal();
+    let mut service = args.service;
+    service.data_dir = Some(data_dir);
+    match sagaflow_services::participant::run(domain, service, 8083, stop).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("notification failed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
