@@ -127,7 +127,9 @@ impl Outbox {
         tx: &TransactionalTree,
         message: &OutboxMessage,
     ) -> Result<(), UnabortableTransactionError> {
-        let id = tx.generate_id()?;
+        // Ids start at 1: the watermark starts at 0 meaning "nothing yet", and an entry with
+        // id 0 would never move it, so the relay would not wake for it.
+        let id = tx.generate_id()? + 1;
         let bytes = serde_json::to_vec(message).expect("an outbox message always serialises");
         tx.insert(&id.to_be_bytes(), bytes)?;
         // A transaction may run its closure again; fetch_max keeps this right either way.

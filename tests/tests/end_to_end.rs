@@ -1,0 +1,258 @@
+//! End to end: the real orchestrator, payment, inventory and notification binaries against the
+//! real broker, and the books of every service checked against every saga's outcome.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sagaflow_tests::bus::TestBus;
+use sagaflow_tests::procs::Program;
+use sagaflow_tests::{amqp_url, unique_namespace, wait};
+use serde_json::{json, Value};
+
+const EXAMPLE_ORDER: &str = include_str!("../../events/tests/fixtures/OrderPlaced.json");
+const STEADY: &[(&str, &str)] = &[
+    ("ATTEMPT_TIMEOUT_MS", "2000"),
+    ("ACTION_ATTEMPTS", "6"),
+    ("COMPENSATION_ATTEMPTS", "10"),
+    ("BACKOFF_INITIAL_MS", "100"),
+    ("BACKOFF_MAX_MS", "1000"),
+];
+const DECLINE_OVER: u64 = 100_000;
+
+/// Fields drop in order: programs stop before the test bus deletes the namespace.
+struct System {
+    orchestrator: Program,
+    payment: Program,
+    inventory: Program,
+    notification: Program,
+    _bus: TestBus,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// The built-in products plus one that is nearly sold out, so an out-of-stock order can be
+/// cheap enough to pass payment first.
+const CATALOG: &str = r#"{"products": [
+  {"id": "abc", "name": "Alpine backpack", "priceCents": 4999, "stock": 100000},
+  {"id": "xyz", "name": "Xylophone", "priceCents": 12950, "stock": 100000},
+  {"id": "jkl", "name": "Juggling kit", "priceCents": 1875, "stock": 100000},
+  {"id": "rare", "name": "Rare print", "priceCents": 100, "stock": 5}
+]}"#;
+
+impl System {
+    async fn start(test: &str) -> Self {
+        let namespace = unique_namespace(test);
+        let url = amqp_url();
+        let bus = TestBus::connect(&url, &namespace).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let decline = DECLINE_OVER.to_string();
+        let catalog = dir.path().join("catalog.json");
+        std::fs::write(&catalog, CATALOG).unwrap();
+        let catalog = catalog.display().to_string();
+        let start = |name: &str, env: &[(&str, &str)]| {
+            Program::start(name, &namespace, &url, dir.path().join(name), env)
+        };
+        let mut orchestrator_env = STEADY.to_vec();
+        orchestrator_env.push(("CATALOG", catalog.as_str()));
+        let system = Self {
+            orchestrator: start("orchestrator", &orchestrator_env),
+            payment: start("payment", &[("DECLINE_OVER_CENTS", decline.as_str())]),
+            inventory: start("inventory", &[("CATALOG", catalog.as_str())]),
+            notification: start("notification", &[]),
+            _bus: bus,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        };
+        for p in [&system.orchestrator, &system.payment, &system.inventory, &system.notification] {
+            p.wait_healthy(Duration::from_secs(30)).await;
+        }
+        system
+    }
+
+    async fn get(&self, base: &str, path: &str) -> Value {
+        let r = self.http.get(format!("{base}{path}")).send().await.expect("GET");
+        r.json().await.expect("JSON")
+    }
+
+    async fn place(&self, body: &str) -> u16 {
+        let r =
+            self.http.post(format!("{}/orders", self.orchestrator.http)).body(body.to_owned()).send().await;
+        r.expect("POST").status().as_u16()
+    }
+
+    async fn wait_terminal(&self, id: &str) -> Value {
+        wait::until(&format!("order {id} to end"), Duration::from_secs(60), || async {
+            let order = self.get(&self.orchestrator.http, &format!("/orders/{id}")).await;
+            matches!(order["state"].as_str(), Some("completed" | "compensated")).then_some(order)
+        })
+        .await
+    }
+
+    async fn ledger(&self) -> HashMap<String, (u64, u64)> {
+        let payments = self.get(&self.payment.http, "/payments").await;
+        payments["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let id = p["orderId"].as_str().unwrap().to_owned();
+                (id, (p["chargedCents"].as_u64().unwrap(), p["refundedCents"].as_u64().unwrap()))
+            })
+            .collect()
+    }
+
+    async fn stock(&self) -> Value {
+        self.get(&self.inventory.http, "/stock").await["stock"].clone()
+    }
+
+    async fn notifications(&self) -> Value {
+        self.get(&self.notification.http, "/notifications").await
+    }
+}
+
+fn order_json(id: &str, items: &[(&str, i64)]) -> String {
+    let items: Vec<Value> = items.iter().map(|(p, q)| json!({ "productId": p, "quantity": q })).collect();
+    json!({ "orderId": id, "userId": "user1", "items": items }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_order_is_charged_reserved_and_confirmed() {
+    let s = System::start("e2e-example").await;
+    let before = s.stock().await;
+    assert_eq!(s.place(EXAMPLE_ORDER).await, 202);
+    let order = s.wait_terminal("12345").await;
+    assert_eq!(order["state"], "completed", "{order}");
+    let attempts: Vec<u64> =
+        order["steps"].as_array().unwrap().iter().map(|s| s["attempts"].as_u64().unwrap()).collect();
+    assert_eq!(attempts, [1, 1, 1], "every step answered at the first attempt: {order}");
+    let amount = order["amountCents"].as_u64().unwrap();
+
+    assert_eq!(s.ledger().await.get("12345"), Some(&(amount, 0)));
+    let after = s.stock().await;
+    for (product, quantity) in [("abc", 2), ("xyz", 1)] {
+        let was = before[product]["available"].as_u64().unwrap();
+        assert_eq!(after[product]["available"].as_u64().unwrap(), was - quantity);
+        assert_eq!(after[product]["reserved"].as_u64().unwrap(), quantity);
+    }
+    let notes = s.notifications().await;
+    assert_eq!(notes["notifications"]["12345"], 1);
+    let maildir = std::path::PathBuf::from(notes["maildir"].as_str().unwrap()).join("new");
+    let mails: Vec<_> = std::fs::read_dir(&maildir).unwrap().collect();
+    assert_eq!(mails.len(), 1, "one mail in {}", maildir.display());
+    let mail = std::fs::read_to_string(mails[0].as_ref().unwrap().path()).unwrap();
+    assert!(mail.contains("Subject: Your order 12345 is confirmed"), "{mail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_over_the_decline_limit_charges_nothing() {
+    let s = System::start("e2e-decline").await;
+    assert_eq!(s.place(&order_json("big-1", &[("xyz", 30)])).await, 202);
+    let order = s.wait_terminal("big-1").await;
+    assert_eq!(
+        (order["state"].as_str(), order["reason"].as_str()),
+        (Some("compensated"), Some("payment_declined"))
+    );
+    assert_eq!(s.ledger().await.get("big-1"), None, "nothing charged");
+    assert!(s.notifications().await["notifications"].get("big-1").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_beyond_the_stock_is_refunded_and_the_stock_is_unchanged() {
+    let s = System::start("e2e-stock").await;
+    let before = s.stock().await;
+    // Cheap enough for payment; more than the 5 rare prints that exist.
+    let body = order_json("many-1", &[("abc", 1), ("rare", 6)]);
+    assert_eq!(s.place(&body).await, 202);
+    let order = s.wait_terminal("many-1").await;
+    assert_eq!(
+        (order["state"].as_str(), order["reason"].as_str()),
+        (Some("compensated"), Some("out_of_stock")),
+        "{order}"
+    );
+    let amount = order["amountCents"].as_u64().unwrap();
+    if amount <= DECLINE_OVER {
+        assert_eq!(s.ledger().await.get("many-1"), Some(&(amount, amount)), "charged, then refunded in full");
+    }
+    assert_eq!(s.stock().await, before, "stock unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_hundred_mixed_orders_conserve_money_and_stock() {
+    let s = System::start("e2e-mixed").await;
+    let initial = s.stock().await;
+    let n = 300;
+    let started = Instant::now();
+    let mut expected_cancel = Vec::new();
+    for i in 0..n {
+        let id = format!("m{i:04}");
+        let items: Vec<(&str, i64)> = match i % 10 {
+            0 => vec![("xyz", 40)], // over the decline limit
+            1 => vec![("rare", 6)], // out of stock
+            _ => vec![("abc", (i % 3 + 1) as i64), ("jkl", 1)],
+        };
+        assert_eq!(s.place(&order_json(&id, &items)).await, 202);
+        if i % 10 == 5 {
+            // Some customers change their mind at once; the cancel may land before or after
+            // the point of no return, and either answer is a valid one.
+            let r = s.http.post(format!("{}/orders/{id}/cancel", s.orchestrator.http)).send().await.unwrap();
+            assert!(matches!(r.status().as_u16(), 202 | 409), "cancel answered {}", r.status());
+            expected_cancel.push(id);
+        }
+    }
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    let mut orders = Vec::new();
+    for i in 0..n {
+        let order = s.wait_terminal(&format!("m{i:04}")).await;
+        let key = format!("{}:{}", order["state"].as_str().unwrap(), order["reason"].as_str().unwrap_or("-"));
+        *outcomes.entry(key).or_default() += 1;
+        orders.push(order);
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{n} mixed orders in {elapsed:.1?} ({:.0} orders/s): {outcomes:?}",
+        n as f64 / elapsed.as_secs_f64()
+    );
+
+    // Let the last replies and compensations settle, then check the books.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ledger = s.ledger().await;
+    let stock = s.stock().await;
+    let notes = s.notifications().await;
+    let mut sold: HashMap<String, u64> = HashMap::new();
+    for order in &orders {
+        let id = order["orderId"].as_str().unwrap();
+        let amount = order["amountCents"].as_u64().unwrap();
+        let (charged, refunded) = ledger.get(id).copied().unwrap_or((0, 0));
+        let completed = order["state"] == "completed";
+        assert_eq!(charged - refunded, if completed { amount } else { 0 }, "money of {id}: {order}");
+        assert_eq!(
+            notes["notifications"].get(id).and_then(Value::as_u64).unwrap_or(0),
+            u64::from(completed),
+            "mail of {id}"
+        );
+        if completed {
+            for line in order["items"].as_array().unwrap() {
+                *sold.entry(line["productId"].as_str().unwrap().to_owned()).or_default() +=
+                    line["quantity"].as_u64().unwrap();
+            }
+        }
+    }
+    for (product, s0) in initial.as_object().unwrap() {
+        let now = &stock[product];
+        let gone = s0["available"].as_u64().unwrap() - now["available"].as_u64().unwrap();
+        assert_eq!(gone, sold.get(product).copied().unwrap_or(0), "stock of {product}");
+        assert_eq!(
+            now["available"].as_u64().unwrap() + now["reserved"].as_u64().unwrap(),
+            now["initial"].as_u64().unwrap()
+        );
+    }
+    assert!(outcomes.get("completed:-").copied().unwrap_or(0) > n / 2, "{outcomes:?}");
+    assert!(
+        outcomes.contains_key("compensated:payment_declined")
+            && outcomes.contains_key("compensated:out_of_stock")
+    );
+    assert_eq!(
+        notes["delivered"].as_u64().unwrap() as usize,
+        outcomes.get("completed:-").copied().unwrap_or(0)
+    );
+}
