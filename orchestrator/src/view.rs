@@ -84,6 +84,7 @@ pub fn detail(record: &SagaRecord, definition: Option<&SagaDefinition>) -> Value
         "paymentId": record.payment_id,
         "createdAt": rfc3339(record.created_at),
         "finishedAt": record.finished_at.map(rfc3339),
+        "durationMs": record.finished_at.map(|f| f.saturating_sub(record.created_at)),
         "traceId": record.trace_id,
         "steps": steps,
         "history": history,

@@ -4,12 +4,14 @@
 //! - [`config`]: the flags and environment variables every program takes.
 //! - [`telemetry`]: logging (`RUST_LOG`, `LOG_FORMAT=json`) and W3C trace ids.
 //! - [`shutdown`]: SIGTERM and Ctrl-C as a cancellation token.
+//! - [`broker`]: the broker step, and private RabbitMQ nodes for tests and demos.
 //! - [`bus`]: the RabbitMQ connection with our own reconnect loop, the topology, consumers.
 //! - [`outbox`]: messages committed with state, and the relay that publishes them with confirms.
 //! - [`commit`]: group commit: apply a batch, flush once, then acknowledge.
 //! - [`metrics`]: a small Prometheus registry.
 //! - [`http`]: `/health` and `/metrics`, and serving a router until shutdown.
 
+pub mod broker;
 pub mod bus;
 pub mod commit;
 pub mod config;

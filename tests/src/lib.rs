@@ -4,10 +4,8 @@
 //!   namespace, data folder and port, with SIGTERM and SIGKILL.
 //! - [`bus`]: a real AMQP client for tests: declares the namespace, plays participants, watches
 //!   public events, reads the dead-letter queue.
-//! - [`broker`]: a private RabbitMQ node a test owns, so it can restart it.
 //! - [`wait`]: waiting on a condition with a deadline, never a fixed sleep.
 
-pub mod broker;
 pub mod bus;
 pub mod procs;
 pub mod wait;

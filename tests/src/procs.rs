@@ -1,6 +1,5 @@
 //! The real binaries, run as child processes.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -20,10 +19,7 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
+pub use sagaflow_runtime::broker::free_port;
 
 /// One running program. Killed when dropped.
 pub struct Program {

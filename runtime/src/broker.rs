@@ -1,0 +1,193 @@
+//! The broker step, and a private RabbitMQ node that its owner (a test, `sagactl up`) may stop
+//! and start at will. A private node never touches the shared broker: own node name, ports,
+//! data and log folders, bound to 127.0.0.1.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub struct PrivateBroker {
+    pub port: u16,
+    dist_port: u16,
+    node: String,
+    dir: PathBuf,
+    /// Delete `dir` when dropped (a temporary node).
+    temporary: bool,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// True when something accepts TCP connections at `host:port` within a second.
+pub fn answers(host: &str, port: u16) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(mut addrs) = (host, port).to_socket_addrs() else { return false };
+    addrs.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+}
+
+/// Host and port of an amqp:// URL.
+pub fn host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.split("://").nth(1)?;
+    let rest = rest.rsplit('@').next()?;
+    let authority = rest.split('/').next()?;
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_owned(), port.parse().ok()?)),
+        None => Some((authority.to_owned(), 5672)),
+    }
+}
+
+/// Where the broker came from, and the private node if we started one (stopped on drop).
+pub struct Broker {
+    pub url: String,
+    pub private: Option<PrivateBroker>,
+}
+
+/// The contract's broker step: `AMQP_URL` if set; else a broker on 127.0.0.1:5672; else a
+/// private node of the installed rabbitmq-server under `dir`; else, as root, install
+/// rabbitmq-server and start that; else an error that says in one line what to do.
+pub fn find_or_start(dir: &std::path::Path) -> Result<Broker, String> {
+    if let Ok(url) = std::env::var("AMQP_URL") {
+        let (host, port) =
+            host_port(&url).ok_or_else(|| format!("AMQP_URL {url:?} is not an amqp:// URL"))?;
+        return if answers(&host, port) {
+            Ok(Broker { url, private: None })
+        } else {
+            Err(format!("AMQP_URL is set, but nothing answers on {host}:{port}"))
+        };
+    }
+    if answers("127.0.0.1", 5672) {
+        return Ok(Broker { url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), private: None });
+    }
+    if !installed() && is_root() {
+        eprintln!("no broker found; installing rabbitmq-server with apt-get");
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "rabbitmq-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        if answers("127.0.0.1", 5672) {
+            return Ok(Broker { url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), private: None });
+        }
+    }
+    match PrivateBroker::start_in(dir.to_path_buf(), false) {
+        Some(node) => Ok(Broker { url: node.url(), private: Some(node) }),
+        None => Err("No RabbitMQ broker: set AMQP_URL to one, or install RabbitMQ (sudo apt-get install rabbitmq-server) and run this again.".into()),
+    }
+}
+
+fn installed() -> bool {
+    Command::new("sh").args(["-c", "command -v rabbitmq-server"]).output().is_ok_and(|o| !o.stdout.is_empty())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl PrivateBroker {
+    /// Starts a temporary node on a free port. `None` when rabbitmq-server is not installed.
+    pub fn start() -> Option<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("sagaflow-broker-{}-{}", std::process::id(), free_port()));
+        Self::start_in(dir, true)
+    }
+
+    /// Starts a node keeping its data under `dir`.
+    pub fn start_in(dir: PathBuf, temporary: bool) -> Option<Self> {
+        if !installed() {
+            return None;
+        }
+        let port = free_port();
+        let dist_port = free_port();
+        let broker = Self { port, dist_port, node: format!("sagaflow-{port}@localhost"), dir, temporary };
+        broker.boot();
+        Some(broker)
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn env(&self, command: &mut Command) {
+        command
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_MNESIA_BASE", self.path("mnesia"))
+            .env("RABBITMQ_LOG_BASE", self.path("log"))
+            .env("RABBITMQ_PID_FILE", self.path("node.pid"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.path("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", self.path("rabbitmq.conf"));
+    }
+
+    fn boot(&self) {
+        std::fs::create_dir_all(self.path("mnesia")).expect("mnesia dir");
+        std::fs::create_dir_all(self.path("log")).expect("log dir");
+        std::fs::write(self.path("enabled_plugins"), "[].\n").expect("plugins file");
+        // Our own (empty) config file shadows the system one, which may pin a listener to 5672;
+        // the listener comes from RABBITMQ_NODE_PORT and RABBITMQ_NODE_IP_ADDRESS.
+        std::fs::write(self.path("rabbitmq.conf"), "# private test node\n").expect("config file");
+        // As root, the Debian wrapper runs the node as `rabbitmq`: it must own its folders.
+        let _ = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(&self.dir).status();
+        let _ = Command::new("chmod").args(["755"]).arg(&self.dir).status();
+        let mut start = Command::new("rabbitmq-server");
+        start.arg("-detached");
+        self.env(&mut start);
+        let _ = start.status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut ready = Command::new("rabbitmqctl");
+            ready.args(["-n", &self.node, "--timeout", "10", "await_startup"]);
+            self.env(&mut ready);
+            let up = ready.output().is_ok_and(|o| o.status.success());
+            if up && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("private broker on port {} did not start; its log:\n{}", self.port, self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log =
+            std::fs::read_to_string(self.path("log").join(format!("{}.log", self.node))).unwrap_or_default();
+        log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Stops the node; its data stays, so a restart keeps durable queues and messages.
+    pub fn stop(&self) {
+        let mut stop = Command::new("rabbitmqctl");
+        stop.args(["-n", &self.node, "stop"]);
+        self.env(&mut stop);
+        let _ = stop.output();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        self.boot();
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

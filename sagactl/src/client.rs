@@ -1,0 +1,125 @@
+//! The orchestrator's HTTP API, for people: small tables instead of JSON.
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the orchestrator at {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{status}: {}", body["error"].as_str().unwrap_or("no details"));
+        }
+        Ok(body)
+    }
+
+    pub async fn status(&self, order_id: &str) -> anyhow::Result<()> {
+        let o = self.call(self.http.get(format!("{}/orders/{order_id}", self.base))).await?;
+        println!("order   {}", o["orderId"].as_str().unwrap_or(order_id));
+        println!("state   {}{}", o["state"].as_str().unwrap_or("?"), reason(&o));
+        if let Some(amount) = o["amountCents"].as_u64() {
+            println!("amount  {}.{:02}", amount / 100, amount % 100);
+        }
+        println!("trace   {}", o["traceId"].as_str().unwrap_or("-"));
+        println!(
+            "\n{:<14} {:<14} {:>8}  {:<14} {:>8}",
+            "STEP", "STATE", "ATTEMPTS", "COMPENSATION", "ATTEMPTS"
+        );
+        for s in o["steps"].as_array().into_iter().flatten() {
+            let (cs, ca) = match s["compensation"].as_object() {
+                Some(c) => (c["state"].as_str().unwrap_or("-").to_owned(), c["attempts"].to_string()),
+                None => ("(none)".to_owned(), "-".to_owned()),
+            };
+            println!(
+                "{:<14} {:<14} {:>8}  {:<14} {:>8}",
+                s["name"].as_str().unwrap_or("?"),
+                s["state"].as_str().unwrap_or("?"),
+                s["attempts"],
+                cs,
+                ca
+            );
+        }
+        println!("\n{:<26} {:<44} NOTE", "TIME", "INPUT");
+        for h in o["history"].as_array().into_iter().flatten() {
+            println!(
+                "{:<26} {:<44} {}",
+                h["at"].as_str().unwrap_or(""),
+                describe(&h["input"]),
+                h["ignored"].as_str().map(|i| format!("ignored: {i}")).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn list(&self, state: Option<&str>, limit: usize) -> anyhow::Result<()> {
+        let mut url = format!("{}/orders?limit={limit}", self.base);
+        if let Some(state) = state {
+            url.push_str(&format!("&state={state}"));
+        }
+        let page = self.call(self.http.get(url)).await?;
+        println!("{:<38} {:<13} {:<18} {:>10}  CREATED", "ORDER", "STATE", "REASON", "AMOUNT");
+        for o in page["orders"].as_array().into_iter().flatten() {
+            let amount =
+                o["amountCents"].as_u64().map(|a| format!("{}.{:02}", a / 100, a % 100)).unwrap_or_default();
+            println!(
+                "{:<38} {:<13} {:<18} {:>10}  {}",
+                o["orderId"].as_str().unwrap_or(""),
+                o["state"].as_str().unwrap_or(""),
+                o["reason"].as_str().unwrap_or("-"),
+                amount,
+                o["createdAt"].as_str().unwrap_or("")
+            );
+        }
+        if let Some(next) = page["next"].as_str() {
+            println!("(more: --after {next})");
+        }
+        Ok(())
+    }
+
+    pub async fn action(&self, order_id: &str, action: &str) -> anyhow::Result<()> {
+        let o = self.call(self.http.post(format!("{}/orders/{order_id}/{action}", self.base))).await?;
+        println!("{action}: order {} is {}", order_id, o["state"].as_str().unwrap_or("?"));
+        Ok(())
+    }
+}
+
+fn reason(o: &Value) -> String {
+    o["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+}
+
+/// One history input in a few words: `reply payment action #2: success`.
+fn describe(input: &Value) -> String {
+    let kind = input["type"].as_str().unwrap_or("?");
+    match kind {
+        "reply" => format!(
+            "reply {} {} #{}: {}{}",
+            input["step"].as_str().unwrap_or("?"),
+            input["phase"].as_str().unwrap_or("?"),
+            input["attempt"],
+            input["outcome"]["kind"].as_str().unwrap_or("?"),
+            input["outcome"]["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+        ),
+        "timerFired" => format!(
+            "timer {} {} #{}: {}",
+            input["timer"]["step"].as_str().unwrap_or("?"),
+            input["timer"]["phase"].as_str().unwrap_or("?"),
+            input["timer"]["attempt"],
+            input["timer"]["kind"].as_str().unwrap_or("?")
+        ),
+        "cancel" => format!("cancel ({})", input["reason"].as_str().unwrap_or("")),
+        other => other.to_owned(),
+    }
+}

@@ -1,0 +1,230 @@
+//! Runs the four programs as child processes: logs prefixed by program, a program that dies is
+//! restarted with backoff, and a stop sends SIGTERM and waits for a clean exit.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub const PROGRAMS: [&str; 4] = ["orchestrator", "payment", "inventory", "notification"];
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Where the programs keep their data (one folder each) and the private broker, if any.
+    #[arg(long, env = "SAGAFLOW_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// The namespace of every exchange and queue.
+    #[arg(long, env = "SAGA_NAMESPACE", default_value = "sagaflow")]
+    pub namespace: String,
+}
+
+/// One program to run.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub name: &'static str,
+    pub env: Vec<(String, String)>,
+    pub http: String,
+}
+
+/// Where log lines go: the terminal with a prefix, or one file per program.
+#[derive(Debug, Clone)]
+pub enum Logs {
+    Terminal,
+    Files(PathBuf),
+}
+
+pub struct Supervisor {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+    pub restarts: Vec<(&'static str, Arc<AtomicU32>)>,
+}
+
+/// The four programs with their settings and default ports (8080 to 8083, or `ports`).
+pub fn plan(
+    namespace: &str,
+    amqp_url: &str,
+    data_dir: &std::path::Path,
+    ports: [u16; 4],
+    extra: &[(&str, &str, &str)],
+) -> Vec<Program> {
+    PROGRAMS
+        .iter()
+        .zip(ports)
+        .map(|(&name, port)| {
+            let mut env = vec![
+                ("SAGA_NAMESPACE".to_owned(), namespace.to_owned()),
+                ("AMQP_URL".to_owned(), amqp_url.to_owned()),
+                ("DATA_DIR".to_owned(), data_dir.join(name).display().to_string()),
+                ("HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
+            ];
+            env.extend(
+                extra
+                    .iter()
+                    .filter(|(p, _, _)| *p == name || *p == "*")
+                    .map(|(_, k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
+            Program { name, env, http: format!("http://127.0.0.1:{port}") }
+        })
+        .collect()
+}
+
+impl Supervisor {
+    pub fn start(programs: &[Program], logs: Logs) -> Self {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut restarts = Vec::new();
+        for program in programs {
+            let counter = Arc::new(AtomicU32::new(0));
+            restarts.push((program.name, counter.clone()));
+            tasks.spawn(supervise(program.clone(), logs.clone(), counter, stop.clone()));
+        }
+        Self { stop, tasks, restarts }
+    }
+
+    /// Stops every program (SIGTERM, then SIGKILL after 10 s) and waits for them.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Waits until every program's `/health` answers 200.
+pub async fn wait_healthy(programs: &[Program], timeout: Duration) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    for p in programs {
+        loop {
+            let ok =
+                http.get(format!("{}/health", p.http)).send().await.is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("{} did not become healthy at {} within {timeout:?}", p.name, p.http);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The programs sit next to sagactl (same cargo target folder), or on PATH.
+fn binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+async fn supervise(program: Program, logs: Logs, restarts: Arc<AtomicU32>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let mut command = tokio::process::Command::new(binary(program.name));
+        command
+            .envs(program.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("[sagactl] cannot start {}: {e}", program.name);
+                return;
+            }
+        };
+        let pipes = [
+            child.stdout.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|e| Box::new(e) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ];
+        for pipe in pipes.into_iter().flatten() {
+            tokio::spawn(copy_lines(program.name, pipe, logs.clone()));
+        }
+        let started = tokio::time::Instant::now();
+        tokio::select! {
+            status = child.wait() => {
+                if stop.is_cancelled() {
+                    return;
+                }
+                // A program that ran a while was healthy: start the backoff afresh.
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(200);
+                }
+                restarts.fetch_add(1, Ordering::Relaxed);
+                eprintln!("[sagactl] {} exited ({}); restarting in {backoff:?}", program.name, status.map(|s| s.to_string()).unwrap_or_default());
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            _ = stop.cancelled() => {
+                if let Some(pid) = child.id() {
+                    let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+                }
+                if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn copy_lines(name: &'static str, pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>, logs: Logs) {
+    let mut lines = BufReader::new(pipe).lines();
+    let mut file = match &logs {
+        Logs::Files(dir) => tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))
+            .await
+            .ok(),
+        Logs::Terminal => None,
+    };
+    while let Ok(Some(line)) = lines.next_line().await {
+        match file.as_mut() {
+            Some(f) => {
+                let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+            }
+            None => eprintln!("[{name:<12}] {line}"),
+        }
+    }
+}
+
+/// `sagactl up`.
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)?;
+    let broker_dir = std::path::absolute(args.data_dir.join("broker"))?;
+    let broker = tokio::task::spawn_blocking(move || sagaflow_runtime::broker::find_or_start(&broker_dir))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "[sagactl] broker: {}",
+        if broker.private.is_some() { "a private node started for this run" } else { "found" }
+    );
+    let data_dir = std::path::absolute(&args.data_dir)?;
+    let programs = plan(&args.namespace, &broker.url, &data_dir, [8080, 8081, 8082, 8083], &[]);
+    let supervisor = Supervisor::start(&programs, Logs::Terminal);
+    let stop = sagaflow_runtime::shutdown::on_signal();
+    tokio::select! {
+        ready = wait_healthy(&programs, Duration::from_secs(60)) => {
+            ready?;
+            eprintln!("[sagactl] ready. Ctrl-C stops everything.");
+            for p in &programs {
+                eprintln!("[sagactl]   {:<12} {}", p.name, p.http);
+            }
+            stop.cancelled().await;
+        }
+        _ = stop.cancelled() => {}
+    }
+    eprintln!("[sagactl] stopping");
+    supervisor.stop().await;
+    drop(broker);
+    Ok(())
+}
