@@ -1,0 +1,54 @@
+//! Docker may not run where tests do, so this keeps docker-compose.yml honest another way:
+//! every program it runs is a binary of this workspace, and every environment variable it sets
+//! for a program is one that program documents in `--help` (or is read by the runtime:
+//! RUST_LOG).
+
+use std::collections::BTreeMap;
+
+/// service -> (command, environment variable names), read from the compose file's layout.
+fn programs(compose: &str) -> BTreeMap<String, (String, Vec<String>)> {
+    let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let (mut service, mut in_env) = (None::<String>, false);
+    for line in compose.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim();
+        if indent == 2 && text.ends_with(':') {
+            service = Some(text.trim_end_matches(':').to_owned());
+            in_env = false;
+        } else if indent == 4 {
+            in_env = text == "environment:";
+            if let (Some(s), Some(command)) = (&service, text.strip_prefix("command: [\"")) {
+                let command = command.trim_end_matches("\"]").to_owned();
+                out.entry(s.clone()).or_default().0 = command;
+            }
+        } else if indent == 6 && in_env {
+            if let (Some(s), Some((key, _))) = (&service, text.split_once(':')) {
+                out.entry(s.clone()).or_default().1.push(key.to_owned());
+            }
+        }
+    }
+    out.retain(|_, (command, _)| !command.is_empty());
+    out
+}
+
+#[test]
+fn every_program_and_variable_in_the_compose_file_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let programs = programs(&compose);
+    let names: Vec<&str> = programs.values().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(names, ["inventory", "notification", "orchestrator", "payment"], "the four programs run");
+    for (service, (command, env)) in &programs {
+        let binary = sagaflow_tests::procs::binary(command);
+        let help = std::process::Command::new(&binary).arg("--help").output().expect("--help runs");
+        assert!(help.status.success(), "{command} --help failed");
+        let help = String::from_utf8_lossy(&help.stdout);
+        for key in env {
+            if key == "RUST_LOG" {
+                continue;
+            }
+            assert!(help.contains(&format!("[env: {key}=")), "service {service}: {command} --help does not document {key}");
+        }
+    }
+    assert!(root.join("Dockerfile").exists());
+}
