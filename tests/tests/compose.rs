@@ -47,7 +47,10 @@ fn every_program_and_variable_in_the_compose_file_exists() {
             if key == "RUST_LOG" {
                 continue;
             }
-            assert!(help.contains(&format!("[env: {key}=")), "service {service}: {command} --help does not document {key}");
+            assert!(
+                help.contains(&format!("[env: {key}=")),
+                "service {service}: {command} --help does not document {key}"
+            );
         }
     }
     assert!(root.join("Dockerfile").exists());
