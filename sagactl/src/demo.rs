@@ -32,17 +32,17 @@ pub struct DemoArgs {
 
 /// The demo's catalog: the example's products, plus a rare print of which only a few exist,
 /// so that an out-of-stock order is also cheap enough for payment to accept.
-const CATALOG: &str = r#"{"products": [
+pub const CATALOG: &str = r#"{"products": [
   {"id": "abc", "name": "Alpine backpack", "priceCents": 4999, "stock": 1000000},
   {"id": "xyz", "name": "Xylophone", "priceCents": 12950, "stock": 1000000},
   {"id": "jkl", "name": "Juggling kit", "priceCents": 1875, "stock": 1000000},
   {"id": "rare", "name": "Rare print", "priceCents": 900, "stock": 3}
 ]}"#;
 /// Payment declines orders above this; the demo's "declined" orders are.
-const DECLINE_OVER_CENTS: &str = "150000";
+pub const DECLINE_OVER_CENTS: &str = "150000";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
+pub enum Kind {
     Confirmed,
     Declined,
     OutOfStock,
@@ -50,10 +50,10 @@ enum Kind {
 }
 
 /// A tiny seeded generator (SplitMix64): the demo needs repeatable choices, not cryptography.
-struct Seeded(u64);
+pub struct Seeded(pub u64);
 
 impl Seeded {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -61,12 +61,12 @@ impl Seeded {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
-fn orders(args: &DemoArgs, run: &str) -> Vec<(String, Kind, Value)> {
+pub fn orders(args: &DemoArgs, run: &str) -> Vec<(String, Kind, Value)> {
     let mut rng = Seeded(args.seed);
     (0..args.orders)
         .map(|i| {

@@ -3,8 +3,10 @@
 //! - `up`: the broker step, then the four programs as supervised child processes.
 //! - `demo`: brings up what is missing, places a seeded mix of orders, shows progress and a
 //!   summary, and stops everything it started.
+//! - `chaos`: load, SIGKILLs of every program and a broker restart, then every invariant.
 //! - `status`, `list`, `cancel`, `retry`: the orchestrator's HTTP API, readable.
 
+mod chaos;
 mod client;
 mod demo;
 mod supervisor;
@@ -28,6 +30,8 @@ enum Command {
     Up(supervisor::UpArgs),
     /// Place a seeded mix of orders against a running system, or one started for the demo.
     Demo(demo::DemoArgs),
+    /// Load, SIGKILLs and a broker restart; then check every invariant. Exits 1 on a violation.
+    Chaos(chaos::ChaosArgs),
     /// One order: its steps and its timeline.
     Status { order_id: String },
     /// Orders, newest first.
@@ -50,6 +54,11 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => supervisor::up(args).await,
         Command::Demo(args) => demo::run(args, &cli.api).await,
+        Command::Chaos(args) => match chaos::run(args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Status { order_id } => api.status(&order_id).await,
         Command::List { state, limit } => api.list(state.as_deref(), limit).await,
         Command::Cancel { order_id } => api.action(&order_id, "cancel").await,

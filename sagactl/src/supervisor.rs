@@ -42,6 +42,8 @@ pub struct Supervisor {
     stop: CancellationToken,
     tasks: JoinSet<()>,
     pub restarts: Vec<(&'static str, Arc<AtomicU32>)>,
+    /// The pid of each program's current process (0 while it is down).
+    pids: Vec<(&'static str, Arc<AtomicU32>)>,
 }
 
 /// The four programs with their settings and default ports (8080 to 8083, or `ports`).
@@ -78,12 +80,26 @@ impl Supervisor {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut restarts = Vec::new();
+        let mut pids = Vec::new();
         for program in programs {
             let counter = Arc::new(AtomicU32::new(0));
+            let pid = Arc::new(AtomicU32::new(0));
             restarts.push((program.name, counter.clone()));
-            tasks.spawn(supervise(program.clone(), logs.clone(), counter, stop.clone()));
+            pids.push((program.name, pid.clone()));
+            tasks.spawn(supervise(program.clone(), logs.clone(), counter, pid, stop.clone()));
         }
-        Self { stop, tasks, restarts }
+        Self { stop, tasks, restarts, pids }
+    }
+
+    /// SIGKILLs the program's current process; the supervisor restarts it after its backoff.
+    pub fn kill(&self, name: &str) -> bool {
+        let Some((_, pid)) = self.pids.iter().find(|(n, _)| *n == name) else { return false };
+        let pid = pid.load(Ordering::Relaxed);
+        pid != 0
+            && std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
     }
 
     /// Stops every program (SIGTERM, then SIGKILL after 10 s) and waits for them.
@@ -122,7 +138,13 @@ fn binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-async fn supervise(program: Program, logs: Logs, restarts: Arc<AtomicU32>, stop: CancellationToken) {
+async fn supervise(
+    program: Program,
+    logs: Logs,
+    restarts: Arc<AtomicU32>,
+    pid: Arc<AtomicU32>,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let mut command = tokio::process::Command::new(binary(program.name));
@@ -145,9 +167,11 @@ async fn supervise(program: Program, logs: Logs, restarts: Arc<AtomicU32>, stop:
         for pipe in pipes.into_iter().flatten() {
             tokio::spawn(copy_lines(program.name, pipe, logs.clone()));
         }
+        pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
         let started = tokio::time::Instant::now();
         tokio::select! {
             status = child.wait() => {
+                pid.store(0, Ordering::Relaxed);
                 if stop.is_cancelled() {
                     return;
                 }

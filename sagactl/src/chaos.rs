@@ -1,0 +1,388 @@
+//! `sagactl chaos`: steady order load while programs are SIGKILLed at seeded random moments and
+//! the broker is restarted; then, once everything is quiet, every invariant is checked through
+//! the HTTP endpoints. Same seed, same schedule. Exits 1 on any violation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::demo::{self, DemoArgs, Kind, Seeded};
+use crate::supervisor::{self, Logs, Supervisor, PROGRAMS};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChaosArgs {
+    /// Orders to place.
+    #[arg(long, default_value_t = 600)]
+    pub orders: usize,
+    /// Seconds over which the orders are placed.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Same seed, same orders, same kills.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Mean time between two kills, in milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    pub kill_interval: u64,
+    /// Where to write the report as JSON.
+    #[arg(long, default_value = "target/chaos-report.json")]
+    pub report: std::path::PathBuf,
+    /// Give up waiting for quiescence after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    pub quiesce_timeout: u64,
+}
+
+pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
+    let run_id = format!("chaos{}", sagaflow_runtime::now_millis() % 1_000_000);
+    let dir = std::path::absolute(std::path::Path::new("target/chaos").join(&run_id))?;
+    std::fs::create_dir_all(&dir)?;
+
+    // Own the broker when we can, so that we may restart it.
+    let broker_dir = dir.join("broker");
+    let broker = tokio::task::spawn_blocking(move || -> Result<sagaflow_runtime::broker::Broker, String> {
+        match sagaflow_runtime::broker::PrivateBroker::start_in(broker_dir.clone(), false) {
+            Some(node) => Ok(sagaflow_runtime::broker::Broker { url: node.url(), private: Some(node) }),
+            None => sagaflow_runtime::broker::find_or_start(&broker_dir),
+        }
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    let mut broker = broker;
+    // Shared with the blocking task that restarts it; stopped when the last handle drops.
+    let node = broker.private.take().map(Arc::new);
+    let owns_broker = node.is_some();
+
+    let catalog = dir.join("catalog.json");
+    std::fs::write(&catalog, demo::CATALOG)?;
+    let catalog = catalog.display().to_string();
+    let ports = [0; 4].map(|_| sagaflow_runtime::broker::free_port());
+    // Generous budgets: a killed participant comes back within seconds, and a saga should not
+    // give up (or get stuck) because of that.
+    let extra = [
+        ("orchestrator", "CATALOG", catalog.as_str()),
+        ("inventory", "CATALOG", catalog.as_str()),
+        ("payment", "DECLINE_OVER_CENTS", demo::DECLINE_OVER_CENTS),
+        ("orchestrator", "ATTEMPT_TIMEOUT_MS", "2000"),
+        ("orchestrator", "ACTION_ATTEMPTS", "10"),
+        ("orchestrator", "COMPENSATION_ATTEMPTS", "50"),
+        ("orchestrator", "BACKOFF_MAX_MS", "2000"),
+    ];
+    let namespace = format!("sagaflow-{run_id}");
+    let programs = supervisor::plan(&namespace, &broker.url, &dir, ports, &extra);
+    let supervisor = Arc::new(Supervisor::start(&programs, Logs::Files(dir.clone())));
+    supervisor::wait_healthy(&programs, Duration::from_secs(60)).await?;
+    let api = programs[0].http.clone();
+    eprintln!(
+        "chaos: {} orders over {} s, a kill every ~{} ms, seed {}; logs in {}",
+        args.orders,
+        args.duration,
+        args.kill_interval,
+        args.seed,
+        dir.display()
+    );
+
+    // The load: every order is placed, retrying through outages (the order id makes it safe).
+    let demo_args =
+        DemoArgs { orders: args.orders, seed: args.seed, concurrency: 8, timeout_secs: args.quiesce_timeout };
+    let orders = demo::orders(&demo_args, &run_id);
+    let pace = Duration::from_millis(args.duration * 1000 / (args.orders.max(1) as u64));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let load = {
+        let (http, api, orders) = (http.clone(), api.clone(), orders.clone());
+        tokio::spawn(async move {
+            for (id, kind, body) in orders {
+                loop {
+                    let r = http.post(format!("{api}/orders")).json(&body).send().await;
+                    if r.is_ok_and(|r| r.status().as_u16() == 202) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if kind == Kind::Cancelled {
+                    let _ = http.post(format!("{api}/orders/{id}/cancel")).send().await;
+                }
+                tokio::time::sleep(pace).await;
+            }
+        })
+    };
+
+    // The chaos: seeded kills, every program at least once, and one broker restart.
+    let mut rng = Seeded(args.seed ^ 0xC4A0);
+    let mut order: Vec<&str> = PROGRAMS.to_vec();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let kills: Arc<Mutex<BTreeMap<&'static str, u32>>> = Arc::default();
+    let recoveries: Arc<Mutex<Vec<(String, u128)>>> = Arc::default();
+    let mut broker_restarts = 0;
+    let started = Instant::now();
+    let mut n = 0usize;
+    while !load.is_finished() || n < PROGRAMS.len() {
+        let wait = args.kill_interval / 2 + rng.below(args.kill_interval.max(1));
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        if owns_broker
+            && broker_restarts == 0
+            && started.elapsed() > Duration::from_secs(args.duration * 2 / 5)
+        {
+            eprintln!("chaos: restarting the broker");
+            let t = Instant::now();
+            if let Some(node) = node.clone() {
+                tokio::task::spawn_blocking(move || node.restart()).await?;
+            }
+            broker_restarts += 1;
+            measure_recovery("broker", &programs[0].http, t, &recoveries).await;
+            continue;
+        }
+        let name = if n < order.len() { order[n] } else { PROGRAMS[rng.below(4) as usize] };
+        n += 1;
+        if supervisor.kill(name) {
+            let t = Instant::now();
+            *kills.lock().unwrap().entry(name).or_default() += 1;
+            let http_of =
+                programs.iter().find(|p| p.name == name).map(|p| p.http.clone()).unwrap_or_default();
+            let recoveries = recoveries.clone();
+            tokio::spawn(async move { measure_recovery(name, &http_of, t, &recoveries).await });
+        }
+    }
+    load.await?;
+    let load_done = Instant::now();
+
+    // Quiescence: every order terminal (or the deadline passes and the check reports it).
+    let deadline = Instant::now() + Duration::from_secs(args.quiesce_timeout);
+    let mut finished: HashMap<String, Value> = HashMap::new();
+    loop {
+        for (id, _, _) in &orders {
+            if finished.contains_key(id) {
+                continue;
+            }
+            if let Ok(r) = http.get(format!("{api}/orders/{id}")).send().await {
+                let o: Value = r.json().await.unwrap_or(Value::Null);
+                if matches!(o["state"].as_str(), Some("completed" | "compensated")) {
+                    finished.insert(id.clone(), o);
+                }
+            }
+        }
+        if finished.len() == orders.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Let the last replies and publications settle before reading the books.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let quiesce = load_done.elapsed();
+
+    let report = check(&http, &programs, &orders, &finished, &broker.url, &namespace).await;
+    let kills = kills.lock().unwrap().clone();
+    let recoveries = recoveries.lock().unwrap().clone();
+    let longest = recoveries.iter().max_by_key(|(_, ms)| *ms).cloned();
+    let restarts: BTreeMap<&str, u32> =
+        supervisor.restarts.iter().map(|(n, c)| (*n, c.load(std::sync::atomic::Ordering::Relaxed))).collect();
+    let passed = report.iter().all(|(_, v)| v.is_empty());
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for o in finished.values() {
+        let key = format!(
+            "{}{}",
+            o["state"].as_str().unwrap_or("?"),
+            o["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+        );
+        *outcomes.entry(key).or_default() += 1;
+    }
+    let metrics = scrape(&http, &programs).await;
+
+    println!("\nCHAOS REPORT (seed {}, {} orders)", args.seed, orders.len());
+    println!("\n{:<36} {:>7}", "OUTCOME", "ORDERS");
+    for (k, v) in &outcomes {
+        println!("{k:<36} {v:>7}");
+    }
+    println!("\n{:<14} {:>6} {:>9}", "PROGRAM", "KILLS", "RESTARTS");
+    for p in PROGRAMS {
+        println!("{p:<14} {:>6} {:>9}", kills.get(p).unwrap_or(&0), restarts.get(p).unwrap_or(&0));
+    }
+    println!("{:<14} {:>6}", "broker", broker_restarts);
+    println!(
+        "\nredeliveries seen (since each process's last start): {}",
+        metrics.get("sagaflow_redeliveries_total").unwrap_or(&0)
+    );
+    println!(
+        "duplicates absorbed by the barriers: {}",
+        metrics.get("sagaflow_duplicates_total").unwrap_or(&0)
+    );
+    println!(
+        "inputs ignored by sagas (duplicate or stale): {}",
+        metrics.get("sagaflow_inputs_ignored_total").unwrap_or(&0)
+    );
+    if let Some((what, ms)) = &longest {
+        println!("longest recovery: {what}, {ms} ms from kill to healthy");
+    }
+    println!("time to quiesce after the load: {:.1} s", quiesce.as_secs_f64());
+    println!("\n{:<58} RESULT", "INVARIANT");
+    for (name, bad) in &report {
+        if bad.is_empty() {
+            println!("{name:<58} pass");
+        } else {
+            println!("{name:<58} FAIL: {}", bad.iter().take(10).cloned().collect::<Vec<_>>().join(", "));
+        }
+    }
+    let json = json!({
+        "seed": args.seed,
+        "orders": orders.len(),
+        "outcomes": outcomes,
+        "kills": kills,
+        "restarts": restarts,
+        "brokerRestarts": broker_restarts,
+        "ownsBroker": owns_broker,
+        "recoveriesMs": recoveries.iter().map(|(w, ms)| json!({ "what": w, "ms": ms })).collect::<Vec<_>>(),
+        "quiesceSeconds": quiesce.as_secs_f64(),
+        "metrics": metrics,
+        "invariants": report.iter().map(|(n, bad)| json!({ "name": n, "passed": bad.is_empty(), "violations": bad })).collect::<Vec<_>>(),
+        "passed": passed,
+    });
+    if let Some(parent) = args.report.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.report, serde_json::to_string_pretty(&json)?)?;
+    println!(
+        "\n{} (report: {})",
+        if passed { "ALL INVARIANTS HOLD" } else { "VIOLATIONS FOUND" },
+        args.report.display()
+    );
+
+    match Arc::try_unwrap(supervisor) {
+        Ok(s) => s.stop().await,
+        Err(_) => anyhow::bail!("supervisor still shared"),
+    }
+    drop(node);
+    drop(broker);
+    Ok(passed)
+}
+
+async fn measure_recovery(what: &str, http: &str, since: Instant, out: &Arc<Mutex<Vec<(String, u128)>>>) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().expect("client");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..1200 {
+        if client.get(format!("{http}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+            out.lock().unwrap().push((what.to_owned(), since.elapsed().as_millis()));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every invariant with the orders (or products) that break it; empty means it holds.
+async fn check(
+    http: &reqwest::Client,
+    programs: &[supervisor::Program],
+    orders: &[(String, Kind, Value)],
+    finished: &HashMap<String, Value>,
+    amqp_url: &str,
+    namespace: &str,
+) -> Vec<(String, Vec<String>)> {
+    let get = |url: String| async move { http.get(url).send().await.ok()?.json::<Value>().await.ok() };
+    let http_of =
+        |name: &str| programs.iter().find(|p| p.name == name).map(|p| p.http.clone()).unwrap_or_default();
+    let payments = get(format!("{}/payments", http_of("payment"))).await.unwrap_or(Value::Null);
+    let stock = get(format!("{}/stock", http_of("inventory"))).await.unwrap_or(Value::Null);
+    let notes = get(format!("{}/notifications", http_of("notification"))).await.unwrap_or(Value::Null);
+
+    let mut terminal = Vec::new();
+    let mut money = Vec::new();
+    let mut mail = Vec::new();
+    let ledger: HashMap<&str, (u64, u64)> = payments["payments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((p["orderId"].as_str()?, (p["chargedCents"].as_u64()?, p["refundedCents"].as_u64()?)))
+        })
+        .collect();
+    let mut sold: HashMap<String, u64> = HashMap::new();
+    for (id, _, _) in orders {
+        let Some(o) = finished.get(id) else {
+            terminal.push(id.clone());
+            continue;
+        };
+        let completed = o["state"] == "completed";
+        let amount = o["amountCents"].as_u64().unwrap_or(0);
+        let (charged, refunded) = ledger.get(id.as_str()).copied().unwrap_or((0, 0));
+        if charged.checked_sub(refunded) != Some(if completed { amount } else { 0 }) {
+            money.push(format!("{id} (charged {charged}, refunded {refunded}, {})", o["state"]));
+        }
+        let sent = notes["notifications"].get(id.as_str()).and_then(Value::as_u64).unwrap_or(0);
+        if sent != u64::from(completed) {
+            mail.push(format!("{id} ({sent} mails, {})", o["state"]));
+        }
+        if completed {
+            for line in o["items"].as_array().into_iter().flatten() {
+                *sold.entry(line["productId"].as_str().unwrap_or("").to_owned()).or_default() +=
+                    line["quantity"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    let mut stock_bad = Vec::new();
+    for (product, s) in stock["stock"].as_object().into_iter().flatten() {
+        let (available, reserved, initial) = (
+            s["available"].as_u64().unwrap_or(0),
+            s["reserved"].as_u64().unwrap_or(0),
+            s["initial"].as_u64().unwrap_or(0),
+        );
+        let sold = sold.get(product).copied().unwrap_or(0);
+        // Inventory has no "commit" command, so a completed order's reservation stays reserved:
+        // what left `available` is exactly what completed orders hold, and nothing else is held.
+        if initial - available != sold || reserved != sold {
+            stock_bad.push(format!(
+                "{product} (initial {initial}, available {available}, reserved {reserved}, sold {sold})"
+            ));
+        }
+    }
+    let dead = dead_letters(amqp_url, namespace).await;
+    vec![
+        ("every saga is terminal (none stuck or running)".into(), terminal),
+        ("charged - refunded = amount if completed, else 0".into(), money),
+        ("stock: initial - available = reserved = completed quantities".into(), stock_bad),
+        ("one confirmation per completed order, none otherwise".into(), mail),
+        ("nothing sits in the dead-letter queue".into(), dead),
+    ]
+}
+
+async fn dead_letters(amqp_url: &str, namespace: &str) -> Vec<String> {
+    let topology = sagaflow_events::Topology::new(namespace);
+    let Ok(connection) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
+    else {
+        return vec!["cannot reach the broker to look".into()];
+    };
+    let Ok(channel) = connection.create_channel().await else { return vec!["no channel".into()] };
+    let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    match channel
+        .queue_declare(topology.dead_letter_queue().as_str().into(), options, Default::default())
+        .await
+    {
+        Ok(q) if q.message_count() == 0 => Vec::new(),
+        Ok(q) => vec![format!("{} messages in {}", q.message_count(), topology.dead_letter_queue())],
+        Err(e) => vec![format!("cannot inspect the dead-letter queue: {e}")],
+    }
+}
+
+/// Sums a few counters over every program's /metrics.
+async fn scrape(http: &reqwest::Client, programs: &[supervisor::Program]) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    for p in programs {
+        let Ok(r) = http.get(format!("{}/metrics", p.http)).send().await else { continue };
+        let text = r.text().await.unwrap_or_default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let mut parts = line.split_whitespace();
+            if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+                if [
+                    "sagaflow_redeliveries_total",
+                    "sagaflow_duplicates_total",
+                    "sagaflow_inputs_ignored_total",
+                ]
+                .contains(&name)
+                {
+                    *sums.entry(name.to_owned()).or_default() += value.parse::<f64>().unwrap_or(0.0) as u64;
+                }
+            }
+        }
+    }
+    sums
+}
