@@ -187,3 +187,49 @@ async fn notification_sends_one_mail_per_order_whatever_the_duplicates() {
     assert_eq!(view["notifications"]["n-1"], 1);
     assert_eq!(view["delivered"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_reserves_all_or_nothing_and_releases_exactly_what_it_reserved() {
+    use sagaflow_events::{OrderLine, ProductId, Quantity};
+    let rig = Rig::start("inventory").await;
+    let line = |p: &str, q: i64| OrderLine {
+        product_id: ProductId::parse(p).unwrap(),
+        quantity: Quantity::new(q).unwrap(),
+        unit_price_cents: Cents(1),
+    };
+    let command = |order: &str, phase: Phase, items: Vec<OrderLine>| CommandMessage {
+        saga_id: order.into(),
+        order_id: OrderId::parse(order).unwrap(),
+        step: "inventory".into(),
+        phase,
+        attempt: 1,
+        idempotency_key: format!("{order}/inventory/{phase}"),
+        body: match phase {
+            Phase::Action => CommandBody::ReserveStock { items },
+            Phase::Compensation => CommandBody::ReleaseStock { items },
+        },
+    };
+    let before = rig.view("/stock").await["stock"].clone();
+    let abc = before["abc"]["available"].as_u64().unwrap();
+
+    // All or nothing: one line too large refuses the whole order, naming the product.
+    rig.send(
+        Participant::Inventory,
+        &command("i-1", Phase::Action, vec![line("abc", 2), line("xyz", 10_000_000)]),
+    )
+    .await;
+    // Reserve twice (a duplicate), then release with a command that claims other items:
+    // the release returns what i-2 reserved, not what the command says.
+    rig.send(Participant::Inventory, &command("i-2", Phase::Action, vec![line("abc", 3)])).await;
+    rig.send(Participant::Inventory, &command("i-2", Phase::Action, vec![line("abc", 3)])).await;
+    let replies = rig.replies(3).await;
+    assert_eq!(replies[0].outcome, ReplyOutcome::Failed { reason: "out_of_stock".into() });
+    assert_eq!(replies[0].missing_products, [ProductId::parse("xyz").unwrap()]);
+    let during = rig.view("/stock").await["stock"].clone();
+    assert_eq!(during["abc"]["available"].as_u64().unwrap(), abc - 3, "reserved once");
+    assert_eq!(during["xyz"], before["xyz"], "nothing of the refused order was reserved");
+
+    rig.send(Participant::Inventory, &command("i-2", Phase::Compensation, vec![line("abc", 99)])).await;
+    rig.replies(1).await;
+    assert_eq!(rig.view("/stock").await["stock"], before, "released exactly what was reserved");
+}
