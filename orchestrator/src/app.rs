@@ -43,7 +43,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
 
     let commit = Arc::new(GroupCommit::new(store.db().clone(), store.outbox().clone()));
     let metrics = Arc::new(Metrics::default());
-    let (jobs, job_queue) = mpsc::channel::<Job>(config.max_batch * 4);
+    let (jobs, job_queue) = mpsc::channel::<Job>(config.tuning.max_batch * 4);
     let (connected_tx, connected) = watch::channel(false);
 
     // Deliveries from each queue become engine jobs tagged with their source.
@@ -51,7 +51,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
     for (queue, source) in
         [(topology.intake_queue(), Source::Intake), (topology.replies_queue(), Source::Replies)]
     {
-        let (sink, mut deliveries) = mpsc::channel(usize::from(config.prefetch));
+        let (sink, mut deliveries) = mpsc::channel(usize::from(config.tuning.prefetch));
         let jobs = jobs.clone();
         tokio::spawn(async move {
             while let Some(delivery) = deliveries.recv().await {
@@ -60,7 +60,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
                 }
             }
         });
-        consumers.push(ConsumerSpec { queue, prefetch: config.prefetch, sink });
+        consumers.push(ConsumerSpec { queue, prefetch: config.tuning.prefetch, sink });
     }
 
     let bus_stop = CancellationToken::new();
@@ -69,7 +69,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         topology: topology.clone(),
         consumers,
         outbox: store.outbox().clone(),
-        relay_window: config.relay_window,
+        relay_window: config.tuning.relay_window,
         connected: connected_tx,
         metrics: metrics.bus.clone(),
     };
@@ -107,7 +107,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         metrics,
         timers_in_flight,
         timer_wake,
-        max_batch: config.max_batch,
+        max_batch: config.tuning.max_batch,
     };
     tracing::info!(ready_ms = started.elapsed().as_millis() as u64, http = %config.http_addr, "orchestrator ready");
     let engine_result = engine.run(job_queue, stop.clone()).await;

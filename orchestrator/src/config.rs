@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use sagaflow_runtime::config::CommonArgs;
+use sagaflow_runtime::config::{CommonArgs, TuningArgs};
 use sagaflow_saga::Millis;
 
 use crate::order_saga::{RetrySettings, StepOrder};
@@ -42,15 +42,8 @@ pub struct Config {
     /// Longest wait between retries.
     #[arg(long, env = "BACKOFF_MAX_MS", default_value_t = 10_000)]
     pub backoff_max_ms: u64,
-    /// Unacknowledged messages per consumer.
-    #[arg(long, env = "PREFETCH", default_value_t = 512)]
-    pub prefetch: u16,
-    /// Most inputs per group commit.
-    #[arg(long, env = "MAX_BATCH", default_value_t = 1024)]
-    pub max_batch: usize,
-    /// Messages the relay keeps in flight awaiting publisher confirms.
-    #[arg(long, env = "RELAY_WINDOW", default_value_t = 512)]
-    pub relay_window: usize,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
     pub body_limit_bytes: usize,

@@ -18,6 +18,21 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 }
 
+/// How much work a process takes at once. The same knobs in every process: what the bench
+/// tunes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TuningArgs {
+    /// Unacknowledged messages the broker may hand each consumer at once.
+    #[arg(long, env = "PREFETCH", default_value_t = 512)]
+    pub prefetch: u16,
+    /// Most inputs per group commit (one flush).
+    #[arg(long, env = "MAX_BATCH", default_value_t = 1024)]
+    pub max_batch: usize,
+    /// Messages the relay keeps in flight awaiting publisher confirms.
+    #[arg(long, env = "RELAY_WINDOW", default_value_t = 512)]
+    pub relay_window: usize,
+}
+
 impl CommonArgs {
     pub fn topology(&self) -> Topology {
         Topology::new(self.namespace.clone())

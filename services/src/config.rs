@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use sagaflow_runtime::config::CommonArgs;
+use sagaflow_runtime::config::{CommonArgs, TuningArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
@@ -25,15 +25,8 @@ pub struct ServiceArgs {
     /// Seed of every simulated random choice, so a run can be repeated exactly.
     #[arg(long, env = "SEED", default_value_t = 1)]
     pub seed: u64,
-    /// Unacknowledged commands the broker may hand out at once.
-    #[arg(long, env = "PREFETCH", default_value_t = 512)]
-    pub prefetch: u16,
-    /// Most commands per group commit.
-    #[arg(long, env = "MAX_BATCH", default_value_t = 1024)]
-    pub max_batch: usize,
-    /// Replies the relay keeps in flight awaiting publisher confirms.
-    #[arg(long, env = "RELAY_WINDOW", default_value_t = 512)]
-    pub relay_window: usize,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
 }
 
 /// A deterministic draw in [0, 1) from a seed and a key: the same inputs, the same draw.

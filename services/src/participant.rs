@@ -206,16 +206,16 @@ pub async fn run<D: Domain>(
     let handler = Arc::new(Handler::open(domain, &db, topology.clone(), args.fail_rate, args.seed)?);
     let commit = Arc::new(GroupCommit::new(db.clone(), handler.outbox.clone()));
     let (connected_tx, connected) = watch::channel(false);
-    let (sink, mut deliveries) = mpsc::channel::<Delivery>(usize::from(args.prefetch));
+    let (sink, mut deliveries) = mpsc::channel::<Delivery>(usize::from(args.tuning.prefetch));
     let queue = topology.command_queue(participant);
 
     let bus_stop = CancellationToken::new();
     let bus = Bus {
         url: args.common.amqp_url.clone(),
         topology: topology.clone(),
-        consumers: vec![ConsumerSpec { queue: queue.clone(), prefetch: args.prefetch, sink }],
+        consumers: vec![ConsumerSpec { queue: queue.clone(), prefetch: args.tuning.prefetch, sink }],
         outbox: handler.outbox.clone(),
-        relay_window: args.relay_window,
+        relay_window: args.tuning.relay_window,
         connected: connected_tx,
         metrics: handler.metrics.bus.clone(),
     };
@@ -227,10 +227,10 @@ pub async fn run<D: Domain>(
     tracing::info!(%participant, data_dir = %data_dir.display(), "{participant} ready");
 
     let latency = Duration::from_millis(args.latency_ms);
-    let mut batch = Vec::with_capacity(args.max_batch);
+    let mut batch = Vec::with_capacity(args.tuning.max_batch);
     loop {
         let stopping = tokio::select! {
-            n = deliveries.recv_many(&mut batch, args.max_batch) => n == 0,
+            n = deliveries.recv_many(&mut batch, args.tuning.max_batch) => n == 0,
             _ = stop.cancelled() => {
                 while let Ok(d) = deliveries.try_recv() {
                     batch.push(d);
