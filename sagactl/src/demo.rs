@@ -220,20 +220,28 @@ async fn place_and_watch(
                 // answer is 409 and the order completes.
                 let _ = http.post(format!("{api}/orders/{id}/cancel")).send().await;
             }
-            placed.map(|r| r.status().as_u16())
+            (id, placed.map(|r| r.status().as_u16()))
         });
     }
+    // Only accepted orders are awaited: a refused one (say, a product the running system's
+    // catalog lacks) will never finish.
     let mut refused = 0;
+    let mut accepted = std::collections::HashSet::new();
     while let Some(result) = placing.join_next().await {
-        if !matches!(result, Ok(Ok(202))) {
-            refused += 1;
+        match result {
+            Ok((id, Ok(202))) => {
+                accepted.insert(id);
+            }
+            _ => refused += 1,
         }
     }
+    bar.set_length(accepted.len() as u64);
 
     // Watch until every order of this run is terminal.
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut finished: Vec<Value> = Vec::new();
-    let mut pending: Vec<String> = orders.iter().map(|(id, _, _)| id.clone()).collect();
+    let mut pending: Vec<String> =
+        orders.iter().map(|(id, _, _)| id.clone()).filter(|id| accepted.contains(id)).collect();
     while !pending.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for id in pending {
