@@ -1,5 +1,5 @@
-//! `sagactl chaos`: steady order load while programs are SIGKILLed at seeded random moments and
-//! the broker is restarted; then, once everything is quiet, every invariant is checked through
+//! `sagactl chaos`: steady order load while programs are SIGKILLed at seeded random moments
+//! (and restarted after a seeded random pause) and the broker is restarted; then, once everything is quiet, every invariant is checked through
 //! the HTTP endpoints. Same seed, same schedule. Exits 1 on any violation.
 
 use std::collections::{BTreeMap, HashMap};
@@ -136,7 +136,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         }
         let name = if n < order.len() { order[n] } else { PROGRAMS[rng.below(4) as usize] };
         n += 1;
-        if supervisor.kill(name) {
+        // Down for a seeded random pause, then restarted.
+        let pause = Duration::from_millis(100 + rng.below(args.kill_interval.max(1)));
+        if supervisor.kill(name, pause) {
             let t = Instant::now();
             *kills.lock().unwrap().entry(name).or_default() += 1;
             let http_of =

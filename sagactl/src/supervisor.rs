@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub struct Supervisor {
     pub restarts: Vec<(&'static str, Arc<AtomicU32>)>,
     /// The pid of each program's current process (0 while it is down).
     pids: Vec<(&'static str, Arc<AtomicU32>)>,
+    /// A one-off pause before the next restart, in ms (0: the usual backoff).
+    pauses: Vec<(&'static str, Arc<AtomicU64>)>,
 }
 
 /// The four programs with their settings and default ports (8080 to 8083, or `ports`).
@@ -81,18 +83,29 @@ impl Supervisor {
         let mut tasks = JoinSet::new();
         let mut restarts = Vec::new();
         let mut pids = Vec::new();
+        let mut pauses = Vec::new();
         for program in programs {
             let counter = Arc::new(AtomicU32::new(0));
             let pid = Arc::new(AtomicU32::new(0));
+            let pause = Arc::new(AtomicU64::new(0));
             restarts.push((program.name, counter.clone()));
             pids.push((program.name, pid.clone()));
-            tasks.spawn(supervise(program.clone(), logs.clone(), counter, pid, stop.clone()));
+            pauses.push((program.name, pause.clone()));
+            tasks.spawn(supervise(
+                program.clone(),
+                logs.clone(),
+                Lifecycle { restarts: counter, pid, pause },
+                stop.clone(),
+            ));
         }
-        Self { stop, tasks, restarts, pids }
+        Self { stop, tasks, restarts, pids, pauses }
     }
 
-    /// SIGKILLs the program's current process; the supervisor restarts it after its backoff.
-    pub fn kill(&self, name: &str) -> bool {
+    /// SIGKILLs the program's current process; the supervisor restarts it after `pause`.
+    pub fn kill(&self, name: &str, pause: Duration) -> bool {
+        if let Some((_, p)) = self.pauses.iter().find(|(n, _)| *n == name) {
+            p.store(pause.as_millis().max(1) as u64, Ordering::Relaxed);
+        }
         let Some((_, pid)) = self.pids.iter().find(|(n, _)| *n == name) else { return false };
         let pid = pid.load(Ordering::Relaxed);
         pid != 0
@@ -138,13 +151,15 @@ fn binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-async fn supervise(
-    program: Program,
-    logs: Logs,
+/// What the supervisor shares about one program's process.
+struct Lifecycle {
     restarts: Arc<AtomicU32>,
     pid: Arc<AtomicU32>,
-    stop: CancellationToken,
-) {
+    pause: Arc<AtomicU64>,
+}
+
+async fn supervise(program: Program, logs: Logs, life: Lifecycle, stop: CancellationToken) {
+    let Lifecycle { restarts, pid, pause } = life;
     let mut backoff = Duration::from_millis(200);
     loop {
         let mut command = tokio::process::Command::new(binary(program.name));
@@ -180,12 +195,17 @@ async fn supervise(
                     backoff = Duration::from_millis(200);
                 }
                 restarts.fetch_add(1, Ordering::Relaxed);
-                eprintln!("[sagactl] {} exited ({}); restarting in {backoff:?}", program.name, status.map(|s| s.to_string()).unwrap_or_default());
+                // A pause asked for by whoever killed it (the chaos run) replaces the backoff.
+                let asked = pause.swap(0, Ordering::Relaxed);
+                let wait = if asked > 0 { Duration::from_millis(asked) } else { backoff };
+                eprintln!("[sagactl] {} exited ({}); restarting in {wait:?}", program.name, status.map(|s| s.to_string()).unwrap_or_default());
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if asked == 0 {
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
             _ = stop.cancelled() => {
                 if let Some(pid) = child.id() {
