@@ -11,6 +11,7 @@
 //!                           -> {ns}.notification.commands   key "notification"
 //! {ns}.replies     fanout   -> {ns}.orchestrator.replies    participants' answers
 //! {ns}.events      topic       public events, keys like "order.completed"; bind your own queue
+//!                           -> {ns}.inventory.completions  key "order.completed"
 //! {ns}.dead-letter fanout   -> {ns}.dead-letters            unparseable or poison messages
 //! ```
 
@@ -106,10 +107,21 @@ impl Topology {
         self.name("dead-letters")
     }
 
+    /// Inventory's queue of `OrderCompleted` events: a completed order's reservation becomes a
+    /// sale, so that nothing stays reserved once an order is through.
+    pub fn completions_queue(&self) -> String {
+        self.name("inventory.completions")
+    }
+
     /// Every queue the system declares, for tests and tools that purge or inspect them.
     pub fn all_queues(&self) -> Vec<String> {
         use strum::IntoEnumIterator;
-        let mut queues = vec![self.intake_queue(), self.replies_queue(), self.dead_letter_queue()];
+        let mut queues = vec![
+            self.intake_queue(),
+            self.replies_queue(),
+            self.dead_letter_queue(),
+            self.completions_queue(),
+        ];
         queues.extend(Participant::iter().map(|p| self.command_queue(p)));
         queues
     }

@@ -170,8 +170,22 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Let the last replies and publications settle before reading the books.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let the last replies, publications and completions settle before reading the books:
+    // wait (bounded) until inventory holds no reservation.
+    let settle = Instant::now() + Duration::from_secs(30);
+    let inventory =
+        programs.iter().find(|p| p.name == "inventory").map(|p| p.http.clone()).unwrap_or_default();
+    while Instant::now() < settle {
+        let stock: Value = match http.get(format!("{inventory}/stock")).send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        if stock["stock"].as_object().is_some_and(|s| s.values().all(|p| p["reserved"] == 0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let quiesce = load_done.elapsed();
 
     let report = check(&http, &programs, &orders, &finished, &broker.url, &namespace).await;
@@ -328,12 +342,13 @@ async fn check(
             s["reserved"].as_u64().unwrap_or(0),
             s["initial"].as_u64().unwrap_or(0),
         );
-        let sold = sold.get(product).copied().unwrap_or(0);
-        // Inventory has no "commit" command, so a completed order's reservation stays reserved:
-        // what left `available` is exactly what completed orders hold, and nothing else is held.
-        if initial - available != sold || reserved != sold {
+        let completed = sold.get(product).copied().unwrap_or(0);
+        // What left `available` is exactly what completed orders bought, and nothing stays
+        // reserved: a completed order's reservation became a sale, every other was released.
+        if initial - available != completed || reserved != 0 || s["sold"].as_u64() != Some(completed) {
             stock_bad.push(format!(
-                "{product} (initial {initial}, available {available}, reserved {reserved}, sold {sold})"
+                "{product} (initial {initial}, available {available}, reserved {reserved}, sold {}, completed {completed})",
+                s["sold"]
             ));
         }
     }
@@ -341,7 +356,7 @@ async fn check(
     vec![
         ("every saga is terminal (none stuck or running)".into(), terminal),
         ("charged - refunded = amount if completed, else 0".into(), money),
-        ("stock: initial - available = reserved = completed quantities".into(), stock_bad),
+        ("stock: initial - available = sold = completed; none reserved".into(), stock_bad),
         ("one confirmation per completed order, none otherwise".into(), mail),
         ("nothing sits in the dead-letter queue".into(), dead),
     ]

@@ -28,6 +28,16 @@ pub trait Domain: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A queue of public events this participant follows, if any (inventory: completions).
+    fn event_queue(&self, _topology: &sagaflow_events::Topology) -> Option<String> {
+        None
+    }
+
+    /// Applies a public event from `event_queue`. Must be idempotent: events may repeat.
+    fn on_event(&self, _state: &TransactionalTree, _event: &sagaflow_events::PublicEvent) -> TxResult<()> {
+        Ok(())
+    }
+
     /// The read-only view served over HTTP at `path()`, as JSON.
     fn view(&self, state: &sled::Tree) -> serde_json::Value;
 

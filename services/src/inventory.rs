@@ -14,8 +14,12 @@ use crate::domain::{get_json, put_json, scan_json, Domain, TxResult};
 #[serde(rename_all = "camelCase")]
 pub struct Stock {
     pub available: u64,
+    /// Held for orders still in flight.
     pub reserved: u64,
-    /// What the store started with, so `available + reserved == initial` can be checked.
+    /// Taken by completed orders: a reservation moves here when its order completes.
+    #[serde(default)]
+    pub sold: u64,
+    /// What the store started with, so `available + reserved + sold == initial` can be checked.
     pub initial: u64,
 }
 
@@ -32,7 +36,7 @@ impl Domain for Inventory {
         for product in self.catalog.products() {
             let key = format!("stock/{}", product.id);
             if state.get(&key)?.is_none() {
-                let stock = Stock { available: product.stock, reserved: 0, initial: product.stock };
+                let stock = Stock { available: product.stock, reserved: 0, sold: 0, initial: product.stock };
                 state.insert(key, serde_json::to_vec(&stock).expect("serialises"))?;
             }
         }
@@ -88,6 +92,27 @@ impl Domain for Inventory {
             let mut stock: Stock = get_json(state, &stock_key)?.unwrap_or_default();
             stock.reserved -= quantity.min(stock.reserved);
             stock.available += quantity;
+            put_json(state, &stock_key, &stock)?;
+        }
+        state.remove(key.as_bytes())?;
+        Ok(())
+    }
+
+    fn event_queue(&self, topology: &sagaflow_events::Topology) -> Option<String> {
+        Some(topology.completions_queue())
+    }
+
+    /// `OrderCompleted`: the order's reservation becomes a sale. The reservation record is
+    /// removed in the same transaction, so a repeated event finds nothing to move.
+    fn on_event(&self, state: &TransactionalTree, event: &sagaflow_events::PublicEvent) -> TxResult<()> {
+        let sagaflow_events::PublicEvent::OrderCompleted { order_id, .. } = event else { return Ok(()) };
+        let key = format!("reservation/{order_id}");
+        let Some(reserved) = get_json::<Vec<(ProductId, u64)>>(state, &key)? else { return Ok(()) };
+        for (product, quantity) in reserved {
+            let stock_key = format!("stock/{product}");
+            let mut stock: Stock = get_json(state, &stock_key)?.unwrap_or_default();
+            stock.reserved -= quantity.min(stock.reserved);
+            stock.sold += quantity;
             put_json(state, &stock_key, &stock)?;
         }
         state.remove(key.as_bytes())?;

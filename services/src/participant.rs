@@ -155,6 +155,13 @@ impl<D: Domain> Handler<D> {
         Ok(reply)
     }
 
+    /// Applies a public event the domain follows, in one transaction on its state.
+    pub fn apply_event(&self, event: &sagaflow_events::PublicEvent) -> Result<(), String> {
+        self.state
+            .transaction(|state| self.domain.on_event(state, event))
+            .map_err(|e: sled::transaction::TransactionError<String>| e.to_string())
+    }
+
     fn reply_message(&self, reply: &ReplyMessage, traceparent: Option<String>) -> OutboxMessage {
         let body = serde_json::to_string(reply).expect("replies serialise");
         OutboxMessage::new(
@@ -213,7 +220,18 @@ pub async fn run<D: Domain>(
     let bus = Bus {
         url: args.common.amqp_url.clone(),
         topology: topology.clone(),
-        consumers: vec![ConsumerSpec { queue: queue.clone(), prefetch: args.tuning.prefetch, sink }],
+        consumers: {
+            // Commands and followed events share one sink; a delivery's exchange tells them apart.
+            let mut consumers = vec![ConsumerSpec {
+                queue: queue.clone(),
+                prefetch: args.tuning.prefetch,
+                sink: sink.clone(),
+            }];
+            if let Some(events) = handler.domain.event_queue(&topology) {
+                consumers.push(ConsumerSpec { queue: events, prefetch: args.tuning.prefetch, sink });
+            }
+            consumers
+        },
         outbox: handler.outbox.clone(),
         relay_window: args.tuning.relay_window,
         connected: connected_tx,
@@ -274,9 +292,12 @@ pub async fn run<D: Domain>(
 }
 
 /// Parses and handles one delivery; anything unusable goes to the dead-letter queue.
-fn handle_delivery<D: Domain>(handler: &Handler<D>, queue: &str, delivery: &Delivery) {
+fn handle_delivery<D: Domain>(handler: &Handler<D>, command_queue: &str, delivery: &Delivery) {
+    let is_event = delivery.exchange.as_str() == handler.topology.events_exchange();
+    let events_queue = handler.domain.event_queue(&handler.topology).unwrap_or_default();
+    let queue = if is_event { events_queue.as_str() } else { command_queue };
     let reject = |reason: String| {
-        tracing::warn!(queue, reason, "dead-lettering a command");
+        tracing::warn!(queue, reason, "dead-lettering a message");
         handler.metrics.dead_lettered.inc();
         let letter = dead_letter(&handler.topology, queue, delivery, &reason);
         let staged = handler
@@ -287,6 +308,16 @@ fn handle_delivery<D: Domain>(handler: &Handler<D>, queue: &str, delivery: &Deli
             tracing::error!(error = %e, "could not stage a dead letter");
         }
     };
+    if is_event {
+        return match serde_json::from_slice::<sagaflow_events::PublicEvent>(&delivery.data) {
+            Ok(event) => {
+                if let Err(e) = handler.apply_event(&event) {
+                    reject(format!("could not apply the event: {e}"));
+                }
+            }
+            Err(e) => reject(format!("not a public event: {e}")),
+        };
+    }
     let command: CommandMessage = match serde_json::from_slice(&delivery.data) {
         Ok(c) => c,
         Err(e) => return reject(format!("not a command: {e}")),

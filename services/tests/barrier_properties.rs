@@ -131,7 +131,7 @@ proptest! {
                 }
             }
             for (product, stock) in sagaflow_services::domain::scan_json::<Stock>(&inventory.state, "stock/") {
-                prop_assert_eq!(stock.available + stock.reserved, stock.initial, "{}: {:?}", product, stock);
+                prop_assert_eq!(stock.available + stock.reserved + stock.sold, stock.initial, "{}: {:?}", product, stock);
             }
             let sent = sagaflow_services::domain::scan_json::<u64>(&notification.state, "sent/");
             prop_assert!(sent.iter().all(|(_, n)| *n == 1));

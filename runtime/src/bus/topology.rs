@@ -35,6 +35,10 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin
     bind(channel, &topology.intake_queue(), &topology.intake_exchange(), "").await?;
     queue(channel, &topology.replies_queue(), dlx.as_deref()).await?;
     bind(channel, &topology.replies_queue(), &topology.replies_exchange(), "").await?;
+    let completions = topology.completions_queue();
+    queue(channel, &completions, dlx.as_deref()).await?;
+    bind(channel, &completions, &topology.events_exchange(), &topology.event_routing_key("OrderCompleted"))
+        .await?;
     for participant in Participant::iter() {
         let q = topology.command_queue(participant);
         queue(channel, &q, dlx.as_deref()).await?;
