@@ -85,17 +85,7 @@ impl Domain for Inventory {
         if !action_happened {
             return Ok(());
         }
-        let key = format!("reservation/{}", command.saga_id);
-        let reserved: Vec<(ProductId, u64)> = get_json(state, &key)?.unwrap_or_default();
-        for (product, quantity) in reserved {
-            let stock_key = format!("stock/{product}");
-            let mut stock: Stock = get_json(state, &stock_key)?.unwrap_or_default();
-            stock.reserved -= quantity.min(stock.reserved);
-            stock.available += quantity;
-            put_json(state, &stock_key, &stock)?;
-        }
-        state.remove(key.as_bytes())?;
-        Ok(())
+        settle_reservation(state, &command.saga_id, |stock, quantity| stock.available += quantity)
     }
 
     fn event_queue(&self, topology: &sagaflow_events::Topology) -> Option<String> {
@@ -106,17 +96,7 @@ impl Domain for Inventory {
     /// removed in the same transaction, so a repeated event finds nothing to move.
     fn on_event(&self, state: &TransactionalTree, event: &sagaflow_events::PublicEvent) -> TxResult<()> {
         let sagaflow_events::PublicEvent::OrderCompleted { order_id, .. } = event else { return Ok(()) };
-        let key = format!("reservation/{order_id}");
-        let Some(reserved) = get_json::<Vec<(ProductId, u64)>>(state, &key)? else { return Ok(()) };
-        for (product, quantity) in reserved {
-            let stock_key = format!("stock/{product}");
-            let mut stock: Stock = get_json(state, &stock_key)?.unwrap_or_default();
-            stock.reserved -= quantity.min(stock.reserved);
-            stock.sold += quantity;
-            put_json(state, &stock_key, &stock)?;
-        }
-        state.remove(key.as_bytes())?;
-        Ok(())
+        settle_reservation(state, order_id.as_str(), |stock, quantity| stock.sold += quantity)
     }
 
     fn view(&self, state: &sled::Tree) -> serde_json::Value {
@@ -130,4 +110,25 @@ impl Domain for Inventory {
     fn path(&self) -> &'static str {
         "/stock"
     }
+}
+
+/// Ends a saga's reservation: each reserved quantity leaves `reserved` and goes where `to`
+/// puts it (back to `available` on release, to `sold` on completion). The reservation record
+/// is removed in the same transaction, so a repeated release or event finds nothing to move.
+fn settle_reservation(
+    state: &TransactionalTree,
+    saga_id: &str,
+    to: impl Fn(&mut Stock, u64),
+) -> TxResult<()> {
+    let key = format!("reservation/{saga_id}");
+    let Some(reserved) = get_json::<Vec<(ProductId, u64)>>(state, &key)? else { return Ok(()) };
+    for (product, quantity) in reserved {
+        let stock_key = format!("stock/{product}");
+        let mut stock: Stock = get_json(state, &stock_key)?.unwrap_or_default();
+        stock.reserved -= quantity.min(stock.reserved);
+        to(&mut stock, quantity);
+        put_json(state, &stock_key, &stock)?;
+    }
+    state.remove(key.as_bytes())?;
+    Ok(())
 }
