@@ -1,8 +1,11 @@
-//! Fills a saga store with N started sagas, as a crash under load would leave it: every saga
-//! mid-flight with a timer armed and its first command in the outbox. Used to measure recovery:
+//! Fills a saga store, to try recovery and listing at scale by hand.
+//!
+//! - `started`: N sagas mid-flight, as a crash under load would leave them: every saga with a
+//!   timer armed and its first command in the outbox. Recovery must re-arm and re-publish.
+//! - `finished`: N completed sagas (what `sagactl bench` measures the cost of).
 //!
 //! ```sh
-//! cargo run --release -p sagaflow-orchestrator --example populate_store -- /tmp/store 100000
+//! cargo run --release -p sagaflow-orchestrator --example populate_store -- /tmp/store 100000 started
 //! DATA_DIR=/tmp/store target/release/orchestrator   # the log shows open_ms and ready_ms
 //! ```
 
@@ -15,11 +18,23 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "/tmp/sagaflow-populated".into()));
     let count: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(100_000);
+    let kind = args.next().unwrap_or_else(|| "started".into());
     std::fs::create_dir_all(&dir)?;
-    let definition = StepOrder::default().definition(&RetrySettings::default())?;
-    let store = Store::open(&dir.join("sagas.sled"), Topology::new("sagaflow"), definition)?;
-    let catalog = Catalog::builtin();
+    let path = dir.join("sagas.sled");
     let started = std::time::Instant::now();
+    if kind == "finished" {
+        sagaflow_orchestrator::populate::fill(&path, "sagaflow", count, "pop")?;
+        let record = sagaflow_orchestrator::populate::completed_saga(0)?;
+        println!(
+            "{count} finished sagas in {:.1?}; one record is {} bytes of JSON",
+            started.elapsed(),
+            serde_json::to_vec(&record)?.len()
+        );
+        return Ok(());
+    }
+    let definition = StepOrder::default().definition(&RetrySettings::default())?;
+    let store = Store::open(&path, Topology::new("sagaflow"), definition)?;
+    let catalog = Catalog::builtin();
     for i in 0..count {
         let id = format!("pop-{i:08}");
         let placed = OrderPlaced {

@@ -87,6 +87,12 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         stop.clone(),
     ));
 
+    let retention_task = tokio::spawn(crate::retention::run(
+        Duration::from_secs(config.retain_finished_secs),
+        jobs.clone(),
+        stop.clone(),
+    ));
+
     let api_state = ApiState {
         store: store.clone(),
         jobs: jobs.clone(),
@@ -122,6 +128,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
     bus_stop.cancel();
     let _ = bus_task.await;
     let _ = timer_task.await;
+    let _ = retention_task.await;
     match http_task.await {
         Ok(Err(e)) => return Err(e).context(format!("HTTP server on {}", config.http_addr)),
         Err(e) => return Err(e.into()),

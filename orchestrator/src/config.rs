@@ -42,6 +42,11 @@ pub struct Config {
     /// Longest wait between retries.
     #[arg(long, env = "BACKOFF_MAX_MS", default_value_t = 10_000)]
     pub backoff_max_ms: u64,
+    /// Remove finished sagas (completed or compensated) this many seconds after they finished,
+    /// which bounds the store's size; 0 keeps them for ever. Stuck sagas are never removed.
+    /// Placing a removed order id again starts a new saga.
+    #[arg(long, env = "RETAIN_FINISHED_SECS", default_value_t = 7 * 24 * 3600)]
+    pub retain_finished_secs: u64,
     #[command(flatten)]
     pub tuning: TuningArgs,
     /// Largest accepted request body, in bytes.

@@ -13,10 +13,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use lapin::message::Delivery;
-use lapin::Acker;
 use sagaflow_events::{Catalog, OrderPlaced, ReplyMessage, Topology};
 use sagaflow_runtime::bus::dead_letter;
-use sagaflow_runtime::commit::{ack_all, GroupCommit};
+use sagaflow_runtime::commit::{Acks, GroupCommit};
 use sagaflow_runtime::now_millis;
 use sagaflow_saga::{Effect, SagaEvent, Timer};
 use sha2::{Digest, Sha256};
@@ -34,10 +33,30 @@ pub enum Source {
 }
 
 pub enum Job {
-    Delivery { source: Source, delivery: Box<Delivery> },
-    Place { new: NewSaga, answer: oneshot::Sender<Result<Placed, String>> },
-    Control { order_id: String, incoming: Incoming, answer: oneshot::Sender<Result<Applied, String>> },
-    Timer { order_id: String, key: Vec<u8>, timer: Timer },
+    Delivery {
+        source: Source,
+        delivery: Box<Delivery>,
+    },
+    Place {
+        new: NewSaga,
+        answer: oneshot::Sender<Result<Placed, String>>,
+    },
+    Control {
+        order_id: String,
+        incoming: Incoming,
+        answer: oneshot::Sender<Result<Applied, String>>,
+    },
+    Timer {
+        order_id: String,
+        key: Vec<u8>,
+        timer: Timer,
+    },
+    /// Retention: remove up to `limit` sagas that finished at or before `cutoff`.
+    Sweep {
+        cutoff: u64,
+        limit: usize,
+        answer: oneshot::Sender<usize>,
+    },
 }
 
 /// Timer index keys handed to the engine and not yet applied, so the timer task does not hand
@@ -59,7 +78,7 @@ pub struct Engine {
 /// What to do once a batch is durable.
 #[derive(Default)]
 struct AfterCommit {
-    acks: Vec<Acker>,
+    acks: Acks,
     answers: Vec<Box<dyn FnOnce() + Send>>,
 }
 
@@ -87,7 +106,7 @@ impl Engine {
                 let after = tokio::task::block_in_place(|| self.apply_batch(&mut batch))?;
                 // Flush before anything leaves: acks, answers and published messages.
                 self.commit.commit(size).await?;
-                ack_all(after.acks).await;
+                after.acks.send().await;
                 for answer in after.answers {
                     answer();
                 }
@@ -108,7 +127,7 @@ impl Engine {
                         Source::Intake => self.intake(&delivery)?,
                         Source::Replies => self.reply(&delivery)?,
                     }
-                    after.acks.push(delivery.acker);
+                    after.acks.push(source as usize, delivery.delivery_tag, delivery.acker);
                 }
                 Job::Place { new, answer } => {
                     let result = fatal_or_message(self.place(new))?;
@@ -127,6 +146,16 @@ impl Engine {
                     let result = self.apply(&order_id, &incoming);
                     self.timers_in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                     result?;
+                }
+                Job::Sweep { cutoff, limit, answer } => {
+                    let removed = self.store.remove_finished(cutoff, limit)?;
+                    self.metrics.sagas_removed.add(removed as u64);
+                    if removed > 0 {
+                        tracing::debug!(removed, "finished sagas past retention removed");
+                    }
+                    after.answers.push(Box::new(move || {
+                        let _ = answer.send(removed);
+                    }));
                 }
             }
         }

@@ -11,6 +11,8 @@
 //! - [`timers`]: fires armed timers through the engine.
 //! - [`api`] and [`view`]: the HTTP API and its JSON shapes.
 //! - [`metrics`]: what `/metrics` shows.
+//! - [`retention`]: removes finished sagas older than the retention window.
+//! - [`populate`]: stores full of finished sagas, for the bench.
 
 pub mod api;
 pub mod app;
@@ -19,7 +21,9 @@ pub mod engine;
 pub mod metrics;
 pub mod order_saga;
 pub mod outgoing;
+pub mod populate;
 pub mod record;
+pub mod retention;
 pub mod store;
 pub mod timers;
 pub mod view;

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub inputs_ignored: Counter,
     pub replies_for_unknown_sagas: Counter,
     pub dead_lettered: Counter,
+    /// Finished sagas removed by retention.
+    pub sagas_removed: Counter,
     /// From order placed to terminal state.
     pub saga_seconds: Histogram,
     /// From a command sent to its accepted reply.
@@ -31,6 +33,7 @@ impl Default for Metrics {
             inputs_ignored: Counter::default(),
             replies_for_unknown_sagas: Counter::default(),
             dead_lettered: Counter::default(),
+            sagas_removed: Counter::default(),
             saga_seconds: Histogram::latency(),
             step_seconds: Histogram::latency(),
             bus: Arc::default(),
@@ -60,6 +63,11 @@ impl Metrics {
                 "sagaflow_dead_lettered_total",
                 "Messages sent to the dead-letter queue.",
                 &self.dead_lettered,
+            )
+            .counter(
+                "sagaflow_sagas_removed_total",
+                "Finished sagas removed after the retention window.",
+                &self.sagas_removed,
             )
             .counter("sagaflow_deliveries_total", "Messages received.", &self.bus.deliveries)
             .counter(

@@ -514,3 +514,30 @@ async fn sigterm_stops_cleanly_with_exit_zero() {
     let status = h.orchestrator.terminate(Duration::from_secs(15)).expect("exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_finished_sagas_and_keeps_the_rest() {
+    let retain = [("RETAIN_FINISHED_SECS", "1")];
+    let h = Harness::start("retention", &[PATIENT, &retain].concat()).await;
+    let succeed = h.all_succeed().await;
+    let (status, _) = h.post("/orders", &order_json("done-early", &[("abc", 1)])).await;
+    assert_eq!(status, 202);
+    h.wait_state("done-early", "completed", Duration::from_secs(20)).await;
+    // A saga that waits for a silent payment stays in flight, however old it gets.
+    drop(succeed);
+    let _silent = h.bus.participant(Participant::Payment, |_| Answer::Silent).await;
+    let (status, _) = h.post("/orders", &order_json("in-flight", &[("abc", 1)])).await;
+    assert_eq!(status, 202);
+
+    wait::until("the finished saga to be removed", Duration::from_secs(20), || async {
+        (h.get("/orders/done-early").await.0 == 404).then_some(())
+    })
+    .await;
+    assert_eq!(h.order("in-flight").await["state"], "running");
+    let metrics = h.http.get(h.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sagaflow_sagas_removed_total 1"), "{metrics}");
+    assert!(metrics.contains("sagaflow_sagas{state=\"completed\"} 0"), "{metrics}");
+    // The order id is free again: placing it starts a new saga.
+    let (status, body) = h.post("/orders", &order_json("done-early", &[("abc", 1)])).await;
+    assert_eq!((status, body["state"].as_str()), (202, Some("running")), "{body}");
+}
