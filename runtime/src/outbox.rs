@@ -11,12 +11,13 @@
 //! - **Publish again after any doubt.** After a reconnect or a restart the relay starts from the
 //!   oldest entry; receivers deduplicate.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::watch;
@@ -159,64 +160,85 @@ impl Outbox {
     }
 
     /// Publishes durable entries with confirms until the channel fails (then returns the error,
-    /// and the bus reconnects) or the outbox is dropped. Keeps up to `window` messages in flight.
+    /// and the bus reconnects) or the outbox is dropped.
+    ///
+    /// A sliding window: up to `window` messages await their confirms while newer durable
+    /// entries keep going out. (Waiting for a whole batch's confirms before publishing the next
+    /// batch put a quorum queue's confirm latency on every hop of every saga.) An entry leaves
+    /// the outbox only when the broker has confirmed it.
     pub async fn relay(self: &Arc<Self>, channel: &Channel, window: usize) -> Result<(), lapin::Error> {
+        let window = window.max(1);
         let mut durable = self.durable.subscribe();
+        let mut in_flight: VecDeque<(u64, PublisherConfirm)> = VecDeque::with_capacity(window);
         let mut next: u64 = 0;
         loop {
             let upto = *durable.borrow_and_update();
-            let batch: Vec<(u64, OutboxMessage)> = self
-                .tree
-                .range(next.to_be_bytes()..=upto.to_be_bytes())
-                .take(window)
-                .filter_map(|entry| {
-                    let (k, v) = entry.ok()?;
-                    let id = key_id(&k);
-                    match serde_json::from_slice(&v) {
-                        Ok(m) => Some((id, m)),
-                        Err(e) => {
-                            // Only a bug can write such an entry; keep it for inspection.
-                            tracing::error!(id, error = %e, "outbox entry cannot be read; skipped");
-                            None
+            let room = window - in_flight.len();
+            if room > 0 && next <= upto {
+                let batch = self.read(next, upto, room);
+                if let Some(&(last, _)) = batch.last() {
+                    for (id, message) in &batch {
+                        let confirm = channel
+                            .basic_publish(
+                                message.exchange.as_str().into(),
+                                message.routing_key.as_str().into(),
+                                BasicPublishOptions::default(),
+                                message.body.as_bytes(),
+                                message.properties(),
+                            )
+                            .await?;
+                        in_flight.push_back((*id, confirm));
+                    }
+                    next = last + 1;
+                    continue;
+                }
+            }
+            // Nothing to publish now, or the window is full: wait for a confirm or new entries.
+            tokio::select! {
+                confirmation = async { (&mut in_flight.front_mut().expect("not empty").1).await }, if !in_flight.is_empty() => {
+                    let (id, _) = in_flight.pop_front().expect("not empty");
+                    match confirmation? {
+                        Confirmation::Ack(_) | Confirmation::NotRequested => {
+                            // Removing is not flushed: if it is lost in a crash the message goes
+                            // out again, which receivers absorb.
+                            let _ = self.tree.remove(id.to_be_bytes());
+                            self.published.inc();
+                        }
+                        Confirmation::Nack(_) => {
+                            // Publish again from here; what follows goes again too, and
+                            // receivers absorb the duplicates.
+                            tracing::warn!(id, "broker refused a message; it will be published again");
+                            next = next.min(id);
                         }
                     }
-                })
-                .collect();
-            let Some(&(last, _)) = batch.last() else {
-                if durable.changed().await.is_err() {
-                    return Ok(());
                 }
-                continue;
-            };
-            let mut confirms = Vec::with_capacity(batch.len());
-            for (id, message) in &batch {
-                let confirm = channel
-                    .basic_publish(
-                        message.exchange.as_str().into(),
-                        message.routing_key.as_str().into(),
-                        BasicPublishOptions::default(),
-                        message.body.as_bytes(),
-                        message.properties(),
-                    )
-                    .await?;
-                confirms.push((*id, confirm));
-            }
-            next = last + 1;
-            for (id, confirm) in confirms {
-                match confirm.await? {
-                    Confirmation::Ack(_) | Confirmation::NotRequested => {
-                        // Removing is not flushed: if it is lost in a crash the message goes out
-                        // again, which receivers absorb.
-                        let _ = self.tree.remove(id.to_be_bytes());
-                        self.published.inc();
-                    }
-                    Confirmation::Nack(_) => {
-                        tracing::warn!(id, "broker refused a message; it will be published again");
-                        next = next.min(id);
+                changed = durable.changed(), if room > 0 => {
+                    if changed.is_err() {
+                        return Ok(());
                     }
                 }
             }
         }
+    }
+
+    /// Up to `limit` entries with ids in `from..=upto`.
+    fn read(&self, from: u64, upto: u64, limit: usize) -> Vec<(u64, OutboxMessage)> {
+        self.tree
+            .range(from.to_be_bytes()..=upto.to_be_bytes())
+            .take(limit)
+            .filter_map(|entry| {
+                let (k, v) = entry.ok()?;
+                let id = key_id(&k);
+                match serde_json::from_slice(&v) {
+                    Ok(m) => Some((id, m)),
+                    Err(e) => {
+                        // Only a bug can write such an entry; keep it for inspection.
+                        tracing::error!(id, error = %e, "outbox entry cannot be read; skipped");
+                        None
+                    }
+                }
+            })
+            .collect()
     }
 }
 

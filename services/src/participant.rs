@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use lapin::message::Delivery;
 use sagaflow_events::{CommandMessage, Phase, ReplyMessage, ReplyOutcome, Topology};
 use sagaflow_runtime::bus::{dead_letter, Bus, BusMetrics, ConsumerSpec};
-use sagaflow_runtime::commit::{ack_all, GroupCommit};
+use sagaflow_runtime::commit::{Acks, GroupCommit};
 use sagaflow_runtime::metrics::{Counter, Render};
 use sagaflow_runtime::outbox::{Outbox, OutboxMessage};
 use sled::transaction::ConflictableTransactionError;
@@ -261,18 +261,23 @@ pub async fn run<D: Domain>(
                 tokio::time::sleep(latency).await;
             }
             let size = batch.len();
-            let ackers = tokio::task::block_in_place(|| {
-                batch
-                    .drain(..)
-                    .map(|delivery| {
-                        handle_delivery(&handler, &queue, &delivery);
-                        delivery.acker
-                    })
-                    .collect::<Vec<_>>()
+            let acks = tokio::task::block_in_place(|| {
+                let mut acks = Acks::default();
+                for delivery in batch.drain(..) {
+                    handle_delivery(&handler, &queue, &delivery);
+                    // Commands and followed events come on two channels: one run of acks each.
+                    let consumer =
+                        usize::from(delivery.exchange.as_str() == handler.topology.events_exchange());
+                    acks.push(consumer, delivery.delivery_tag, delivery.acker);
+                }
+                acks
             });
-            // Durable before acknowledged, and before any reply leaves.
+            // Durable before acknowledged, and before any reply leaves: first what the domain
+            // wrote outside sled, then the barrier records and replies that say it was done.
+            let domain = handler.domain.clone();
+            tokio::task::spawn_blocking(move || domain.make_durable()).await??;
             commit.commit(size).await?;
-            ack_all(ackers).await;
+            acks.send().await;
         }
         if stopping {
             break;
