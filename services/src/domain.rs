@@ -23,6 +23,12 @@ pub trait Domain: Send + Sync + 'static {
         action_happened: bool,
     ) -> TxResult<()>;
 
+    /// Makes durable what this batch's actions wrote outside sled (notification's mails).
+    /// Called once per batch, before the flush that records those actions as done.
+    fn make_durable(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// Sets up a fresh store (inventory's initial stock). Called once at start.
     fn seed(&self, _state: &sled::Tree) -> sled::Result<()> {
         Ok(())
