@@ -28,7 +28,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let stop = sagaflow_runtime::shutdown::on_signal();
-    match sagaflow_services::participant::run(Inventory { catalog }, args.service, 8082, stop).await {
+    match sagaflow_services::run(Inventory { catalog }, args.service, 8082, stop).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("inventory failed: {e:#}");

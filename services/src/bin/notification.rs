@@ -27,7 +27,7 @@ async fn main() -> std::process::ExitCode {
     let stop = sagaflow_runtime::shutdown::on_signal();
     let mut service = args.service;
     service.data_dir = Some(data_dir);
-    match sagaflow_services::participant::run(domain, service, 8083, stop).await {
+    match sagaflow_services::run(domain, service, 8083, stop).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("notification failed: {e:#}");

@@ -32,7 +32,7 @@ async fn main() -> std::process::ExitCode {
         seed: args.service.seed,
     };
     let stop = sagaflow_runtime::shutdown::on_signal();
-    exit(sagaflow_services::participant::run(domain, args.service, 8081, stop).await)
+    exit(sagaflow_services::run(domain, args.service, 8081, stop).await)
 }
 
 fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {

@@ -1,0 +1,169 @@
+//! The REST chain: the design sagaflow replaces, built from the same domains so the bench can
+//! compare the two on equal terms (`sagactl bench`).
+//!
+//! `POST /chain/orders` runs this service's action on the same ledger or stock code, makes it
+//! durable, then calls the next service in the chain (`--chain-next`) and waits. If the next
+//! hop refuses or cannot be reached, this hop undoes its own action before answering: the
+//! classic synchronous chain with compensation on the way back. What it lacks is what the saga
+//! adds: nothing retries, nothing remembers an order whose caller gave up, and an outage of any
+//! hop fails every order that reaches it.
+//!
+//! Answers: `200 {"outcome":"completed"}`; `409 {"outcome":"refused","reason":...}` for a
+//! business refusal anywhere down the chain; `502` when a later hop could not be reached.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sagaflow_events::{
+    Cents, CommandBody, CommandMessage, OrderId, OrderLine, Participant, Phase, ReplyOutcome, UserId,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServiceArgs;
+use crate::domain::Domain;
+
+/// The order as the chain passes it on, priced by the caller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainOrder {
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    pub amount_cents: Cents,
+    pub items: Vec<OrderLine>,
+}
+
+struct Hop<D> {
+    domain: D,
+    db: sled::Db,
+    state: sled::Tree,
+    next: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Serves the chain endpoint until `stop`. No bus: in this design there is none.
+pub async fn run<D: Domain>(
+    domain: D,
+    args: ServiceArgs,
+    default_port: u16,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let participant = domain.participant();
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| format!("data/{participant}").into());
+    std::fs::create_dir_all(&data_dir)?;
+    let db = sled::Config::new().path(data_dir.join("store.sled")).open()?;
+    let state = db.open_tree("state")?;
+    domain.seed(&state)?;
+    let path = domain.path();
+    let hop = Arc::new(Hop {
+        domain,
+        db: db.clone(),
+        state,
+        next: args.chain_next.clone(),
+        http: reqwest::Client::new(),
+    });
+    let view = hop.clone();
+    let router = Router::new()
+        .route("/chain/orders", post(handle::<D>))
+        .route(path, get(move || async move { Json(view.domain.view(&view.state)) }))
+        .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok", "mode": "rest-chain" })) }))
+        .fallback(sagaflow_runtime::http::not_found)
+        .with_state(hop);
+    let http_addr = args.http_addr.unwrap_or_else(|| ([127, 0, 0, 1], default_port).into());
+    tracing::info!(%participant, next = ?args.chain_next, "{participant} ready in REST chain mode");
+    sagaflow_runtime::http::serve(http_addr, router, stop).await?;
+    db.flush_async().await?;
+    Ok(())
+}
+
+async fn handle<D: Domain>(State(hop): State<Arc<Hop<D>>>, Json(order): Json<ChainOrder>) -> Response {
+    let participant = hop.domain.participant();
+    let action = command(participant, &order, Phase::Action);
+    let answer = match hop.state.transaction(|tx| hop.domain.act(tx, &action)) {
+        Ok(answer) => answer,
+        Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, "error", &e.to_string()),
+    };
+    if let ReplyOutcome::Failed { reason } | ReplyOutcome::Transient { reason } = &answer.outcome {
+        return self::answer(StatusCode::CONFLICT, "refused", reason);
+    }
+    let hop_ = hop.clone();
+    let durable = tokio::task::spawn_blocking(move || hop_.domain.make_durable()).await;
+    if let Err(e) = flush(&hop.db).await {
+        return self::answer(StatusCode::INTERNAL_SERVER_ERROR, "error", &e);
+    }
+    if !matches!(durable, Ok(Ok(()))) {
+        return self::answer(StatusCode::INTERNAL_SERVER_ERROR, "error", "could not make the action durable");
+    }
+    let Some(next) = &hop.next else { return self::answer(StatusCode::OK, "completed", "") };
+    let downstream = hop.http.post(format!("{next}/chain/orders")).json(&order).send().await;
+    let (status, outcome, reason) = match downstream {
+        Ok(r) if r.status().is_success() => return self::answer(StatusCode::OK, "completed", ""),
+        Ok(r) if r.status() == StatusCode::CONFLICT => {
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (StatusCode::CONFLICT, "refused", body["reason"].as_str().unwrap_or("refused").to_owned())
+        }
+        Ok(r) => (StatusCode::BAD_GATEWAY, "failed", format!("{next} answered {}", r.status())),
+        Err(e) => (StatusCode::BAD_GATEWAY, "failed", format!("{next} unreachable: {e}")),
+    };
+    // The rest of the chain did not happen: undo this hop before answering.
+    if let Some(undo) = undo_command(participant, &order) {
+        if let Err(e) = hop.state.transaction(|tx| hop.domain.undo(tx, &undo, true)) {
+            return self::answer(StatusCode::INTERNAL_SERVER_ERROR, "error", &format!("undo failed: {e}"));
+        }
+        let _ = flush(&hop.db).await;
+    }
+    self::answer(status, outcome, &reason)
+}
+
+/// Durable before answering, as a REST service with a database commits before its 200. On the
+/// blocking pool: many concurrent `flush_async` calls stalled this hop for good in the bench.
+async fn flush(db: &sled::Db) -> Result<(), String> {
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || db.flush()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn answer(status: StatusCode, outcome: &str, reason: &str) -> Response {
+    (status, Json(serde_json::json!({ "outcome": outcome, "reason": reason }))).into_response()
+}
+
+/// The same command the orchestrator would send this participant, so the domain code cannot
+/// tell the two designs apart.
+fn command(participant: Participant, order: &ChainOrder, phase: Phase) -> CommandMessage {
+    let body = match participant {
+        Participant::Payment => {
+            CommandBody::ChargePayment { user_id: order.user_id.clone(), amount_cents: order.amount_cents }
+        }
+        Participant::Inventory => CommandBody::ReserveStock { items: order.items.clone() },
+        Participant::Notification => CommandBody::SendNotification {
+            user_id: order.user_id.clone(),
+            amount_cents: order.amount_cents,
+            items: order.items.clone(),
+        },
+    };
+    CommandMessage {
+        saga_id: order.order_id.to_string(),
+        order_id: order.order_id.clone(),
+        step: participant.to_string(),
+        phase,
+        attempt: 1,
+        idempotency_key: format!("{}/{participant}/{phase}", order.order_id),
+        body,
+    }
+}
+
+fn undo_command(participant: Participant, order: &ChainOrder) -> Option<CommandMessage> {
+    let body = match participant {
+        Participant::Payment => CommandBody::RefundPayment { amount_cents: order.amount_cents },
+        Participant::Inventory => CommandBody::ReleaseStock { items: order.items.clone() },
+        Participant::Notification => return None,
+    };
+    Some(CommandMessage { phase: Phase::Compensation, body, ..command(participant, order, Phase::Action) })
+}
