@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Property tests run this many generated cases per property.
 export PROPTEST_CASES ?= 1000
 
-.PHONY: test demo bench build lint fmt check-core test-suite unit-tests system-tests
+.PHONY: test demo bench bench-smoke build lint fmt check-core test-suite unit-tests system-tests
 
 ## make test: the broker step, then lint, the purity check and every test.
 test:
@@ -16,6 +16,13 @@ test:
 demo:
 	$(CARGO) build --release --workspace --bins
 	target/release/sagactl demo --orders 300 --seed 42
+
+## make bench: builds for release and measures throughput, latency and cost on this machine.
+## Writes bench/results/report.txt, report.json and latency.svg (several minutes: it fills a
+## store with a million sagas).
+bench:
+	$(CARGO) build --release --workspace --bins
+	target/release/sagactl bench --out bench/results
 
 build:
 	$(CARGO) build --workspace --bins
@@ -31,7 +38,7 @@ check-core:
 	scripts/check-core.sh
 
 # What `make test` runs once a broker is reachable (AMQP_URL is set by scripts/broker.sh).
-test-suite: lint check-core build unit-tests system-tests
+test-suite: lint check-core build unit-tests system-tests bench-smoke
 
 unit-tests:
 	$(CARGO) test --workspace --exclude sagaflow-saga
@@ -40,3 +47,8 @@ unit-tests:
 
 system-tests:
 	@true
+
+# Every phase of the bench in miniature, so it cannot rot; it checks what it can without timing
+# anything (every phase measured something; the saga lost nothing while Payment was down).
+bench-smoke:
+	target/debug/sagactl bench --smoke --out target/bench-smoke

@@ -112,6 +112,11 @@ impl PrivateBroker {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// The Erlang node name, which also appears in its VM's command line.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::supervisor::{self, Logs, Supervisor};
+use crate::system::StartedSystem;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -110,85 +110,51 @@ pub async fn run(args: DemoArgs, api: &str) -> anyhow::Result<()> {
         eprintln!("Using the system already running at {api}.");
         api.to_owned()
     } else {
-        let system = StartedSystem::start(&run_id).await?;
-        let api = system.programs[0].http.clone();
+        let system = start_system(&run_id).await?;
+        let api = system.api().to_owned();
         started = Some(system);
         api
     };
     let result = place_and_watch(&args, &api, &run_id, &http).await;
     if let Some(system) = started {
         eprintln!("Stopping everything the demo started...");
-        system.stop().await;
+        stop_system(system).await;
     }
     result
 }
 
-/// What the demo started, to stop it afterwards.
-struct StartedSystem {
-    programs: Vec<supervisor::Program>,
-    supervisor: Supervisor,
-    broker: sagaflow_runtime::broker::Broker,
-    namespace: String,
-    dir: std::path::PathBuf,
+/// Starts the four programs for the demo on a broker found or started for it.
+async fn start_system(run_id: &str) -> anyhow::Result<StartedSystem> {
+    let dir = std::path::absolute(std::path::Path::new("target/demo").join(run_id))?;
+    std::fs::create_dir_all(&dir)?;
+    let broker = StartedSystem::broker(&dir).await?;
+    let catalog = dir.join("catalog.json");
+    std::fs::write(&catalog, CATALOG)?;
+    let catalog = catalog.display().to_string();
+    let extra = [
+        ("orchestrator", "CATALOG", catalog.as_str()),
+        ("inventory", "CATALOG", catalog.as_str()),
+        ("payment", "DECLINE_OVER_CENTS", DECLINE_OVER_CENTS),
+        ("orchestrator", "ATTEMPT_TIMEOUT_MS", "3000"),
+    ];
+    eprintln!(
+        "Starting orchestrator, payment, inventory and notification ({}; logs in {})",
+        if broker.private.is_some() { "on a private RabbitMQ node" } else { "on the RabbitMQ at 127.0.0.1" },
+        dir.display()
+    );
+    StartedSystem::start_on(broker, &dir, &format!("sagaflow-{run_id}"), &extra).await
 }
 
-impl StartedSystem {
-    async fn start(run_id: &str) -> anyhow::Result<Self> {
-        let dir = std::path::absolute(std::path::Path::new("target/demo").join(run_id))?;
-        std::fs::create_dir_all(&dir)?;
-        let broker_dir = dir.join("broker");
-        let broker =
-            tokio::task::spawn_blocking(move || sagaflow_runtime::broker::find_or_start(&broker_dir))
-                .await?
-                .map_err(anyhow::Error::msg)?;
-        let catalog = dir.join("catalog.json");
-        std::fs::write(&catalog, CATALOG)?;
-        let catalog = catalog.display().to_string();
-        let ports = [0; 4].map(|_| sagaflow_runtime::broker::free_port());
-        let extra = [
-            ("orchestrator", "CATALOG", catalog.as_str()),
-            ("inventory", "CATALOG", catalog.as_str()),
-            ("payment", "DECLINE_OVER_CENTS", DECLINE_OVER_CENTS),
-            ("orchestrator", "ATTEMPT_TIMEOUT_MS", "3000"),
-        ];
-        let namespace = format!("sagaflow-{run_id}");
-        let programs = supervisor::plan(&namespace, &broker.url, &dir, ports, &extra);
-        eprintln!(
-            "Starting orchestrator, payment, inventory and notification ({}; logs in {})",
-            if broker.private.is_some() {
-                "on a private RabbitMQ node"
-            } else {
-                "on the RabbitMQ at 127.0.0.1"
-            },
-            dir.display()
-        );
-        let supervisor = Supervisor::start(&programs, Logs::Files(dir.clone()));
-        supervisor::wait_healthy(&programs, Duration::from_secs(60)).await?;
-        Ok(Self { programs, supervisor, broker, namespace, dir })
-    }
-
-    async fn stop(self) {
-        for (name, restarts) in &self.supervisor.restarts {
-            let n = restarts.load(std::sync::atomic::Ordering::Relaxed);
-            if n > 0 {
-                eprintln!("{name} was restarted {n} times (see its log)");
-            }
+async fn stop_system(system: StartedSystem) {
+    for (name, restarts) in &system.supervisor.restarts {
+        let n = restarts.load(std::sync::atomic::Ordering::Relaxed);
+        if n > 0 {
+            eprintln!("{name} was restarted {n} times (see its log)");
         }
-        self.supervisor.stop().await;
-        // A namespace made for one run should not stay behind on a shared broker.
-        if self.broker.private.is_none() {
-            if let Ok(connection) =
-                lapin::Connection::connect(&self.broker.url, lapin::ConnectionProperties::default()).await
-            {
-                if let Ok(channel) = connection.create_channel().await {
-                    let topology = sagaflow_events::Topology::new(self.namespace.clone());
-                    let _ = sagaflow_runtime::bus::topology::delete(&channel, &topology).await;
-                }
-            }
-        }
-        drop(self.broker);
-        eprintln!("Stopped. Data and logs of this run: {}", self.dir.display());
     }
+    let dir = system.dir.clone();
+    system.stop().await;
+    eprintln!("Stopped. Data and logs of this run: {}", dir.display());
 }
 
 async fn place_and_watch(

@@ -4,12 +4,15 @@
 //! - `demo`: brings up what is missing, places a seeded mix of orders, shows progress and a
 //!   summary, and stops everything it started.
 //! - `chaos`: load, SIGKILLs of every program and a broker restart, then every invariant.
+//! - `bench`: throughput, latency and cost against the broker's ceiling and the REST chain.
 //! - `status`, `list`, `cancel`, `retry`: the orchestrator's HTTP API, readable.
 
+mod bench;
 mod chaos;
 mod client;
 mod demo;
 mod supervisor;
+mod system;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +35,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Load, SIGKILLs and a broker restart; then check every invariant. Exits 1 on a violation.
     Chaos(chaos::ChaosArgs),
+    /// Measure throughput, latency and cost; write a table, report.json and latency.svg.
+    Bench(bench::BenchArgs),
     /// One order: its steps and its timeline.
     Status { order_id: String },
     /// Orders, newest first.
@@ -59,6 +64,7 @@ async fn main() -> std::process::ExitCode {
             Ok(false) => return std::process::ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Bench(args) => bench::run(args).await,
         Command::Status { order_id } => api.status(&order_id).await,
         Command::List { state, limit } => api.list(state.as_deref(), limit).await,
         Command::Cancel { order_id } => api.action(&order_id, "cancel").await,

@@ -115,6 +115,12 @@ impl Supervisor {
                 .is_ok_and(|s| s.success())
     }
 
+    /// The pid of the program's current process, if it is running.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        let (_, pid) = self.pids.iter().find(|(n, _)| *n == name)?;
+        Some(pid.load(Ordering::Relaxed)).filter(|p| *p != 0)
+    }
+
     /// Stops every program (SIGTERM, then SIGKILL after 10 s) and waits for them.
     pub async fn stop(mut self) {
         self.stop.cancel();

@@ -1,0 +1,316 @@
+//! Load generators and the end-to-end clock.
+//!
+//! A saga's latency runs from the moment its order was due to be placed to the moment its
+//! terminal event (`OrderCompleted`, `OrderCompensated`, `OrderStuck`) is seen on the public
+//! topic exchange, by a consumer of the bench's own. For the REST chain it runs to the chain's
+//! answer. Open-loop runs measure from the *scheduled* send time, so that a slow system cannot
+//! hide its queueing by delaying the next request (coordinated omission).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// How long one order may take before the bench counts it as lost.
+pub const GIVE_UP: Duration = Duration::from_secs(60);
+
+/// The terminal events the watcher listens for.
+const TERMINAL_KEYS: [&str; 3] = ["order.completed", "order.compensated", "order.stuck"];
+
+/// Who waits for which order's terminal event: told when it was seen and which event it was.
+type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<(Instant, String)>>>>;
+
+/// Sees terminal events and wakes whoever waits for that order.
+#[derive(Clone)]
+pub struct Watcher {
+    waiting: Waiting,
+    _connection: Arc<Connection>,
+}
+
+impl Watcher {
+    pub async fn start(url: &str, events_exchange: &str) -> anyhow::Result<Self> {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let queue = channel.queue_declare("".into(), options, FieldTable::default()).await?;
+        for key in TERMINAL_KEYS {
+            channel
+                .queue_bind(
+                    queue.name().clone(),
+                    events_exchange.into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let mut consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "bench-watcher".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        let waiting: Waiting = Arc::default();
+        let map = waiting.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let seen = Instant::now();
+                let Ok(event) = serde_json::from_slice::<Value>(&delivery.data) else { continue };
+                let (Some(id), Some(name)) = (event["orderId"].as_str(), event["event"].as_str()) else {
+                    continue;
+                };
+                if let Some(tx) = map.lock().expect("not poisoned").remove(id) {
+                    let _ = tx.send((seen, name.to_owned()));
+                }
+            }
+        });
+        Ok(Self { waiting, _connection: Arc::new(connection) })
+    }
+
+    fn expect(&self, order_id: &str) -> oneshot::Receiver<(Instant, String)> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().expect("not poisoned").insert(order_id.to_owned(), tx);
+        rx
+    }
+
+    fn forget(&self, order_id: &str) {
+        self.waiting.lock().expect("not poisoned").remove(order_id);
+    }
+}
+
+/// Which design takes the orders.
+#[derive(Clone)]
+pub enum Target {
+    /// `POST /orders` on the orchestrator; the end is the terminal event.
+    Saga { api: String, watcher: Watcher },
+    /// `POST /chain/orders` on the first hop (payment); the end is its answer.
+    Chain { first_hop: String },
+}
+
+/// How one order ended, as the bench saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Completed,
+    /// Refused or compensated: the business said no (the bench's orders should not be).
+    Refused,
+    /// The system failed the order: an error answer, or no answer at all.
+    Failed,
+    /// No terminal event within [`GIVE_UP`].
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When the order was due to be placed, from the start of the run.
+    pub due: Duration,
+    pub latency: Duration,
+    pub ending: Ending,
+}
+
+/// Places orders and tells how each ended.
+#[derive(Clone)]
+pub struct Placer {
+    target: Target,
+    http: reqwest::Client,
+    run: String,
+    next: Arc<AtomicU64>,
+}
+
+impl Placer {
+    pub fn new(target: Target, run: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .timeout(GIVE_UP)
+            .build()
+            .expect("an HTTP client");
+        Self { target, http, run: run.to_owned(), next: Arc::default() }
+    }
+
+    /// One order, a happy-path one: every step succeeds unless the system fails it.
+    pub async fn place(&self, due: Instant) -> (Instant, Ending) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n:08}", self.run);
+        let user = format!("customer{}", n % 50);
+        match &self.target {
+            Target::Saga { api, watcher } => {
+                let ended = watcher.expect(&id);
+                let body = json!({ "orderId": id, "userId": user, "items": [{ "productId": "abc", "quantity": 1 }] });
+                let placed = self.http.post(format!("{api}/orders")).json(&body).send().await;
+                if !placed.is_ok_and(|r| r.status().as_u16() == 202) {
+                    watcher.forget(&id);
+                    return (Instant::now(), Ending::Failed);
+                }
+                let wait = (due + GIVE_UP).saturating_duration_since(Instant::now());
+                match tokio::time::timeout(wait, ended).await {
+                    Ok(Ok((seen, event))) if event == "OrderCompleted" => (seen, Ending::Completed),
+                    Ok(Ok((seen, event))) if event == "OrderCompensated" => (seen, Ending::Refused),
+                    Ok(Ok((seen, _))) => (seen, Ending::Failed),
+                    _ => {
+                        watcher.forget(&id);
+                        (Instant::now(), Ending::Lost)
+                    }
+                }
+            }
+            Target::Chain { first_hop } => {
+                let body = json!({
+                    "orderId": id, "userId": user, "amountCents": ABC_PRICE_CENTS,
+                    "items": [{ "productId": "abc", "quantity": 1, "unitPriceCents": ABC_PRICE_CENTS }]
+                });
+                let answer = self.http.post(format!("{first_hop}/chain/orders")).json(&body).send().await;
+                let ending = match answer.map(|r| r.status().as_u16()) {
+                    Ok(200) => Ending::Completed,
+                    Ok(409) => Ending::Refused,
+                    Ok(_) => Ending::Failed,
+                    Err(e) if e.is_timeout() => Ending::Lost,
+                    Err(_) => Ending::Failed,
+                };
+                (Instant::now(), ending)
+            }
+        }
+    }
+}
+
+/// The price of product `abc` in the bench's catalog.
+pub const ABC_PRICE_CENTS: u64 = 4999;
+
+/// Closed loop: `concurrency` clients, each placing its next order when the last one ends.
+/// Returns completions per second over the run after `warmup`, and the samples.
+pub async fn closed_loop(
+    placer: &Placer,
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> (f64, Vec<Sample>) {
+    let start = Instant::now();
+    let (window_start, window_end) = (start + warmup, start + warmup + measure);
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let placer = placer.clone();
+        clients.spawn(async move {
+            let mut samples = Vec::new();
+            while Instant::now() < window_end {
+                let due = Instant::now();
+                let (ended, ending) = placer.place(due).await;
+                samples.push((due, ended, ending));
+            }
+            samples
+        });
+    }
+    let mut samples = Vec::new();
+    let mut completed_in_window = 0usize;
+    while let Some(Ok(client)) = clients.join_next().await {
+        for (due, ended, ending) in client {
+            if ending == Ending::Completed && ended >= window_start && ended <= window_end {
+                completed_in_window += 1;
+            }
+            samples.push(Sample { due: due - start, latency: ended - due, ending });
+        }
+    }
+    (completed_in_window as f64 / measure.as_secs_f64(), samples)
+}
+
+/// Open loop: orders due at a fixed rate for `duration`, each placed at its time whatever the
+/// others are doing.
+pub async fn open_loop(placer: &Placer, rate: f64, duration: Duration) -> Vec<Sample> {
+    let start = Instant::now();
+    let count = (rate * duration.as_secs_f64()).round() as u64;
+    let mut orders = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let placer = placer.clone();
+        orders.spawn(async move {
+            let (ended, ending) = placer.place(due).await;
+            Sample { due: due - start, latency: ended.saturating_duration_since(due), ending }
+        });
+    }
+    let mut samples = Vec::with_capacity(count as usize);
+    while let Some(Ok(sample)) = orders.join_next().await {
+        samples.push(sample);
+    }
+    samples.sort_by_key(|s| s.due);
+    samples
+}
+
+/// Latency percentiles of completed orders, in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    pub fn of(samples: &[Sample]) -> Self {
+        let mut ms: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.ending == Ending::Completed)
+            .map(|s| s.latency.as_secs_f64() * 1000.0)
+            .collect();
+        if ms.is_empty() {
+            return Self::default();
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            let rank = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
+            (ms[rank - 1] * 10.0).round() / 10.0
+        };
+        Self { p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: at(1.0) }
+    }
+}
+
+/// How many samples ended each way.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endings {
+    pub completed: usize,
+    pub refused: usize,
+    pub failed: usize,
+    pub lost: usize,
+}
+
+impl Endings {
+    pub fn of(samples: &[Sample]) -> Self {
+        let mut e = Self::default();
+        for s in samples {
+            match s.ending {
+                Ending::Completed => e.completed += 1,
+                Ending::Refused => e.refused += 1,
+                Ending::Failed => e.failed += 1,
+                Ending::Lost => e.lost += 1,
+            }
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ms: u64) -> Sample {
+        Sample { due: Duration::ZERO, latency: Duration::from_millis(ms), ending: Ending::Completed }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_over_completed_orders() {
+        let mut samples: Vec<Sample> = (1..=1000).map(sample).collect();
+        samples.push(Sample { ending: Ending::Failed, ..sample(99_999) });
+        let l = Latency::of(&samples);
+        assert_eq!((l.p50, l.p90, l.p99, l.p999, l.max), (500.0, 900.0, 990.0, 999.0, 1000.0));
+        assert_eq!(Endings::of(&samples).failed, 1);
+    }
+}

@@ -1,0 +1,723 @@
+//! `sagactl bench`: throughput, latency and cost of sagaflow on this machine, against the
+//! broker's own ceiling and against the REST chain it replaces, all in one run.
+//!
+//! Phases, in order (each starts its own programs and stops them after):
+//! 1. [`ceiling`]: raw publish-with-confirms and consume-with-acks on quorum queues.
+//! 2. The saga system at peak (closed loop), then open-loop latency at 25/50/75 % of that peak,
+//!    then Payment down for 10 s under load.
+//! 3. The same for the REST chain (the services in `REST_CHAIN` mode).
+//! 4. Cost as work grows: recovery and throughput with 0, 100k and 1M finished sagas stored.
+//! 5. Retention: a long run with a short window, to show the store stays bounded.
+//!
+//! The [`report`] goes to the terminal, to `report.json` and to `latency.svg` in `--out`.
+
+mod ceiling;
+mod load;
+mod procstat;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use load::{Endings, Latency, Placer, Sample, Target, Watcher};
+use procstat::{Sampler, Usage};
+use serde::Serialize;
+
+use crate::system::StartedSystem;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Where the table, report.json and latency.svg go.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// A small, quick version of every phase: proves the bench works, measures little.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Clients of the closed-loop peak runs (orders in flight).
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// Seconds measured per load phase.
+    #[arg(long, default_value_t = 15)]
+    pub seconds: u64,
+    /// Finished sagas stored before the cost-as-work-grows runs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,100000,1000000")]
+    pub stored: Vec<u64>,
+    /// Messages of the broker-ceiling run.
+    #[arg(long, default_value_t = 40_000)]
+    pub ceiling_messages: usize,
+    /// Length of the retention run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub retention_seconds: u64,
+    /// Run only these phases (for profiling one of them); the report shows the others empty.
+    #[arg(long, value_delimiter = ',', default_value = "ceiling,saga,chain,stored,retention")]
+    pub phases: Vec<Phase>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    Ceiling,
+    Saga,
+    Chain,
+    Stored,
+    Retention,
+}
+
+impl BenchArgs {
+    fn effective(mut self) -> Self {
+        if self.smoke {
+            self.concurrency = self.concurrency.min(16);
+            self.seconds = self.seconds.min(2);
+            self.stored = vec![0, 2_000];
+            self.ceiling_messages = self.ceiling_messages.min(2_000);
+            self.retention_seconds = self.retention_seconds.min(6);
+        }
+        self
+    }
+
+    fn warmup(&self) -> Duration {
+        Duration::from_secs(if self.smoke { 1 } else { 3 })
+    }
+
+    fn measure(&self) -> Duration {
+        Duration::from_secs(self.seconds.max(1))
+    }
+}
+
+/// Queued messages per completed saga: three commands, three replies, and the `OrderCompleted`
+/// that inventory follows. (Public events with no queue bound cost the broker a routing
+/// lookup, not a queue write; the bench's own watcher queue is not counted.)
+pub const MESSAGES_PER_SAGA: f64 = 7.0;
+
+/// Latency of an order that counts as delayed in the outage runs.
+const DELAYED: Duration = Duration::from_secs(1);
+
+/// One design under one load.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadResult {
+    pub label: String,
+    /// Orders due per second (open loop), or clients (closed loop).
+    pub offered: f64,
+    pub completed_per_sec: f64,
+    pub latency_ms: Latency,
+    pub endings: Endings,
+    pub processes: BTreeMap<String, Usage>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outage {
+    pub rate: f64,
+    pub placed: usize,
+    pub endings: Endings,
+    /// Completed, but later than [`DELAYED`].
+    pub delayed: usize,
+    pub max_latency_ms: f64,
+    /// From Payment answering again to the last order that failed or was delayed ending.
+    pub recovery_secs: f64,
+    pub payment_down_secs: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Design {
+    pub peak: LoadResult,
+    pub open_loop: Vec<LoadResult>,
+    pub payment_outage: Outage,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stored {
+    pub stored_sagas: u64,
+    pub fill_secs: f64,
+    /// From SIGKILL of the orchestrator to its `/health` answering 200 again.
+    pub recovery_secs: f64,
+    pub completed_per_sec: f64,
+    pub orchestrator_rss_mib: f64,
+    pub services_rss_mib: f64,
+    pub store_bytes: u64,
+    pub bytes_per_saga: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    pub retain_secs: u64,
+    pub run_secs: u64,
+    pub completed: usize,
+    /// (seconds into the run, store bytes on disk, sagas stored)
+    pub samples: Vec<(f64, u64, i64)>,
+    pub max_bytes_first_half: u64,
+    pub max_bytes_second_half: u64,
+    pub bounded: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub cpu: String,
+    pub kernel: String,
+    pub broker: String,
+    pub build: String,
+    pub date: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub command: String,
+    pub smoke: bool,
+    pub machine: Machine,
+    pub ceiling: ceiling::Ceiling,
+    pub messages_per_saga: f64,
+    pub saga: Design,
+    pub rest_chain: Design,
+    pub stored: Vec<Stored>,
+    pub retention: Retention,
+    pub targets: Vec<report::Target>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let args = args.effective();
+    let run_id = format!("bench{}", sagaflow_runtime::now_millis() % 1_000_000);
+    let dir = std::path::absolute(Path::new("target/bench").join(&run_id))?;
+    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&args.out)?;
+    let catalog = dir.join("catalog.json");
+    std::fs::write(&catalog, BENCH_CATALOG)?;
+    let bench =
+        Bench { args: args.clone(), dir: dir.clone(), catalog: catalog.display().to_string(), run_id };
+    eprintln!("sagactl bench: data and logs in {}", dir.display());
+
+    let mut broker = StartedSystem::broker(&dir).await?;
+    let broker_name =
+        if broker.private.is_some() { "a private RabbitMQ node" } else { "RabbitMQ at 127.0.0.1" };
+    let on = |phase: Phase| args.phases.contains(&phase);
+    let mut ceiling = ceiling::Ceiling::default();
+    if on(Phase::Ceiling) {
+        eprintln!("[1/5] broker ceiling ({} messages, {broker_name})", args.ceiling_messages);
+        let namespace = format!("sagaflow-{}", bench.run_id);
+        ceiling = ceiling::measure(&broker.url, &namespace, args.ceiling_messages, 512).await?;
+        eprintln!("      {:.0} messages/s", ceiling.messages_per_sec);
+    }
+    let mut saga = Design::default();
+    if on(Phase::Saga) {
+        eprintln!("[2/5] saga design: peak, open loop, Payment outage");
+        let (d, b) = bench.saga_design(broker).await?;
+        (saga, broker) = (d, b);
+    }
+    let mut rest_chain = Design::default();
+    if on(Phase::Chain) {
+        eprintln!("[3/5] REST chain: peak, open loop, Payment outage");
+        // Both designs face the outage at the same rate: half of the saga's peak.
+        let outage_rate = (saga.peak.completed_per_sec * 0.5).max(50.0);
+        let (d, b) = bench.rest_chain_design(broker, outage_rate).await?;
+        (rest_chain, broker) = (d, b);
+    }
+    let mut stored = Vec::new();
+    if on(Phase::Stored) {
+        eprintln!("[4/5] cost as work grows: {:?} finished sagas stored", args.stored);
+        for &n in &args.stored {
+            let (result, b) = bench.with_stored(broker, n).await?;
+            broker = b;
+            eprintln!(
+                "      {n}: recovery {:.2} s, {:.0} sagas/s, {:.0} bytes/saga",
+                result.recovery_secs, result.completed_per_sec, result.bytes_per_saga
+            );
+            stored.push(result);
+        }
+    }
+    let mut retention = Retention::default();
+    if on(Phase::Retention) {
+        eprintln!("[5/5] retention: {} s of load with a 5 s window", args.retention_seconds);
+        let (r, b) = bench.retention(broker).await?;
+        (retention, broker) = (r, b);
+    }
+    drop(broker);
+
+    let machine = machine(&broker_name.replace("a private", "private"));
+    let targets = report::targets(&ceiling, &saga, &stored, args.smoke);
+    let report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        smoke: args.smoke,
+        machine,
+        ceiling,
+        messages_per_saga: MESSAGES_PER_SAGA,
+        saga,
+        rest_chain,
+        stored,
+        retention,
+        targets,
+    };
+    let table = report::table(&report);
+    println!("{table}");
+    std::fs::write(args.out.join("report.txt"), &table)?;
+    std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(args.out.join("latency.svg"), report::svg(&report))?;
+    eprintln!("Written: {0}/report.txt, {0}/report.json, {0}/latency.svg", args.out.display());
+    let _ = std::fs::remove_dir_all(&dir);
+    if args.smoke {
+        smoke_check(&report)?;
+        eprintln!("smoke check passed: every phase ran and the saga lost nothing");
+    }
+    Ok(())
+}
+
+/// What a smoke run must show, timings aside: every phase produced numbers, and the saga lost
+/// and failed nothing while Payment was down (the REST chain is allowed to).
+fn smoke_check(r: &Report) -> anyhow::Result<()> {
+    let mut wrong = Vec::new();
+    if r.ceiling.messages_per_sec <= 0.0 {
+        wrong.push("the broker ceiling is zero".to_owned());
+    }
+    for (name, d) in [("saga", &r.saga), ("REST chain", &r.rest_chain)] {
+        if d.peak.completed_per_sec <= 0.0 || d.open_loop.iter().any(|l| l.endings.completed == 0) {
+            wrong.push(format!("the {name} design completed no orders in a load phase"));
+        }
+    }
+    let o = &r.saga.payment_outage;
+    if o.placed == 0 || o.endings.failed + o.endings.lost + o.endings.refused > 0 {
+        wrong.push(format!("the saga did not complete every order through the outage: {:?}", o.endings));
+    }
+    if r.stored.iter().any(|s| s.completed_per_sec <= 0.0 || s.bytes_per_saga <= 0.0) || r.stored.is_empty() {
+        wrong.push("a stored-sagas run measured nothing".to_owned());
+    }
+    if r.retention.samples.is_empty() || r.retention.completed == 0 {
+        wrong.push("the retention run measured nothing".to_owned());
+    }
+    anyhow::ensure!(wrong.is_empty(), "bench smoke check failed: {}", wrong.join("; "));
+    Ok(())
+}
+
+/// Plenty of one product: the bench measures the machinery, so every order should complete.
+const BENCH_CATALOG: &str = r#"{"products": [
+  {"id": "abc", "name": "Alpine backpack", "priceCents": 4999, "stock": 1000000000}
+]}"#;
+
+struct Bench {
+    args: BenchArgs,
+    dir: PathBuf,
+    catalog: String,
+    run_id: String,
+}
+
+impl Bench {
+    async fn start_saga_system(
+        &self,
+        broker: sagaflow_runtime::broker::Broker,
+        name: &str,
+        more: &[(&str, &str, &str)],
+    ) -> anyhow::Result<StartedSystem> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let mut extra = vec![
+            ("orchestrator", "CATALOG", self.catalog.as_str()),
+            ("inventory", "CATALOG", self.catalog.as_str()),
+            ("*", "RUST_LOG", "warn"),
+        ];
+        extra.extend_from_slice(more);
+        StartedSystem::start_on(broker, &dir, &format!("sagaflow-{}-{name}", self.run_id), &extra).await
+    }
+
+    async fn saga_design(
+        &self,
+        broker: sagaflow_runtime::broker::Broker,
+    ) -> anyhow::Result<(Design, sagaflow_runtime::broker::Broker)> {
+        let system = self.start_saga_system(broker, "saga", &[]).await?;
+        let result = async {
+            let topology = sagaflow_events::Topology::new(system.namespace.clone());
+            let watcher = Watcher::start(&system.broker.url, &topology.events_exchange()).await?;
+            let target = Target::Saga { api: system.api().to_owned(), watcher };
+            self.design(&system, target, None).await
+        }
+        .await;
+        let broker = system.stop_programs().await;
+        Ok((result?, broker))
+    }
+
+    async fn rest_chain_design(
+        &self,
+        broker: sagaflow_runtime::broker::Broker,
+        outage_rate: f64,
+    ) -> anyhow::Result<(Design, sagaflow_runtime::broker::Broker)> {
+        let dir = self.dir.join("rest-chain");
+        std::fs::create_dir_all(&dir)?;
+        let ports = [0; 4].map(|_| sagaflow_runtime::broker::free_port());
+        let (inventory, notification) =
+            (format!("http://127.0.0.1:{}", ports[2]), format!("http://127.0.0.1:{}", ports[3]));
+        let extra = [
+            ("*", "REST_CHAIN", "true"),
+            ("*", "RUST_LOG", "warn"),
+            ("inventory", "CATALOG", self.catalog.as_str()),
+            ("payment", "CHAIN_NEXT", inventory.as_str()),
+            ("inventory", "CHAIN_NEXT", notification.as_str()),
+        ];
+        let programs: Vec<_> =
+            crate::supervisor::plan("unused", &broker.url, &dir, ports, &extra).into_iter().skip(1).collect();
+        let supervisor =
+            crate::supervisor::Supervisor::start(&programs, crate::supervisor::Logs::Files(dir.clone()));
+        let system = StartedSystem {
+            programs,
+            supervisor,
+            broker,
+            namespace: format!("sagaflow-{}-chain", self.run_id),
+            dir,
+        };
+        let result = async {
+            crate::supervisor::wait_healthy(&system.programs, Duration::from_secs(60)).await?;
+            let target = Target::Chain { first_hop: system.program("payment").http.clone() };
+            self.design(&system, target, Some(outage_rate)).await
+        }
+        .await;
+        let broker = system.stop_programs().await;
+        Ok((result?, broker))
+    }
+
+    /// Peak, open loop at 25/50/75 % of it, and the outage, for one design.
+    async fn design(
+        &self,
+        system: &StartedSystem,
+        target: Target,
+        outage_rate: Option<f64>,
+    ) -> anyhow::Result<Design> {
+        let placer = Placer::new(target, &format!("{}-{}", self.run_id, system.namespace.len()));
+        let pids = pids(system);
+        let mut sampler = Sampler::start(&pids);
+        let (rate, samples) = procstat::sampled(
+            &mut sampler,
+            Duration::from_millis(250),
+            load::closed_loop(&placer, self.args.concurrency, self.args.warmup(), self.args.measure()),
+        )
+        .await;
+        let peak = result(
+            &format!("peak ({} in flight)", self.args.concurrency),
+            self.args.concurrency as f64,
+            rate,
+            &samples,
+            sampler.finish(),
+        );
+        eprintln!(
+            "      peak {:.0} completed/s, p50 {} ms, p99 {} ms",
+            peak.completed_per_sec, peak.latency_ms.p50, peak.latency_ms.p99
+        );
+        let mut open = Vec::new();
+        for share in [0.25, 0.5, 0.75] {
+            let offered = (peak.completed_per_sec * share).max(1.0);
+            let mut sampler = Sampler::start(&pids);
+            let samples = procstat::sampled(
+                &mut sampler,
+                Duration::from_millis(250),
+                load::open_loop(&placer, offered, self.args.measure()),
+            )
+            .await;
+            let completed_per_sec =
+                Endings::of(&samples).completed as f64 / self.args.measure().as_secs_f64();
+            let r = result(
+                &format!("{:.0} % of peak", share * 100.0),
+                offered,
+                completed_per_sec,
+                &samples,
+                sampler.finish(),
+            );
+            eprintln!(
+                "      {:>5.0}/s: p50 {} ms, p99 {} ms, p99.9 {} ms",
+                offered, r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999
+            );
+            open.push(r);
+        }
+        let rate = outage_rate.unwrap_or(peak.completed_per_sec * 0.5).max(1.0);
+        let payment_outage = self.outage(system, &placer, rate).await?;
+        eprintln!(
+            "      Payment down {:.1} s at {:.0}/s: {} completed, {} failed, {} lost, {} delayed, recovery {:.1} s",
+            payment_outage.payment_down_secs, rate, payment_outage.endings.completed, payment_outage.endings.failed,
+            payment_outage.endings.lost, payment_outage.delayed, payment_outage.recovery_secs
+        );
+        Ok(Design { peak, open_loop: open, payment_outage })
+    }
+
+    /// Open-loop load at `rate`; Payment is SIGKILLed a third of the way in and kept down for
+    /// ten seconds (less in a smoke run).
+    async fn outage(&self, system: &StartedSystem, placer: &Placer, rate: f64) -> anyhow::Result<Outage> {
+        let (total, down) = if self.args.smoke {
+            (Duration::from_secs(6), Duration::from_secs(2))
+        } else {
+            (Duration::from_secs(30), Duration::from_secs(10))
+        };
+        let kill_at = total / 3;
+        let start = tokio::time::Instant::now();
+        let payment = system.program("payment").http.clone();
+        let killer = async {
+            tokio::time::sleep(kill_at).await;
+            let killed_at = start.elapsed();
+            system.supervisor.kill("payment", down);
+            let http = reqwest::Client::new();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            loop {
+                let up = http
+                    .get(format!("{payment}/health"))
+                    .timeout(Duration::from_millis(200))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if up {
+                    return (killed_at, start.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let (samples, (killed_at, back_at)) = tokio::join!(load::open_loop(placer, rate, total), killer);
+        let delayed =
+            samples.iter().filter(|s| s.ending == load::Ending::Completed && s.latency > DELAYED).count();
+        let last_bad_end = samples
+            .iter()
+            .filter(|s| s.ending != load::Ending::Completed || s.latency > DELAYED)
+            .map(|s| s.due + s.latency)
+            .max()
+            .unwrap_or_default();
+        Ok(Outage {
+            rate: rate.round(),
+            placed: samples.len(),
+            endings: Endings::of(&samples),
+            delayed,
+            max_latency_ms: samples
+                .iter()
+                .map(|s| s.latency.as_secs_f64() * 1000.0)
+                .fold(0.0, f64::max)
+                .round(),
+            recovery_secs: round2(last_bad_end.saturating_sub(back_at).as_secs_f64()),
+            payment_down_secs: round2((back_at - killed_at).as_secs_f64()),
+        })
+    }
+
+    /// Recovery, throughput and memory with `n` finished sagas already stored.
+    async fn with_stored(
+        &self,
+        broker: sagaflow_runtime::broker::Broker,
+        n: u64,
+    ) -> anyhow::Result<(Stored, sagaflow_runtime::broker::Broker)> {
+        let name = format!("stored-{n}");
+        let store_path = self.dir.join(&name).join("orchestrator").join("sagas.sled");
+        std::fs::create_dir_all(&store_path)?;
+        let filled = std::time::Instant::now();
+        let path = store_path.clone();
+        tokio::task::spawn_blocking(move || {
+            sagaflow_orchestrator::populate::fill(&path, "bench", n, "stored")
+        })
+        .await??;
+        let fill_secs = round2(filled.elapsed().as_secs_f64());
+        let system = self.start_saga_system(broker, &name, &[]).await?;
+        let result = async {
+            let recovery_secs = recovery(&system).await?;
+            let topology = sagaflow_events::Topology::new(system.namespace.clone());
+            let watcher = Watcher::start(&system.broker.url, &topology.events_exchange()).await?;
+            let placer = Placer::new(
+                Target::Saga { api: system.api().to_owned(), watcher },
+                &format!("{}-{name}", self.run_id),
+            );
+            let mut sampler = Sampler::start(&pids(&system));
+            let (rate, _) = procstat::sampled(
+                &mut sampler,
+                Duration::from_millis(250),
+                load::closed_loop(&placer, self.args.concurrency, self.args.warmup(), self.args.measure()),
+            )
+            .await;
+            let usage = sampler.finish();
+            let rss = |p: &str| usage.get(p).map(|u| u.max_rss_mib).unwrap_or(0.0);
+            let store_bytes = dir_size(&store_path);
+            let count = stored_sagas(system.api()).await.max(1);
+            Ok::<_, anyhow::Error>(Stored {
+                stored_sagas: n,
+                fill_secs,
+                recovery_secs,
+                completed_per_sec: rate.round(),
+                orchestrator_rss_mib: rss("orchestrator"),
+                services_rss_mib: round2(rss("payment") + rss("inventory") + rss("notification")),
+                store_bytes,
+                bytes_per_saga: (store_bytes as f64 / count as f64).round(),
+            })
+        }
+        .await;
+        let broker = system.stop_programs().await;
+        let _ = std::fs::remove_dir_all(self.dir.join(&name));
+        Ok((result?, broker))
+    }
+
+    /// A steady load with a 5 s retention window; the store's size is sampled as it runs.
+    async fn retention(
+        &self,
+        broker: sagaflow_runtime::broker::Broker,
+    ) -> anyhow::Result<(Retention, sagaflow_runtime::broker::Broker)> {
+        const RETAIN: u64 = 5;
+        let retain = RETAIN.to_string();
+        let system = self
+            .start_saga_system(
+                broker,
+                "retention",
+                &[("orchestrator", "RETAIN_FINISHED_SECS", retain.as_str())],
+            )
+            .await?;
+        let result = async {
+            let topology = sagaflow_events::Topology::new(system.namespace.clone());
+            let watcher = Watcher::start(&system.broker.url, &topology.events_exchange()).await?;
+            let placer = Placer::new(
+                Target::Saga { api: system.api().to_owned(), watcher },
+                &format!("{}-retention", self.run_id),
+            );
+            let store = self.dir.join("retention").join("orchestrator").join("sagas.sled");
+            let run = Duration::from_secs(self.args.retention_seconds);
+            let start = tokio::time::Instant::now();
+            let sampling = async {
+                let mut samples = Vec::new();
+                while start.elapsed() < run {
+                    tokio::time::sleep(Duration::from_secs(if self.args.smoke { 1 } else { 3 })).await;
+                    samples.push((
+                        round2(start.elapsed().as_secs_f64()),
+                        dir_size(&store),
+                        stored_sagas(system.api()).await,
+                    ));
+                }
+                samples
+            };
+            // Half the load of the peak: a long, steady day rather than a storm.
+            let (samples, (_, load_samples)) = tokio::join!(
+                sampling,
+                load::closed_loop(&placer, (self.args.concurrency / 2).max(1), Duration::ZERO, run)
+            );
+            let half = samples.len() / 2;
+            let max = |s: &[(f64, u64, i64)]| s.iter().map(|x| x.1).max().unwrap_or(0);
+            let (first, second) = (max(&samples[..half]), max(&samples[half..]));
+            Ok::<_, anyhow::Error>(Retention {
+                retain_secs: RETAIN,
+                run_secs: self.args.retention_seconds,
+                completed: Endings::of(&load_samples).completed,
+                bounded: second as f64 <= first as f64 * 1.25,
+                max_bytes_first_half: first,
+                max_bytes_second_half: second,
+                samples,
+            })
+        }
+        .await;
+        let broker = system.stop_programs().await;
+        Ok((result?, broker))
+    }
+}
+
+fn result(
+    label: &str,
+    offered: f64,
+    rate: f64,
+    samples: &[Sample],
+    processes: BTreeMap<String, Usage>,
+) -> LoadResult {
+    LoadResult {
+        label: label.to_owned(),
+        offered: offered.round(),
+        completed_per_sec: rate.round(),
+        latency_ms: Latency::of(samples),
+        endings: Endings::of(samples),
+        processes,
+    }
+}
+
+fn pids(system: &StartedSystem) -> Vec<(String, u32)> {
+    let mut pids: Vec<(String, u32)> = system
+        .programs
+        .iter()
+        .filter_map(|p| system.supervisor.pid(p.name).map(|pid| (p.name.to_owned(), pid)))
+        .collect();
+    let node = system.broker.private.as_ref().map(|b| b.node().to_owned());
+    if let Some(pid) = procstat::broker_pid(node.as_deref()) {
+        pids.push(("rabbitmq".to_owned(), pid));
+    }
+    pids.push(("sagactl (load)".to_owned(), std::process::id()));
+    pids
+}
+
+/// SIGKILLs the orchestrator and times how long until it answers `/health` with 200 again.
+async fn recovery(system: &StartedSystem) -> anyhow::Result<f64> {
+    let health = format!("{}/health", system.api());
+    let http = reqwest::Client::new();
+    let killed = tokio::time::Instant::now();
+    anyhow::ensure!(
+        system.supervisor.kill("orchestrator", Duration::from_millis(1)),
+        "could not kill the orchestrator"
+    );
+    // Until the old process is gone, /health may still answer: wait for the new pid.
+    let old = system.supervisor.pid("orchestrator");
+    loop {
+        let current = system.supervisor.pid("orchestrator");
+        if current.is_some() && current != old {
+            break;
+        }
+        anyhow::ensure!(killed.elapsed() < Duration::from_secs(60), "the orchestrator did not restart");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    loop {
+        let up = http.get(&health).send().await.is_ok_and(|r| r.status().is_success());
+        if up {
+            return Ok(round2(killed.elapsed().as_secs_f64()));
+        }
+        anyhow::ensure!(killed.elapsed() < Duration::from_secs(120), "the orchestrator did not recover");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sagas the orchestrator holds, from its `/metrics`.
+async fn stored_sagas(api: &str) -> i64 {
+    let Ok(r) = reqwest::get(format!("{api}/metrics")).await else { return 0 };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("sagaflow_sagas{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as i64
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn machine(broker: &str) -> Machine {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let memory_kib: f64 = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0);
+    let version = std::process::Command::new("rabbitmqctl")
+        .args(["--version"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    Machine {
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        memory_gib: round2(memory_kib / 1024.0 / 1024.0),
+        cpu,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        broker: format!("{broker} {version}").trim().to_owned(),
+        build: if cfg!(debug_assertions) { "debug" } else { "release" }.to_owned(),
+        date: sagaflow_runtime::rfc3339(sagaflow_runtime::now_millis()),
+    }
+}

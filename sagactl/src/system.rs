@@ -1,0 +1,76 @@
+//! A whole system started for one run (demo, bench): the broker step, then the four programs in
+//! a fresh namespace and data folder, with logs in files. `stop` undoes all of it, including the
+//! namespace's queues on a shared broker.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::supervisor::{self, Logs, Program, Supervisor};
+
+pub struct StartedSystem {
+    pub programs: Vec<Program>,
+    pub supervisor: Supervisor,
+    pub broker: sagaflow_runtime::broker::Broker,
+    pub namespace: String,
+    pub dir: PathBuf,
+}
+
+impl StartedSystem {
+    /// Finds or starts a broker (its private node, if any, under `dir/broker`).
+    pub async fn broker(dir: &Path) -> anyhow::Result<sagaflow_runtime::broker::Broker> {
+        let broker_dir = dir.join("broker");
+        tokio::task::spawn_blocking(move || sagaflow_runtime::broker::find_or_start(&broker_dir))
+            .await?
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// Starts the four programs on `broker` with data and logs in `dir`; `extra` adds settings
+    /// per program as (program or "*", variable, value).
+    pub async fn start_on(
+        broker: sagaflow_runtime::broker::Broker,
+        dir: &Path,
+        namespace: &str,
+        extra: &[(&str, &str, &str)],
+    ) -> anyhow::Result<Self> {
+        let ports = [0; 4].map(|_| sagaflow_runtime::broker::free_port());
+        let programs = supervisor::plan(namespace, &broker.url, dir, ports, extra);
+        let supervisor = Supervisor::start(&programs, Logs::Files(dir.to_path_buf()));
+        let system =
+            Self { programs, supervisor, broker, namespace: namespace.to_owned(), dir: dir.to_path_buf() };
+        if let Err(e) = supervisor::wait_healthy(&system.programs, Duration::from_secs(60)).await {
+            system.stop().await;
+            return Err(e);
+        }
+        Ok(system)
+    }
+
+    /// The orchestrator's HTTP address.
+    pub fn api(&self) -> &str {
+        &self.programs[0].http
+    }
+
+    pub fn program(&self, name: &str) -> &Program {
+        self.programs.iter().find(|p| p.name == name).expect("one of the four programs")
+    }
+
+    /// Stops the programs and deletes the namespace; hands the broker back for another run.
+    pub async fn stop_programs(self) -> sagaflow_runtime::broker::Broker {
+        self.supervisor.stop().await;
+        // A namespace made for one run should not stay behind on a shared broker.
+        if let Ok(connection) =
+            lapin::Connection::connect(&self.broker.url, lapin::ConnectionProperties::default()).await
+        {
+            if let Ok(channel) = connection.create_channel().await {
+                let topology = sagaflow_events::Topology::new(self.namespace.clone());
+                let _ = sagaflow_runtime::bus::topology::delete(&channel, &topology).await;
+            }
+            let _ = connection.close(200, "bye".into()).await;
+        }
+        self.broker
+    }
+
+    /// Stops everything, the private broker (if one was started) included.
+    pub async fn stop(self) {
+        drop(self.stop_programs().await);
+    }
+}
