@@ -114,7 +114,7 @@ impl Store {
     /// Opens (or creates) the store. Opening reads no saga: recovery is the timer index and the
     /// outbox, both already on disk, so start-up time does not grow with the number of sagas.
     pub fn open(path: &Path, topology: Topology, definition: SagaDefinition) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
+        let db = sagaflow_runtime::open_db(path)?;
         let outbox = Outbox::open(&db)?;
         let meta = db.open_tree("meta")?;
         let mut definitions = HashMap::new();

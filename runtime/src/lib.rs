@@ -21,6 +21,15 @@ pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
 
+/// Opens a process's sled database with the settings every sagaflow store uses.
+///
+/// `HighThroughput`: sled's default (`LowSpace`) rewrites data often to keep files compact,
+/// which on a saga store (every record rewritten a few times, then left alone) mostly costs
+/// write bandwidth and CPU. Retention, not compaction, bounds the orchestrator's disk.
+pub fn open_db(path: &std::path::Path) -> sled::Result<sled::Db> {
+    sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()
+}
+
 /// Milliseconds since the Unix epoch: the one place a sagaflow process reads the wall clock for
 /// its state machines.
 pub fn now_millis() -> u64 {

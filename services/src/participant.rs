@@ -209,7 +209,7 @@ pub async fn run<D: Domain>(
     let topology = args.common.topology();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| format!("data/{participant}").into());
     std::fs::create_dir_all(&data_dir)?;
-    let db = sled::Config::new().path(data_dir.join("store.sled")).open()?;
+    let db = sagaflow_runtime::open_db(&data_dir.join("store.sled"))?;
     let handler = Arc::new(Handler::open(domain, &db, topology.clone(), args.fail_rate, args.seed)?);
     let commit = Arc::new(GroupCommit::new(db.clone(), handler.outbox.clone()));
     let (connected_tx, connected) = watch::channel(false);

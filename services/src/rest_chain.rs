@@ -55,7 +55,7 @@ pub async fn run<D: Domain>(
     let participant = domain.participant();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| format!("data/{participant}").into());
     std::fs::create_dir_all(&data_dir)?;
-    let db = sled::Config::new().path(data_dir.join("store.sled")).open()?;
+    let db = sagaflow_runtime::open_db(&data_dir.join("store.sled"))?;
     let state = db.open_tree("state")?;
     domain.seed(&state)?;
     let path = domain.path();
