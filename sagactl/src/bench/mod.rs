@@ -46,8 +46,8 @@ pub struct BenchArgs {
     /// Messages of the broker-ceiling run.
     #[arg(long, default_value_t = 40_000)]
     pub ceiling_messages: usize,
-    /// Length of the retention run, in seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Length of the retention run, in seconds (long enough for sled's files to level off).
+    #[arg(long, default_value_t = 180)]
     pub retention_seconds: u64,
     /// Run only these phases (for profiling one of them); the report shows the others empty.
     #[arg(long, value_delimiter = ',', default_value = "ceiling,saga,chain,stored,retention")]
@@ -151,6 +151,9 @@ pub struct Retention {
     pub samples: Vec<(f64, u64, i64)>,
     pub max_bytes_first_half: u64,
     pub max_bytes_second_half: u64,
+    /// What the completed sagas would take without retention, at the bytes per saga measured
+    /// with the largest store (0 when that phase did not run).
+    pub without_retention_bytes: u64,
     pub bounded: bool,
 }
 
@@ -236,6 +239,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("[5/5] retention: {} s of load with a 5 s window", args.retention_seconds);
         let (r, b) = bench.retention(broker).await?;
         (retention, broker) = (r, b);
+        let per_saga = stored.iter().max_by_key(|s| s.stored_sagas).map(|s| s.bytes_per_saga).unwrap_or(0.0);
+        retention.without_retention_bytes = (retention.completed as f64 * per_saga) as u64;
     }
     drop(broker);
 
@@ -597,6 +602,7 @@ impl Bench {
                 bounded: second as f64 <= first as f64 * 1.25,
                 max_bytes_first_half: first,
                 max_bytes_second_half: second,
+                without_retention_bytes: 0,
                 samples,
             })
         }

@@ -202,7 +202,11 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(
         s,
         "\nRETENTION ({} s window, {} s of load, {} sagas completed): store max {:.1} MB in the first half, {:.1} MB in the second: {}",
-        rt.retain_secs, rt.run_secs, rt.completed, rt.max_bytes_first_half as f64 / 1e6, rt.max_bytes_second_half as f64 / 1e6,
+        rt.retain_secs,
+        rt.run_secs,
+        rt.completed,
+        rt.max_bytes_first_half as f64 / 1e6,
+        rt.max_bytes_second_half as f64 / 1e6,
         if rt.run_secs < 6 * rt.retain_secs {
             "too short a run to judge"
         } else if rt.bounded {
@@ -211,6 +215,13 @@ pub fn table(r: &Report) -> String {
             "STILL GROWING"
         }
     );
+    if rt.without_retention_bytes > 0 {
+        let _ = writeln!(
+            s,
+            "  (without retention those sagas would take about {:.1} MB)",
+            rt.without_retention_bytes as f64 / 1e6
+        );
+    }
 
     let _ = writeln!(s, "\nTARGETS");
     for t in &r.targets {
