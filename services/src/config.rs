@@ -36,6 +36,24 @@ pub struct ServiceArgs {
     pub chain_next: Option<String>,
 }
 
+impl ServiceArgs {
+    /// Opens the service's sled store under `DATA_DIR` (default `data/<participant>`).
+    pub fn open_store(
+        &self,
+        participant: sagaflow_events::Participant,
+    ) -> anyhow::Result<(PathBuf, sled::Db)> {
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| format!("data/{participant}").into());
+        std::fs::create_dir_all(&data_dir)?;
+        let db = sagaflow_runtime::open_db(&data_dir.join("store.sled"))?;
+        Ok((data_dir, db))
+    }
+
+    /// `HTTP_ADDR`, or 127.0.0.1 on the service's default port.
+    pub fn http_addr(&self, default_port: u16) -> SocketAddr {
+        self.http_addr.unwrap_or_else(|| ([127, 0, 0, 1], default_port).into())
+    }
+}
+
 /// A deterministic draw in [0, 1) from a seed and a key: the same inputs, the same draw.
 pub fn draw(seed: u64, key: &str, salt: u64) -> f64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.rotate_left(17) ^ salt;

@@ -207,9 +207,7 @@ pub async fn run<D: Domain>(
 ) -> anyhow::Result<()> {
     let participant = domain.participant();
     let topology = args.common.topology();
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| format!("data/{participant}").into());
-    std::fs::create_dir_all(&data_dir)?;
-    let db = sagaflow_runtime::open_db(&data_dir.join("store.sled"))?;
+    let (data_dir, db) = args.open_store(participant)?;
     let handler = Arc::new(Handler::open(domain, &db, topology.clone(), args.fail_rate, args.seed)?);
     let commit = Arc::new(GroupCommit::new(db.clone(), handler.outbox.clone()));
     let (connected_tx, connected) = watch::channel(false);
@@ -239,11 +237,14 @@ pub async fn run<D: Domain>(
     };
     let bus_task = tokio::spawn(bus.run(stop.clone(), bus_stop.clone()));
 
-    let http_addr = args.http_addr.unwrap_or_else(|| ([127, 0, 0, 1], default_port).into());
+    let http_addr = args.http_addr(default_port);
     let router = router(handler.clone(), commit.clone(), connected);
     let http_task = tokio::spawn(sagaflow_runtime::http::serve(http_addr, router, stop.clone()));
     tracing::info!(%participant, data_dir = %data_dir.display(), "{participant} ready");
 
+    // Names the loop compares and reports with, built once rather than per delivery.
+    let events_exchange = topology.events_exchange();
+    let events_queue = handler.domain.event_queue(&topology).unwrap_or_default();
     let latency = Duration::from_millis(args.latency_ms);
     let mut batch = Vec::with_capacity(args.tuning.max_batch);
     loop {
@@ -264,11 +265,12 @@ pub async fn run<D: Domain>(
             let acks = tokio::task::block_in_place(|| {
                 let mut acks = Acks::default();
                 for delivery in batch.drain(..) {
-                    handle_delivery(&handler, &queue, &delivery);
-                    // Commands and followed events come on two channels: one run of acks each.
-                    let consumer =
-                        usize::from(delivery.exchange.as_str() == handler.topology.events_exchange());
-                    acks.push(consumer, delivery.delivery_tag, delivery.acker);
+                    // Commands and followed events share the sink; the exchange tells them apart.
+                    let is_event = delivery.exchange.as_str() == events_exchange;
+                    let from = if is_event { events_queue.as_str() } else { queue.as_str() };
+                    handle_delivery(&handler, from, is_event, &delivery);
+                    // They come on two channels: one run of acks each.
+                    acks.push(usize::from(is_event), delivery.delivery_tag, delivery.acker);
                 }
                 acks
             });
@@ -296,11 +298,8 @@ pub async fn run<D: Domain>(
     Ok(())
 }
 
-/// Parses and handles one delivery; anything unusable goes to the dead-letter queue.
-fn handle_delivery<D: Domain>(handler: &Handler<D>, command_queue: &str, delivery: &Delivery) {
-    let is_event = delivery.exchange.as_str() == handler.topology.events_exchange();
-    let events_queue = handler.domain.event_queue(&handler.topology).unwrap_or_default();
-    let queue = if is_event { events_queue.as_str() } else { command_queue };
+/// Parses and handles one delivery from `queue`; anything unusable goes to the dead-letter queue.
+fn handle_delivery<D: Domain>(handler: &Handler<D>, queue: &str, is_event: bool, delivery: &Delivery) {
     let reject = |reason: String| {
         tracing::warn!(queue, reason, "dead-lettering a message");
         handler.metrics.dead_lettered.inc();

@@ -53,9 +53,7 @@ pub async fn run<D: Domain>(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let participant = domain.participant();
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| format!("data/{participant}").into());
-    std::fs::create_dir_all(&data_dir)?;
-    let db = sagaflow_runtime::open_db(&data_dir.join("store.sled"))?;
+    let (_, db) = args.open_store(participant)?;
     let state = db.open_tree("state")?;
     domain.seed(&state)?;
     let path = domain.path();
@@ -73,7 +71,7 @@ pub async fn run<D: Domain>(
         .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok", "mode": "rest-chain" })) }))
         .fallback(sagaflow_runtime::http::not_found)
         .with_state(hop);
-    let http_addr = args.http_addr.unwrap_or_else(|| ([127, 0, 0, 1], default_port).into());
+    let http_addr = args.http_addr(default_port);
     tracing::info!(%participant, next = ?args.chain_next, "{participant} ready in REST chain mode");
     sagaflow_runtime::http::serve(http_addr, router, stop).await?;
     db.flush_async().await?;
