@@ -333,13 +333,7 @@ impl Bench {
         broker: sagaflow_runtime::broker::Broker,
     ) -> anyhow::Result<(Design, sagaflow_runtime::broker::Broker)> {
         let system = self.start_saga_system(broker, "saga", &[]).await?;
-        let result = async {
-            let topology = sagaflow_events::Topology::new(system.namespace.clone());
-            let watcher = Watcher::start(&system.broker.url, &topology.events_exchange()).await?;
-            let target = Target::Saga { api: system.api().to_owned(), watcher };
-            self.design(&system, target, None).await
-        }
-        .await;
+        let result = async { self.design(&system, saga_target(&system).await?, None).await }.await;
         let broker = system.stop_programs().await;
         Ok((result?, broker))
     }
@@ -517,12 +511,7 @@ impl Bench {
         let system = self.start_saga_system(broker, &name, &[]).await?;
         let result = async {
             let recovery_secs = recovery(&system).await?;
-            let topology = sagaflow_events::Topology::new(system.namespace.clone());
-            let watcher = Watcher::start(&system.broker.url, &topology.events_exchange()).await?;
-            let placer = Placer::new(
-                Target::Saga { api: system.api().to_owned(), watcher },
-                &format!("{}-{name}", self.run_id),
-            );
+            let placer = Placer::new(saga_target(&system).await?, &format!("{}-{name}", self.run_id));
             let mut sampler = Sampler::start(&pids(&system));
             let (rate, _) = procstat::sampled(
                 &mut sampler,
@@ -566,12 +555,7 @@ impl Bench {
             )
             .await?;
         let result = async {
-            let topology = sagaflow_events::Topology::new(system.namespace.clone());
-            let watcher = Watcher::start(&system.broker.url, &topology.events_exchange()).await?;
-            let placer = Placer::new(
-                Target::Saga { api: system.api().to_owned(), watcher },
-                &format!("{}-retention", self.run_id),
-            );
+            let placer = Placer::new(saga_target(&system).await?, &format!("{}-retention", self.run_id));
             let store = self.dir.join("retention").join("orchestrator").join("sagas.sled");
             let run = Duration::from_secs(self.args.retention_seconds);
             let start = tokio::time::Instant::now();
@@ -627,6 +611,14 @@ fn result(
         endings: Endings::of(samples),
         processes,
     }
+}
+
+/// The saga design as a load target: orders go to the orchestrator's API and end with the
+/// terminal event on the system's public topic exchange.
+async fn saga_target(system: &StartedSystem) -> anyhow::Result<Target> {
+    let topology = sagaflow_events::Topology::new(system.namespace.clone());
+    let watcher = Watcher::start(&system.broker.url, &topology.events_exchange()).await?;
+    Ok(Target::Saga { api: system.api().to_owned(), watcher })
 }
 
 fn pids(system: &StartedSystem) -> Vec<(String, u32)> {
