@@ -13,19 +13,28 @@ pub enum IdError {
     TooLong { what: &'static str, max: usize },
     #[error("{what} may hold only letters, digits and . _ : - (got {value:?})")]
     BadCharacter { what: &'static str, value: String },
+    #[error("{what} must not start with a dot: a URL path cannot carry `.`, `..` or a hidden name as it is")]
+    LeadingDot { what: &'static str },
 }
 
-/// Ids end up in sled keys, queue headers and URLs, so they are kept short and plain.
+/// The longest id: ids end up in sled keys, message headers and URLs, so they stay short.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Ids end up in sled keys, queue headers and URLs, so they are kept short and plain, and
+/// addressable: `.` and `..` are path segments a client normalises away, so no id starts
+/// with a dot.
 fn check_id(what: &'static str, value: &str) -> Result<(), IdError> {
-    const MAX: usize = 128;
     if value.is_empty() {
         return Err(IdError::Empty { what });
     }
-    if value.len() > MAX {
-        return Err(IdError::TooLong { what, max: MAX });
+    if value.len() > MAX_ID_LEN {
+        return Err(IdError::TooLong { what, max: MAX_ID_LEN });
     }
     if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')) {
         return Err(IdError::BadCharacter { what, value: value.chars().take(40).collect() });
+    }
+    if value.starts_with('.') {
+        return Err(IdError::LeadingDot { what });
     }
     Ok(())
 }
@@ -91,6 +100,29 @@ string_id!(
     UserId,
     "userId"
 );
+string_id!(
+    /// One saga, one incarnation of an order. New for every saga, so that an order id placed
+    /// again after retention starts a saga that no participant confuses with the old one.
+    SagaId,
+    "sagaId"
+);
+string_id!(
+    /// A step's name in a saga definition, such as `payment`.
+    StepName,
+    "step"
+);
+string_id!(
+    /// Payment's reference for a charge.
+    PaymentId,
+    "paymentId"
+);
+
+impl SagaId {
+    /// A fresh, unique saga id (a UUID v7: unique, and ordered by creation time).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+}
 
 /// Money, as an integer count of the currency's minor unit. Never a float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
@@ -147,6 +179,11 @@ mod tests {
         assert!(matches!(OrderId::parse("a".repeat(129)), Err(IdError::TooLong { .. })));
         assert!(matches!(OrderId::parse("a/b"), Err(IdError::BadCharacter { .. })));
         assert!(serde_json::from_str::<OrderId>("\"x y\"").is_err());
+        for unaddressable in [".", "..", ".hidden"] {
+            assert_eq!(OrderId::parse(unaddressable), Err(IdError::LeadingDot { what: "orderId" }));
+        }
+        assert!(OrderId::parse("a.b").is_ok());
+        assert!(SagaId::generate().as_str().len() <= MAX_ID_LEN);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The wire contract of sagaflow: every type that crosses a process boundary, and every name on
 //! the bus. Only this crate defines wire types; the orchestrator and the services share it.
 //!
-//! - [`ids`]: newtypes that cannot hold a bad value (`OrderId`, `Cents`, `Quantity`, ...).
+//! - [`ids`]: newtypes that cannot hold a bad value (`OrderId`, `SagaId`, `Cents`, `Quantity`, ...).
+//! - [`text`]: free text from outside (a refusal's reason), bounded when read.
 //! - [`order`]: `OrderPlaced` as it arrives (lenient), and `Order`, a validated order.
 //! - [`catalog`]: products, prices and initial stock.
-//! - [`command`]: what the orchestrator asks a participant to do.
+//! - [`command`]: what the orchestrator asks a participant to do, and what it may forget.
 //! - [`reply`]: what a participant answers.
 //! - [`public`]: what the system tells the world, on the public topic exchange.
 //! - [`topology`]: every exchange, queue, routing key and header name, from the namespace.
@@ -17,14 +18,18 @@ pub mod ids;
 pub mod order;
 pub mod public;
 pub mod reply;
+pub mod text;
 pub mod topology;
 
 pub use catalog::{Catalog, CatalogError, Product};
-pub use command::{CommandBody, CommandKind, CommandMessage};
-pub use ids::{Cents, IdError, OrderId, ProductId, Quantity, UserId};
-pub use order::{InvalidOrder, Order, OrderLine, OrderPlaced, WireItem};
+pub use command::{
+    CommandBody, CommandKind, CommandMessage, ForgetSagas, Forgotten, ForgottenSagas, InvalidCommand,
+};
+pub use ids::{Cents, IdError, OrderId, PaymentId, ProductId, Quantity, SagaId, StepName, UserId};
+pub use order::{InvalidLines, InvalidOrder, Order, OrderLine, OrderLines, OrderPlaced, WireItem};
 pub use public::{PublicEvent, PUBLIC_EVENT_NAMES};
 pub use reply::{ReplyMessage, ReplyOutcome};
+pub use text::Reason;
 pub use topology::{headers, Participant, Topology};
 
 /// Which of a step's commands a message is about. The same names as the saga core's phases.

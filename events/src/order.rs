@@ -44,8 +44,95 @@ pub struct Order {
     pub order_id: OrderId,
     pub user_id: UserId,
     /// One line per product, in the order first seen; repeated products are merged.
-    pub lines: Vec<OrderLine>,
+    pub lines: OrderLines,
+    /// The total of the lines.
     pub amount_cents: Cents,
+}
+
+/// The lines of an order, or of a command about one: 1 to [`MAX_ITEMS`] lines, each product
+/// once, with a total that fits in 64 bits. Commands carry this type, so a participant cannot
+/// even read a repeated line (which would reserve the same stock twice past the check) or a
+/// total that wraps around.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<OrderLine>", into = "Vec<OrderLine>")]
+pub struct OrderLines {
+    lines: Vec<OrderLine>,
+    total: Cents,
+}
+
+/// Why a list of lines cannot be an order's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidLines {
+    #[error("there are no lines")]
+    Empty,
+    #[error("at most {max} lines, not {count}", max = MAX_ITEMS)]
+    TooMany { count: usize },
+    #[error("product {0} is on two lines")]
+    Repeated(ProductId),
+    #[error("the total does not fit in 64 bits")]
+    TotalOverflow,
+}
+
+impl OrderLines {
+    pub fn new(lines: Vec<OrderLine>) -> Result<Self, InvalidLines> {
+        if lines.is_empty() {
+            return Err(InvalidLines::Empty);
+        }
+        if lines.len() > MAX_ITEMS {
+            return Err(InvalidLines::TooMany { count: lines.len() });
+        }
+        let mut total = Cents(0);
+        for (i, line) in lines.iter().enumerate() {
+            if lines[..i].iter().any(|l| l.product_id == line.product_id) {
+                return Err(InvalidLines::Repeated(line.product_id.clone()));
+            }
+            total = line
+                .unit_price_cents
+                .checked_mul(line.quantity)
+                .and_then(|c| total.checked_add(c))
+                .ok_or(InvalidLines::TotalOverflow)?;
+        }
+        Ok(Self { lines, total })
+    }
+
+    /// The sum of price times quantity over the lines.
+    pub fn total(&self) -> Cents {
+        self.total
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, OrderLine> {
+        self.lines.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Always false: there is at least one line. Present for clippy's sake.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+impl TryFrom<Vec<OrderLine>> for OrderLines {
+    type Error = InvalidLines;
+    fn try_from(lines: Vec<OrderLine>) -> Result<Self, InvalidLines> {
+        Self::new(lines)
+    }
+}
+
+impl From<OrderLines> for Vec<OrderLine> {
+    fn from(lines: OrderLines) -> Self {
+        lines.lines
+    }
+}
+
+impl<'a> IntoIterator for &'a OrderLines {
+    type Item = &'a OrderLine;
+    type IntoIter = std::slice::Iter<'a, OrderLine>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.lines.iter()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,15 +215,9 @@ impl OrderPlaced {
                 None => lines.push(OrderLine { product_id, quantity, unit_price_cents: product.price_cents }),
             }
         }
-        let mut amount = Cents(0);
-        for line in &lines {
-            amount = line
-                .unit_price_cents
-                .checked_mul(line.quantity)
-                .and_then(|c| amount.checked_add(c))
-                .ok_or(InvalidOrder::AmountOverflow)?;
-        }
-        Ok(Order { order_id, user_id, lines, amount_cents: amount })
+        // Lines are merged above, so the only way left to fail is a total past 64 bits.
+        let lines = OrderLines::new(lines).map_err(|_| InvalidOrder::AmountOverflow)?;
+        Ok(Order { order_id, user_id, amount_cents: lines.total(), lines })
     }
 }
 
@@ -183,7 +264,7 @@ mod tests {
         let xyz = catalog.get(&ProductId::parse("xyz").unwrap()).unwrap().price_cents.0;
         let order = validate(&placed(&[("abc", 2), ("xyz", 1), ("abc", 1)])).unwrap();
         assert_eq!(order.lines.len(), 2);
-        assert_eq!(order.lines[0].quantity.get(), 3);
+        assert_eq!(order.lines.iter().next().unwrap().quantity.get(), 3);
         assert_eq!(order.amount_cents, Cents(3 * abc + xyz));
     }
 
@@ -206,5 +287,28 @@ mod tests {
         let mut anonymous = placed(&[("abc", 1)]);
         anonymous.user_id = None;
         assert_eq!(validate(&anonymous), Err(InvalidOrder::MissingUser));
+    }
+
+    #[test]
+    fn lines_refuse_repeats_emptiness_and_overflowing_totals() {
+        let line = |p: &str, q: i64, price: u64| OrderLine {
+            product_id: ProductId::parse(p).unwrap(),
+            quantity: Quantity::new(q).unwrap(),
+            unit_price_cents: Cents(price),
+        };
+        assert_eq!(OrderLines::new(vec![]), Err(InvalidLines::Empty));
+        assert!(matches!(
+            OrderLines::new(vec![line("abc", 1, 5), line("abc", 2, 5)]),
+            Err(InvalidLines::Repeated(_))
+        ));
+        assert_eq!(OrderLines::new(vec![line("abc", 2, u64::MAX / 2 + 1)]), Err(InvalidLines::TotalOverflow));
+        let many: Vec<_> = (0..=MAX_ITEMS).map(|i| line(&format!("p{i}"), 1, 1)).collect();
+        assert!(matches!(OrderLines::new(many), Err(InvalidLines::TooMany { .. })));
+        let ok = OrderLines::new(vec![line("abc", 2, 5), line("xyz", 1, 7)]).unwrap();
+        assert_eq!(ok.total(), Cents(17));
+        // The same rules hold when read from the wire.
+        let repeated = r#"[{"productId":"abc","quantity":1,"unitPriceCents":5},
+                           {"productId":"abc","quantity":1,"unitPriceCents":5}]"#;
+        assert!(serde_json::from_str::<OrderLines>(repeated).is_err());
     }
 }

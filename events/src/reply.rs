@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{OrderId, ProductId};
+use crate::ids::{OrderId, PaymentId, ProductId, SagaId, StepName};
+use crate::text::Reason;
 use crate::Phase;
 
 /// A participant's answer, echoing the command's envelope so the orchestrator can match it to
@@ -10,9 +11,9 @@ use crate::Phase;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplyMessage {
-    pub saga_id: String,
+    pub saga_id: SagaId,
     pub order_id: OrderId,
-    pub step: String,
+    pub step: StepName,
     pub phase: Phase,
     pub attempt: u32,
     pub idempotency_key: String,
@@ -20,7 +21,7 @@ pub struct ReplyMessage {
     pub outcome: ReplyOutcome,
     /// Payment's reference for a charge, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payment_id: Option<String>,
+    pub payment_id: Option<PaymentId>,
     /// Inventory's list of products it could not reserve.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_products: Vec<ProductId>,
@@ -33,9 +34,9 @@ pub enum ReplyOutcome {
     /// Done, now or earlier (a repeated command gets its first answer again).
     Succeeded,
     /// A business refusal: the command had no effect and never will.
-    Failed { reason: String },
+    Failed { reason: Reason },
     /// Could not be done now; the orchestrator may try again.
-    Transient { reason: String },
+    Transient { reason: Reason },
 }
 
 /// The failure reasons participants give; they become the saga's `reason`.
@@ -44,6 +45,11 @@ pub mod reasons {
     pub const OUT_OF_STOCK: &str = "out_of_stock";
     /// An action that arrived after its own compensation: refused, so that nothing hangs.
     pub const ALREADY_COMPENSATED: &str = "already_compensated";
+    /// A command a participant has no record of, sent before sagas it has forgotten ended: a
+    /// late duplicate of a saga that is gone, refused so that it cannot act twice.
+    pub const EXPIRED: &str = "expired";
+    /// A command that parsed but cannot be right (see `InvalidCommand`); the reason says more.
+    pub const INVALID_COMMAND: &str = "invalid_command";
 }
 
 #[cfg(test)]
@@ -53,9 +59,9 @@ mod tests {
     #[test]
     fn outcome_is_a_flat_tag() {
         let reply = ReplyMessage {
-            saga_id: "o".into(),
+            saga_id: SagaId::parse("s").unwrap(),
             order_id: OrderId::parse("o").unwrap(),
-            step: "inventory".into(),
+            step: StepName::parse("inventory").unwrap(),
             phase: Phase::Action,
             attempt: 2,
             idempotency_key: "o/inventory/action".into(),

@@ -127,6 +127,12 @@ impl Topology {
     }
 }
 
+/// Names of the message kinds (the AMQP `type` property) that are not commands, replies or events.
+pub mod kinds {
+    /// A `ForgetSagas` on a participant's command queue: retention removed these sagas.
+    pub const FORGET_SAGAS: &str = "forgetSagas";
+}
+
 /// Names of the AMQP headers sagaflow sets.
 pub mod headers {
     /// W3C trace context, so one order can be followed through every process's logs.

@@ -9,32 +9,43 @@
 //! DATA_DIR=/tmp/store target/release/orchestrator   # the log shows open_ms and ready_ms
 //! ```
 
+use std::sync::Arc;
+
 use sagaflow_events::{Catalog, OrderId, OrderPlaced, Topology, WireItem};
-use sagaflow_orchestrator::engine::new_saga;
+use sagaflow_orchestrator::engine::{new_saga, Engine};
 use sagaflow_orchestrator::order_saga::{RetrySettings, StepOrder};
 use sagaflow_orchestrator::store::Store;
+use sagaflow_runtime::db::Db;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "/tmp/sagaflow-populated".into()));
     let count: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(100_000);
     let kind = args.next().unwrap_or_else(|| "started".into());
-    std::fs::create_dir_all(&dir)?;
     let path = dir.join("sagas.sled");
     let started = std::time::Instant::now();
     if kind == "finished" {
-        sagaflow_orchestrator::populate::fill(&path, "sagaflow", count, "pop")?;
-        let record = sagaflow_orchestrator::populate::completed_saga(0)?;
+        sagaflow_orchestrator::populate::fill(&path, count, "pop")?;
+        let (record, _) = sagaflow_orchestrator::populate::completed_saga(0);
         println!(
-            "{count} finished sagas in {:.1?}; one record is {} bytes of JSON",
+            "{count} finished sagas in {:.1?}; one record is {} bytes",
             started.elapsed(),
-            serde_json::to_vec(&record)?.len()
+            record.encode().len()
         );
         return Ok(());
     }
     let definition = StepOrder::default().definition(&RetrySettings::default())?;
-    let store = Store::open(&path, Topology::new("sagaflow"), definition)?;
-    let catalog = Catalog::builtin();
+    let db = Arc::new(Db::open(&path)?);
+    let store = Arc::new(Store::open(db.clone(), definition)?);
+    let catalog = Arc::new(Catalog::builtin());
+    let engine = Engine {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        topology: Topology::new("sagaflow"),
+        metrics: Arc::default(),
+        timers_in_flight: Arc::default(),
+        timer_wake: Arc::default(),
+    };
     for i in 0..count {
         let id = format!("pop-{i:08}");
         let placed = OrderPlaced {
@@ -43,15 +54,15 @@ fn main() -> anyhow::Result<()> {
             user_id: Some("user1".into()),
             items: vec![WireItem { product_id: "abc".into(), quantity: 1 }],
         };
-        store.place(new_saga(OrderId::parse(id)?, &placed, &catalog), 1_000 + i)?;
+        engine.place(new_saga(OrderId::parse(id)?, &placed, &catalog, None), 1_000 + i)?;
     }
-    store.db().flush()?;
+    db.make_durable()?;
     println!(
         "{count} sagas in {:.1?}; outbox {}, timers {}, {} bytes on disk",
         started.elapsed(),
         store.outbox().depth(),
         store.armed_timers(),
-        store.db().size_on_disk()?
+        db.sled().size_on_disk()?
     );
     Ok(())
 }

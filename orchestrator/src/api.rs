@@ -1,121 +1,127 @@
 //! The HTTP API (axum). Reads go straight to the store; everything that changes a saga goes
-//! through the engine, so it is committed, flushed and only then answered.
+//! through the engine, so it is committed, made durable and only then answered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sagaflow_events::{Catalog, OrderId, OrderPlaced};
-use sagaflow_runtime::commit::GroupCommit;
-use sagaflow_runtime::http::{health, not_found, JsonError};
+use sagaflow_runtime::health::Health;
+use sagaflow_runtime::http::errors::body_rejection;
+use sagaflow_runtime::http::JsonError;
+use sagaflow_runtime::pipeline::{Input, PipelineMetrics};
+use sagaflow_runtime::telemetry::TraceParent;
 use sagaflow_saga::{Ignored, Status};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{new_saga, Job};
+use crate::engine::{new_saga, Control, Controlled, Job, Placed};
 use crate::metrics::Metrics;
-use crate::store::{Applied, Incoming, Placed, Store};
+use crate::store::{Store, StoreError};
 use crate::view;
+
+/// The most history entries one answer shows (the newest).
+const HISTORY_SHOWN: usize = 1_000;
 
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<Store>,
-    pub jobs: mpsc::Sender<Job>,
+    pub jobs: mpsc::Sender<Input<Job>>,
     pub catalog: Arc<Catalog>,
-    pub connected: watch::Receiver<bool>,
+    pub health: Health,
     pub metrics: Arc<Metrics>,
-    pub commit: Arc<GroupCommit>,
+    pub pipeline: Arc<PipelineMetrics>,
 }
 
 /// Everything that can go wrong in a request, and its status code: the one place where errors
 /// become HTTP.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error("{0}")]
     Malformed(String),
+    #[error("{0}")]
     Invalid(String),
-    TooLarge(String),
+    #[error("no order {0}")]
     NotFound(String),
+    #[error("{0}")]
     Conflict(String),
-    Unavailable(String),
-    Internal(String),
+    #[error("the orchestrator is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A body that could not be read, already with its status.
+    #[error(transparent)]
+    Body(#[from] JsonError),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, message) = match self {
-            Self::Malformed(m) => (StatusCode::BAD_REQUEST, m),
-            Self::Invalid(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
-            Self::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
-            Self::NotFound(m) => (StatusCode::NOT_FOUND, m),
-            Self::Conflict(m) => (StatusCode::CONFLICT, m),
-            Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-            Self::Internal(m) => {
-                tracing::error!(error = m, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, m)
+        let status = match &self {
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Body(e) => e.status,
+            Self::Store(e) => {
+                tracing::error!(error = %e, "store error");
+                StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        JsonError::new(status, message).into_response()
+        JsonError::new(status, self.to_string()).into_response()
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        Self::Internal(e.to_string())
-    }
-}
-
-pub fn router(state: ApiState, body_limit: usize) -> Router {
+pub fn router(state: ApiState) -> Router {
+    let common = sagaflow_runtime::http::common_routes(state.health.clone(), state.store.outbox().clone());
     Router::new()
         .route("/orders", post(place_order).get(list_orders))
         .route("/orders/{order_id}", get(show_order))
         .route("/orders/{order_id}/cancel", post(cancel_order))
         .route("/orders/{order_id}/retry", post(retry_order))
-        .route("/health", get(|State(s): State<ApiState>| async move { health(&s.connected) }))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(|| async {
-            JsonError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
-        })
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+        .merge(common)
+}
+
+/// An order id from a path or a body: 422 when it is not one.
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(raw).map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
 #[tracing::instrument(skip_all)]
 async fn place_order(
     State(s): State<ApiState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(format!("the body is larger than the limit: {}", e.body_text()))
-        } else {
-            ApiError::Malformed(e.body_text())
-        }
-    })?;
+    let body = body.map_err(body_rejection)?;
     let placed: OrderPlaced = serde_json::from_slice(&body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::Invalid(format!("not an order: {e}")),
         _ => ApiError::Malformed(format!("not valid JSON: {e}")),
     })?;
     let order_id = match &placed.order_id {
-        Some(raw) => OrderId::parse(raw.clone()).map_err(|e| ApiError::Invalid(e.to_string()))?,
+        Some(raw) => order_id(raw)?,
         None => OrderId::parse(uuid::Uuid::now_v7().to_string()).expect("a uuid is a valid order id"),
     };
     // An order that can never go through starts nothing.
     placed.validate(order_id.clone(), &s.catalog).map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let new = new_saga(order_id, &placed, &s.catalog);
-    let (answer, answered) = oneshot::channel();
-    s.jobs.send(Job::Place { new, answer }).await.map_err(|_| shutting_down())?;
-    let placed = answered.await.map_err(|_| shutting_down())?.map_err(ApiError::Internal)?;
+    let trace = headers
+        .get(sagaflow_events::headers::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<TraceParent>().ok());
+    let new = new_saga(order_id, &placed, &s.catalog, trace);
+    let placed = ask(&s, |answer| Job::Place { new, answer }).await??;
     match placed {
         Placed::Created(r) | Placed::Existing(r) => {
             let location = format!("/orders/{}", r.order_id);
-            let body = json!({ "orderId": r.order_id, "state": r.saga.status.to_string() });
+            let body = json!({ "orderId": r.order_id, "state": r.saga.status().to_string() });
             Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response())
         }
         Placed::Conflict(r) => Err(ApiError::Conflict(format!(
@@ -125,10 +131,12 @@ async fn place_order(
     }
 }
 
-async fn show_order(State(s): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
-    let record = s.store.get(&order_id)?.ok_or_else(|| unknown(&order_id))?;
+async fn show_order(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = order_id(&raw)?;
+    let record = s.store.get(id.as_str())?.ok_or_else(|| ApiError::NotFound(raw))?;
     let definition = s.store.definition(&record.definition);
-    Ok(Json(view::detail(&record, definition.as_deref())).into_response())
+    let history = s.store.history(&record, HISTORY_SHOWN)?;
+    Ok(Json(view::detail(&record, &history, definition.as_deref())).into_response())
 }
 
 async fn list_orders(
@@ -163,60 +171,57 @@ async fn list_orders(
     Ok(Json(json!({ "orders": orders, "next": next.map(|n| n.to_string()) })).into_response())
 }
 
-async fn cancel_order(State(s): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
-    let incoming = Incoming::Cancel { reason: "cancelled".into() };
-    let (record, ignored) = control(&s, &order_id, incoming).await?;
-    let state = record.saga.status;
+async fn cancel_order(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let (record, ignored) = control(&s, &raw, Control::Cancel).await?;
+    let state = record.saga.status();
     match ignored {
         None | Some(Ignored::AlreadyCompensating) => Ok(accepted(&record)),
         Some(Ignored::PastPointOfNoReturn) => Err(ApiError::Conflict(format!(
-            "order {order_id} is past the point of no return (its confirmation is being sent) and cannot be cancelled"
+            "order {raw} is past the point of no return (its confirmation is being sent) and cannot be cancelled"
         ))),
-        Some(_) => Err(ApiError::Conflict(format!("order {order_id} is already {state}"))),
+        Some(_) => Err(ApiError::Conflict(format!("order {raw} is already {state}"))),
     }
 }
 
-async fn retry_order(State(s): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
-    let (record, ignored) = control(&s, &order_id, Incoming::Retry).await?;
+async fn retry_order(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let (record, ignored) = control(&s, &raw, Control::Retry).await?;
     match ignored {
         None => Ok(accepted(&record)),
         Some(_) => Err(ApiError::Conflict(format!(
-            "only a stuck saga can be retried; order {order_id} is {}",
-            record.saga.status
+            "only a stuck saga can be retried; order {raw} is {}",
+            record.saga.status()
         ))),
     }
 }
 
 async fn control(
     s: &ApiState,
-    order_id: &str,
-    incoming: Incoming,
+    raw: &str,
+    control: Control,
 ) -> Result<(crate::record::SagaRecord, Option<Ignored>), ApiError> {
-    let (answer, answered) = oneshot::channel();
-    s.jobs
-        .send(Job::Control { order_id: order_id.to_owned(), incoming, answer })
-        .await
-        .map_err(|_| shutting_down())?;
-    match answered.await.map_err(|_| shutting_down())?.map_err(ApiError::Internal)? {
-        Applied::UnknownSaga => Err(unknown(order_id)),
-        Applied::Recorded { record, ignored, .. } => Ok((record, ignored)),
+    let id = order_id(raw)?;
+    let order_id = id.to_string();
+    match ask(s, |answer| Job::Control { order_id, control, answer }).await?? {
+        Controlled::UnknownSaga => Err(ApiError::NotFound(raw.to_owned())),
+        Controlled::Recorded { record, ignored } => Ok((record, ignored)),
     }
 }
 
+/// Hands a job to the engine and waits for its answer, which comes once it is durable.
+async fn ask<T>(
+    s: &ApiState,
+    job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+) -> Result<Result<T, StoreError>, ApiError> {
+    let (answer, answered) = oneshot::channel();
+    s.jobs.send(Input::Job(job(answer))).await.map_err(|_| ApiError::ShuttingDown)?;
+    answered.await.map_err(|_| ApiError::ShuttingDown)
+}
+
 async fn metrics(State(s): State<ApiState>) -> Response {
-    let text = s.metrics.render(&s.store, &s.commit);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    sagaflow_runtime::http::metrics_text(s.metrics.render(&s.store, &s.pipeline))
 }
 
 fn accepted(record: &crate::record::SagaRecord) -> Response {
-    let body = json!({ "orderId": record.order_id, "state": record.saga.status.to_string() });
+    let body = json!({ "orderId": record.order_id, "state": record.saga.status().to_string() });
     (StatusCode::ACCEPTED, Json(body)).into_response()
-}
-
-fn unknown(order_id: &str) -> ApiError {
-    ApiError::NotFound(format!("no order {order_id}"))
-}
-
-fn shutting_down() -> ApiError {
-    ApiError::Unavailable("the orchestrator is shutting down".into())
 }

@@ -1,37 +1,55 @@
 //! Wires the orchestrator together and runs it until stopped.
 //!
-//! Shutdown, in order: stop taking work (HTTP, consumers, timers); let the engine commit and
-//! acknowledge what it holds; give the relay a moment to publish it; close the connection;
-//! flush the store.
+//! Start-up, in order, so that a program that cannot serve says so before it is ready: bind the
+//! HTTP port, open (and lock) the store, then start the bus, the timers, retention and HTTP
+//! ([`Process`] keeps the order, and the shutdown order, for every program).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use sagaflow_events::Catalog;
 use sagaflow_runtime::bus::{Bus, ConsumerSpec};
-use sagaflow_runtime::commit::GroupCommit;
-use tokio::sync::{mpsc, watch, Notify};
+use sagaflow_runtime::db::{Db, DbError};
+use sagaflow_runtime::health::Health;
+use sagaflow_runtime::http::server::BindError;
+use sagaflow_runtime::http::HttpServer;
+use sagaflow_runtime::pipeline::{Input, Pipeline, PipelineMetrics};
+use sagaflow_runtime::process::{Process, ProcessError};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::config::Config;
-use crate::engine::{Engine, Job, Source};
+use crate::config::{Config, DEFAULT_PORT};
+use crate::engine::{Engine, Job};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::timers;
 
-pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> {
+/// Why the orchestrator stopped or could not start: one line each.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Catalog(#[from] sagaflow_events::CatalogError),
+    #[error("the saga definition: {0}")]
+    Definition(#[from] sagaflow_saga::DefinitionError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError> {
     let started = Instant::now();
+    let server = HttpServer::bind(&config.http, DEFAULT_PORT).await?;
     let topology = config.common.topology();
     let catalog = Arc::new(Catalog::load_or_builtin(config.catalog.as_deref())?);
     let definition = config.steps.definition(&config.retry())?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let store = Arc::new(
-        Store::open(&config.data_dir.join("sagas.sled"), topology.clone(), definition)
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
-    );
+    let db = Arc::new(Db::open(&config.data_dir.join("sagas.sled"))?);
+    let store = Arc::new(Store::open(db.clone(), definition)?);
     // No counting here: sled's len() walks a whole tree, and start-up must not grow with the
     // number of sagas. /metrics reports the outbox depth and armed timers.
     tracing::info!(
@@ -41,101 +59,76 @@ pub async fn run(config: Config, stop: CancellationToken) -> anyhow::Result<()> 
         "store open"
     );
 
-    let commit = Arc::new(GroupCommit::new(store.db().clone(), store.outbox().clone()));
+    let health = Health::default();
     let metrics = Arc::new(Metrics::default());
-    let (jobs, job_queue) = mpsc::channel::<Job>(config.tuning.max_batch * 4);
-    let (connected_tx, connected) = watch::channel(false);
-
-    // Deliveries from each queue become engine jobs tagged with their source.
-    let mut consumers = Vec::new();
-    for (queue, source) in
-        [(topology.intake_queue(), Source::Intake), (topology.replies_queue(), Source::Replies)]
-    {
-        let (sink, mut deliveries) = mpsc::channel(usize::from(config.tuning.prefetch));
-        let jobs = jobs.clone();
-        tokio::spawn(async move {
-            while let Some(delivery) = deliveries.recv().await {
-                if jobs.send(Job::Delivery { source, delivery: Box::new(delivery) }).await.is_err() {
-                    break;
-                }
-            }
-        });
-        consumers.push(ConsumerSpec { queue, prefetch: config.tuning.prefetch, sink });
-    }
-
-    let bus_stop = CancellationToken::new();
+    let pipeline_metrics = Arc::new(PipelineMetrics::default());
+    let (jobs, inputs) = mpsc::channel::<Input<Job>>(config.tuning.max_batch * 4);
     let bus = Bus {
         url: config.common.amqp_url.clone(),
         topology: topology.clone(),
-        consumers,
+        // In the order of `engine::INTAKE` and `engine::REPLIES`.
+        consumers: vec![
+            ConsumerSpec { queue: topology.intake_queue(), prefetch: config.tuning.prefetch },
+            ConsumerSpec { queue: topology.replies_queue(), prefetch: config.tuning.prefetch },
+        ],
+        sink: jobs.clone(),
         outbox: store.outbox().clone(),
         relay_window: config.tuning.relay_window,
-        connected: connected_tx,
+        health: health.clone(),
         metrics: metrics.bus.clone(),
     };
-    let bus_task = tokio::spawn(bus.run(stop.clone(), bus_stop.clone()));
 
     let timers_in_flight = Arc::default();
     let timer_wake = Arc::new(Notify::new());
-    let timer_task = tokio::spawn(timers::run(
-        store.clone(),
-        jobs.clone(),
-        Arc::clone(&timers_in_flight),
-        timer_wake.clone(),
-        connected.clone(),
-        Duration::from_millis(config.attempt_timeout_ms.min(2_000)),
-        stop.clone(),
-    ));
-
-    let retention_task = tokio::spawn(crate::retention::run(
-        Duration::from_secs(config.retain_finished_secs),
-        jobs.clone(),
-        stop.clone(),
-    ));
+    let tasks = vec![
+        tokio::spawn(timers::run(
+            store.clone(),
+            jobs.clone(),
+            Arc::clone(&timers_in_flight),
+            timer_wake.clone(),
+            health.watch_bus(),
+            Duration::from_millis(config.attempt_timeout_ms.min(2_000)),
+            stop.clone(),
+        )),
+        tokio::spawn(crate::retention::run(
+            Duration::from_secs(config.retain_finished_secs),
+            jobs.clone(),
+            stop.clone(),
+        )),
+    ];
 
     let api_state = ApiState {
         store: store.clone(),
-        jobs: jobs.clone(),
+        jobs,
         catalog: catalog.clone(),
-        connected,
+        health: health.clone(),
         metrics: metrics.clone(),
-        commit: commit.clone(),
+        pipeline: pipeline_metrics.clone(),
     };
-    let router = api::router(api_state, config.body_limit_bytes);
-    let http_task = tokio::spawn(sagaflow_runtime::http::serve(config.http_addr, router, stop.clone()));
-    drop(jobs);
-
+    let router = sagaflow_runtime::http::harden(api::router(api_state), &config.http);
     let engine = Engine {
         store: store.clone(),
-        commit,
         catalog,
-        topology,
+        topology: topology.clone(),
         metrics,
         timers_in_flight,
         timer_wake,
-        max_batch: config.tuning.max_batch,
     };
-    tracing::info!(ready_ms = started.elapsed().as_millis() as u64, http = %config.http_addr, "orchestrator ready");
-    let engine_result = engine.run(job_queue, stop.clone()).await;
-    stop.cancel();
-
-    // Let the relay publish what the last batches committed, briefly: whatever remains is
-    // durable in the outbox and goes out on the next start.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while store.outbox().depth() > 0 && Instant::now() < deadline && engine_result.is_ok() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bus_stop.cancel();
-    let _ = bus_task.await;
-    let _ = timer_task.await;
-    let _ = retention_task.await;
-    match http_task.await {
-        Ok(Err(e)) => return Err(e).context(format!("HTTP server on {}", config.http_addr)),
-        Err(e) => return Err(e.into()),
-        Ok(Ok(())) => {}
-    }
-    store.db().flush_async().await?;
-    engine_result?;
+    let pipeline = Pipeline {
+        applier: engine,
+        db,
+        outbox: store.outbox().clone(),
+        topology,
+        health,
+        max_batch: config.tuning.max_batch,
+        metrics: pipeline_metrics,
+    };
+    let process = Process { server, router, bus, pipeline, inputs, tasks };
+    process
+        .run(stop, |http| {
+            tracing::info!(ready_ms = started.elapsed().as_millis() as u64, %http, "orchestrator ready")
+        })
+        .await?;
     tracing::info!("orchestrator stopped");
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! The orchestrator's settings: flags, each with an environment variable.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use sagaflow_runtime::config::{CommonArgs, TuningArgs};
+use sagaflow_runtime::http::HttpArgs;
 use sagaflow_saga::Millis;
 
 use crate::order_saga::{RetrySettings, StepOrder};
@@ -18,9 +18,8 @@ pub struct Config {
     /// Where the saga store (sled) lives.
     #[arg(long, env = "DATA_DIR", default_value = "data/orchestrator")]
     pub data_dir: PathBuf,
-    /// Address of the status API.
-    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
-    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Catalog file (JSON or TOML) with prices; the built-in catalog if not set.
     #[arg(long, env = "CATALOG")]
     pub catalog: Option<PathBuf>,
@@ -43,16 +42,16 @@ pub struct Config {
     #[arg(long, env = "BACKOFF_MAX_MS", default_value_t = 10_000)]
     pub backoff_max_ms: u64,
     /// Remove finished sagas (completed or compensated) this many seconds after they finished,
-    /// which bounds the store's size; 0 keeps them for ever. Stuck sagas are never removed.
-    /// Placing a removed order id again starts a new saga.
+    /// and let the participants forget them, which bounds every store's size; 0 keeps them for
+    /// ever. Stuck sagas are never removed. Placing a removed order id again starts a new saga.
     #[arg(long, env = "RETAIN_FINISHED_SECS", default_value_t = 7 * 24 * 3600)]
     pub retain_finished_secs: u64,
     #[command(flatten)]
     pub tuning: TuningArgs,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
-    pub body_limit_bytes: usize,
 }
+
+/// The orchestrator's HTTP port when `HTTP_ADDR` is not set.
+pub const DEFAULT_PORT: u16 = 8080;
 
 impl Config {
     pub fn retry(&self) -> RetrySettings {

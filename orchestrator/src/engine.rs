@@ -1,50 +1,54 @@
-//! The engine: the single writer of the saga store.
+//! The engine: where a saga changes. It is the orchestrator's [`Apply`] for the shared
+//! pipeline, so it is the store's only writer and takes one input at a time.
 //!
-//! Every input, whatever its source (a reply, an order from the bus or from HTTP, a timer, an
-//! operator's cancel or retry), becomes a [`Job`] on one channel. The engine takes whatever
-//! jobs are waiting (up to a batch limit), applies each in its own transaction, flushes once,
-//! and only then acknowledges the deliveries and answers the HTTP callers. While it flushes, the
-//! next batch gathers: under load, batches grow by themselves.
-//!
-//! One writer means no transaction ever conflicts, and the order in which inputs reach a saga
-//! is the order in which they were taken off the channel.
+//! Every input, whatever its source (an order from HTTP or the bus, a reply, a timer, an
+//! operator's cancel or retry, a retention sweep), is one transaction: read the record, run the
+//! core's transition, record the input in the history, write the record, stage the messages.
+//! What an input is worth is decided here and nowhere else:
+//! - a message that cannot be understood is dead-lettered;
+//! - a reply for another incarnation of the order (an id placed again after retention) or a
+//!   saga this store does not hold is counted and dropped;
+//! - an ignored input is recorded while a saga has few, then only counted, so a flood of forged
+//!   or duplicated replies costs nothing that grows;
+//! - a broken store stops the process; any other store error concerns one saga and is
+//!   answered (HTTP) or dead-lettered (bus).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use lapin::message::Delivery;
-use sagaflow_events::{Catalog, OrderPlaced, ReplyMessage, Topology};
-use sagaflow_runtime::bus::dead_letter;
-use sagaflow_runtime::commit::{Acks, GroupCommit};
+use sagaflow_events::{
+    Catalog, Forgotten, OrderId, OrderPlaced, Participant, Reason, ReplyMessage, ReplyOutcome, SagaId,
+    Topology,
+};
+use sagaflow_runtime::bus::Received;
 use sagaflow_runtime::now_millis;
-use sagaflow_saga::{Effect, SagaEvent, Timer};
+use sagaflow_runtime::pipeline::{Apply, ApplyError, Reply, Verdict};
+use sagaflow_runtime::telemetry::TraceParent;
+use sagaflow_saga::{
+    Effect, HistoryEntry, Ignored, Input, Outcome, Saga, SagaDefinition, SagaEvent, Timer, Timestamp,
+};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{oneshot, Notify};
 
 use crate::metrics::Metrics;
-use crate::store::{Applied, Incoming, NewSaga, Placed, Store, StoreError};
+use crate::outgoing;
+use crate::record::{SagaRecord, MAX_IGNORED_RECORDED};
+use crate::store::{Indexed, Store, StoreError, TxResult};
 
-/// Where a delivery came from.
-#[derive(Debug, Clone, Copy)]
-pub enum Source {
-    Intake,
-    Replies,
-}
+/// The engine's consumers, in the order the bus is given them.
+pub const INTAKE: usize = 0;
+pub const REPLIES: usize = 1;
 
+/// Work from inside the process.
 pub enum Job {
-    Delivery {
-        source: Source,
-        delivery: Box<Delivery>,
-    },
     Place {
         new: NewSaga,
-        answer: oneshot::Sender<Result<Placed, String>>,
+        answer: oneshot::Sender<Result<Placed, StoreError>>,
     },
     Control {
         order_id: String,
-        incoming: Incoming,
-        answer: oneshot::Sender<Result<Applied, String>>,
+        control: Control,
+        answer: oneshot::Sender<Result<Controlled, StoreError>>,
     },
     Timer {
         order_id: String,
@@ -59,217 +63,451 @@ pub enum Job {
     },
 }
 
+/// An operator's request about one saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Cancel,
+    Retry,
+}
+
+/// A saga to create.
+#[derive(Debug, Clone)]
+pub struct NewSaga {
+    pub order_id: OrderId,
+    /// `Err(why)` for an order that arrived invalid: its saga is created and ends at once.
+    pub order: Result<sagaflow_events::Order, Reason>,
+    pub body_hash: String,
+    /// The trace the order arrived in, if it carried one.
+    pub trace: Option<TraceParent>,
+}
+
+#[derive(Debug)]
+pub enum Placed {
+    Created(SagaRecord),
+    /// The same order was placed before: nothing new starts.
+    Existing(SagaRecord),
+    /// The order id is taken by a different order.
+    Conflict(SagaRecord),
+}
+
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Short-lived and moved once; boxing would only add an allocation.
+pub enum Controlled {
+    UnknownSaga,
+    /// The request was recorded; `ignored` says why if it moved nothing.
+    Recorded {
+        record: SagaRecord,
+        ignored: Option<Ignored>,
+    },
+}
+
+/// An input for an existing saga, before it is resolved against the saga's definition.
+enum Incoming {
+    Reply(ReplyMessage),
+    Timer { timer: Timer, key: Vec<u8> },
+    Control(Control),
+}
+
+/// What one input did to an existing saga.
+#[allow(clippy::large_enum_variant)] // Short-lived and moved once; boxing would only add an allocation.
+enum Applied {
+    UnknownSaga,
+    /// A reply for another saga under the same order id.
+    OtherSaga,
+    Recorded {
+        record: SagaRecord,
+        ignored: Option<Ignored>,
+        effects: Vec<Effect>,
+        reply_waited_ms: Option<u64>,
+    },
+}
+
 /// Timer index keys handed to the engine and not yet applied, so the timer task does not hand
 /// the same timer over twice.
 pub type TimersInFlight = Arc<Mutex<HashSet<Vec<u8>>>>;
 
 pub struct Engine {
     pub store: Arc<Store>,
-    pub commit: Arc<GroupCommit>,
     pub catalog: Arc<Catalog>,
     pub topology: Topology,
     pub metrics: Arc<Metrics>,
     pub timers_in_flight: TimersInFlight,
     /// Woken after every commit: new timers may be due earlier than the timer task thinks.
     pub timer_wake: Arc<Notify>,
-    pub max_batch: usize,
 }
 
-/// What to do once a batch is durable.
-#[derive(Default)]
-struct AfterCommit {
-    acks: Acks,
-    answers: Vec<Box<dyn FnOnce() + Send>>,
+impl Apply for Engine {
+    type Job = Job;
+
+    fn apply_message(&mut self, message: &Received) -> Result<Verdict, ApplyError> {
+        match message.from {
+            INTAKE => self.intake(message),
+            REPLIES => self.reply(message),
+            other => Ok(Verdict::Reject(format!("no consumer {other}"))),
+        }
+    }
+
+    fn apply_job(&mut self, job: Job) -> Result<Reply, ApplyError> {
+        Ok(match job {
+            Job::Place { new, answer } => {
+                let result = answered(self.place(new, now_millis()))?;
+                Box::new(move || {
+                    let _ = answer.send(result);
+                })
+            }
+            Job::Control { order_id, control, answer } => {
+                let result = answered(self.control(&order_id, control))?;
+                Box::new(move || {
+                    let _ = answer.send(result);
+                })
+            }
+            Job::Timer { order_id, key, timer } => {
+                let result =
+                    self.apply(&order_id, &Incoming::Timer { timer, key: key.clone() }, now_millis());
+                self.timers_in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                if let Err(e) = answered(result)? {
+                    tracing::error!(order_id, error = %e, "a timer could not be applied");
+                }
+                Box::new(|| ())
+            }
+            Job::Sweep { cutoff, limit, answer } => {
+                let removed = self.sweep(cutoff, limit).map_err(ApplyError::fatal)?;
+                Box::new(move || {
+                    let _ = answer.send(removed);
+                })
+            }
+        })
+    }
+
+    fn after_commit(&mut self) {
+        self.timer_wake.notify_one();
+    }
+}
+
+/// A broken store stops the pipeline; any other error is the caller's answer.
+fn answered<T>(result: Result<T, StoreError>) -> Result<Result<T, StoreError>, ApplyError> {
+    match result {
+        Err(e) if e.is_fatal() => Err(ApplyError::fatal(e)),
+        other => Ok(other),
+    }
 }
 
 impl Engine {
-    /// Runs until `stop`, then applies and commits what it already holds, and returns.
-    pub async fn run(self, mut jobs: mpsc::Receiver<Job>, stop: CancellationToken) -> Result<(), StoreError> {
-        let mut batch = Vec::with_capacity(self.max_batch);
-        loop {
-            let stopping = tokio::select! {
-                n = jobs.recv_many(&mut batch, self.max_batch) => {
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    false
-                }
-                _ = stop.cancelled() => {
-                    while let Ok(job) = jobs.try_recv() {
-                        batch.push(job);
-                    }
-                    true
-                }
-            };
-            let size = batch.len();
-            if size > 0 {
-                let after = tokio::task::block_in_place(|| self.apply_batch(&mut batch))?;
-                // Flush before anything leaves: acks, answers and published messages.
-                self.commit.commit(size).await?;
-                after.acks.send().await;
-                for answer in after.answers {
-                    answer();
-                }
-                self.timer_wake.notify_one();
-            }
-            if stopping {
-                return Ok(());
-            }
-        }
-    }
-
-    fn apply_batch(&self, batch: &mut Vec<Job>) -> Result<AfterCommit, StoreError> {
-        let mut after = AfterCommit::default();
-        for job in batch.drain(..) {
-            match job {
-                Job::Delivery { source, delivery } => {
-                    match source {
-                        Source::Intake => self.intake(&delivery)?,
-                        Source::Replies => self.reply(&delivery)?,
-                    }
-                    after.acks.push(source as usize, delivery.delivery_tag, delivery.acker);
-                }
-                Job::Place { new, answer } => {
-                    let result = fatal_or_message(self.place(new))?;
-                    after.answers.push(Box::new(move || {
-                        let _ = answer.send(result);
-                    }));
-                }
-                Job::Control { order_id, incoming, answer } => {
-                    let result = fatal_or_message(self.apply(&order_id, &incoming))?;
-                    after.answers.push(Box::new(move || {
-                        let _ = answer.send(result);
-                    }));
-                }
-                Job::Timer { order_id, key, timer } => {
-                    let incoming = Incoming::Timer { timer, key: key.clone() };
-                    let result = self.apply(&order_id, &incoming);
-                    self.timers_in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-                    result?;
-                }
-                Job::Sweep { cutoff, limit, answer } => {
-                    let removed = self.store.remove_finished(cutoff, limit)?;
-                    self.metrics.sagas_removed.add(removed as u64);
-                    if removed > 0 {
-                        tracing::debug!(removed, "finished sagas past retention removed");
-                    }
-                    after.answers.push(Box::new(move || {
-                        let _ = answer.send(removed);
-                    }));
-                }
-            }
-        }
-        Ok(after)
-    }
-
-    fn place(&self, new: NewSaga) -> Result<Placed, StoreError> {
-        let placed = self.store.place(new, now_millis())?;
-        if let Placed::Created(record) = &placed {
-            self.metrics.orders_placed.inc();
-            tracing::info!(order_id = %record.order_id, trace_id = record.trace_id, state = %record.saga.status, "saga created");
-        }
-        Ok(placed)
-    }
-
-    fn apply(&self, order_id: &str, incoming: &Incoming) -> Result<Applied, StoreError> {
-        let now = now_millis();
-        let applied = self.store.apply(order_id, incoming, now)?;
-        match &applied {
-            Applied::UnknownSaga => {}
-            Applied::Recorded { ignored: Some(why), record, .. } => {
-                self.metrics.inputs_ignored.inc();
-                tracing::debug!(order_id, trace_id = record.trace_id, ignored = %why, "input recorded and ignored");
-            }
-            Applied::Recorded { ignored: None, record, effects, reply_waited_ms } => {
-                self.metrics.inputs_applied.inc();
-                if let Some(ms) = reply_waited_ms {
-                    self.metrics.step_seconds.observe(*ms as f64 / 1000.0);
-                }
-                for effect in effects {
-                    match effect {
-                        Effect::Finished { status } => {
-                            self.metrics
-                                .saga_seconds
-                                .observe(now.saturating_sub(record.created_at) as f64 / 1000.0);
-                            tracing::info!(order_id, trace_id = record.trace_id, %status, reason = record.saga.reason.as_deref(), "saga finished");
-                        }
-                        Effect::Publish { event: SagaEvent::Stuck { .. } } => {
-                            tracing::warn!(order_id, trace_id = record.trace_id, "saga stuck: a compensation keeps failing; POST /orders/{order_id}/retry once it can succeed");
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        Ok(applied)
-    }
-
     /// An `OrderPlaced` from the intake queue: starts a saga exactly as `POST /orders` does.
-    fn intake(&self, delivery: &Delivery) -> Result<(), StoreError> {
-        let queue = self.topology.intake_queue();
-        let placed: OrderPlaced = match serde_json::from_slice(&delivery.data) {
+    fn intake(&self, message: &Received) -> Result<Verdict, ApplyError> {
+        let placed: OrderPlaced = match serde_json::from_slice(&message.body) {
             Ok(p) => p,
-            Err(e) => return self.dead_letter(&queue, delivery, &format!("not an OrderPlaced message: {e}")),
+            Err(e) => return Ok(Verdict::Reject(format!("not an OrderPlaced message: {e}"))),
         };
         let order_id = match placed.parsed_order_id() {
             Some(Ok(id)) => id,
-            Some(Err(e)) => return self.dead_letter(&queue, delivery, &format!("invalid orderId: {e}")),
-            None => return self.dead_letter(&queue, delivery, "orderId is missing"),
+            Some(Err(e)) => return Ok(Verdict::Reject(format!("invalid orderId: {e}"))),
+            None => return Ok(Verdict::Reject("orderId is missing".into())),
         };
-        let new = new_saga(order_id, &placed, &self.catalog);
-        match self.place(new)? {
-            Placed::Created(_) | Placed::Existing(_) => Ok(()),
-            Placed::Conflict(existing) => self.dead_letter(
-                &queue,
-                delivery,
-                &format!("orderId {} already names a different order", existing.order_id),
-            ),
+        let new = new_saga(order_id, &placed, &self.catalog, message.trace());
+        match answered(self.place(new, now_millis()))? {
+            Ok(Placed::Created(_) | Placed::Existing(_)) => Ok(Verdict::Done),
+            Ok(Placed::Conflict(existing)) => {
+                Ok(Verdict::Reject(format!("orderId {} already names a different order", existing.order_id)))
+            }
+            Err(e) => Ok(Verdict::Reject(e.to_string())),
         }
     }
 
     /// A participant's reply.
-    fn reply(&self, delivery: &Delivery) -> Result<(), StoreError> {
-        let reply: ReplyMessage = match serde_json::from_slice(&delivery.data) {
+    fn reply(&self, message: &Received) -> Result<Verdict, ApplyError> {
+        let reply: ReplyMessage = match serde_json::from_slice(&message.body) {
             Ok(r) => r,
-            Err(e) => {
-                let queue = self.topology.replies_queue();
-                return self.dead_letter(&queue, delivery, &format!("not a reply message: {e}"));
-            }
+            Err(e) => return Ok(Verdict::Reject(format!("not a reply message: {e}"))),
         };
         let order_id = reply.order_id.to_string();
-        if let Applied::UnknownSaga = self.apply(&order_id, &Incoming::Reply(reply))? {
-            self.metrics.replies_for_unknown_sagas.inc();
-            tracing::info!(order_id, "reply for a saga this store does not hold; recorded and acknowledged");
+        match answered(self.apply(&order_id, &Incoming::Reply(reply), now_millis()))? {
+            Ok(Applied::UnknownSaga | Applied::OtherSaga) => {
+                self.metrics.replies_for_unknown_sagas.inc();
+                tracing::debug!(
+                    order_id,
+                    "reply for a saga this store does not hold; counted and acknowledged"
+                );
+                Ok(Verdict::Done)
+            }
+            Ok(Applied::Recorded { .. }) => Ok(Verdict::Done),
+            Err(e) => Ok(Verdict::Reject(e.to_string())),
         }
-        Ok(())
     }
 
-    fn dead_letter(&self, queue: &str, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
-        tracing::warn!(queue, reason, "dead-lettering a message");
-        self.metrics.dead_lettered.inc();
-        self.store.stage_alone(&dead_letter(&self.topology, queue, delivery, reason))
+    /// Creates a saga and starts it, or finds the one placed before with this order id.
+    pub fn place(&self, new: NewSaga, now: u64) -> Result<Placed, StoreError> {
+        let definition = self.store.current_definition();
+        let placed = self.store.transaction(|tx| {
+            if let Some(existing) = tx.record(new.order_id.as_str())? {
+                return Ok(if existing.body_hash == new.body_hash {
+                    Placed::Existing(existing)
+                } else {
+                    Placed::Conflict(existing)
+                });
+            }
+            let created_seq = tx.next_seq()?;
+            let saga_id = SagaId::generate();
+            let trace_id = new.trace.unwrap_or_else(TraceParent::new_trace).trace_id();
+            let mut record = SagaRecord {
+                order_id: new.order_id.clone(),
+                saga: Saga::new(saga_id.as_str(), &definition, seed_of(&saga_id)),
+                saga_id,
+                order: new.order.clone().ok(),
+                invalid: new.order.clone().err(),
+                definition: definition.fingerprint(),
+                body_hash: new.body_hash.clone(),
+                created_at: now,
+                updated_at: now,
+                created_seq,
+                finished_at: None,
+                trace_id,
+                payment_id: None,
+                command_sent_at: now,
+                history_len: 0,
+                ignored_recorded: 0,
+            };
+            let input = if record.order.is_some() {
+                Input::Start
+            } else {
+                Input::Cancel { reason: sagaflow_events::order::INVALID_ORDER_REASON.into() }
+            };
+            let applied = record.saga.apply(&definition, &input, Timestamp(now));
+            if record.saga.is_terminal() {
+                record.finished_at = Some(now);
+            }
+            tx.append_history(
+                &mut record,
+                &HistoryEntry { at: Timestamp(now), input, ignored: applied.ignored },
+            )?;
+            tx.create(&record)?;
+            for message in outgoing::messages(&self.topology, &definition, &record, &applied.effects, now) {
+                tx.stage(&message)?;
+            }
+            Ok(Placed::Created(record))
+        })?;
+        if let Placed::Created(record) = &placed {
+            self.metrics.orders_placed.inc();
+            tracing::info!(order_id = %record.order_id, trace_id = record.trace_id, state = %record.saga.status(), "saga created");
+        }
+        Ok(placed)
     }
+
+    fn control(&self, order_id: &str, control: Control) -> Result<Controlled, StoreError> {
+        Ok(match self.apply(order_id, &Incoming::Control(control), now_millis())? {
+            Applied::UnknownSaga | Applied::OtherSaga => Controlled::UnknownSaga,
+            Applied::Recorded { record, ignored, .. } => Controlled::Recorded { record, ignored },
+        })
+    }
+
+    /// Applies one input to an existing saga, in one transaction.
+    fn apply(&self, order_id: &str, incoming: &Incoming, now: u64) -> Result<Applied, StoreError> {
+        let outcome = self.store.transaction(|tx| {
+            let fired = match incoming {
+                Incoming::Timer { key, .. } => Some(key.as_slice()),
+                _ => None,
+            };
+            let Some(mut record) = tx.record(order_id)? else {
+                // A stale timer of a saga that is gone must not fire for ever.
+                if let Some(key) = fired {
+                    tx.forget_timer(key)?;
+                }
+                return Ok(Applied::UnknownSaga);
+            };
+            if let Incoming::Reply(reply) = incoming {
+                if reply.saga_id != record.saga_id {
+                    return Ok(Applied::OtherSaga);
+                }
+            }
+            let definition = self
+                .store
+                .definition_of(&record)
+                .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
+            let before = Indexed::of(&record);
+            let input = core_input(&definition, incoming);
+            let applied = record.saga.apply(&definition, &input, Timestamp(now));
+            let entry = HistoryEntry { at: Timestamp(now), input, ignored: applied.ignored };
+            if applied.ignored.is_some() {
+                // Recorded while a saga has few; after that only counted, and nothing is written:
+                // what an ignored input costs must not grow with the saga's past.
+                if record.ignored_recorded >= MAX_IGNORED_RECORDED {
+                    if let Some(key) = fired {
+                        tx.forget_timer(key)?;
+                    }
+                    return Ok(Applied::Recorded {
+                        record,
+                        ignored: applied.ignored,
+                        effects: Vec::new(),
+                        reply_waited_ms: None,
+                    });
+                }
+                record.ignored_recorded += 1;
+            } else {
+                self.moved(&mut record, incoming, &applied.effects, now);
+            }
+            let reply_waited_ms = match incoming {
+                Incoming::Reply(_) if applied.ignored.is_none() => {
+                    Some(now.saturating_sub(record.command_sent_at))
+                }
+                _ => None,
+            };
+            if applied.effects.iter().any(|e| matches!(e, Effect::Send { .. })) {
+                record.command_sent_at = now;
+            }
+            tx.append_history(&mut record, &entry)?;
+            tx.update(before, &record, fired)?;
+            for message in outgoing::messages(&self.topology, &definition, &record, &applied.effects, now) {
+                tx.stage(&message)?;
+            }
+            Ok(Applied::Recorded {
+                record,
+                ignored: applied.ignored,
+                effects: applied.effects,
+                reply_waited_ms,
+            })
+        })?;
+        self.observe(order_id, &outcome, now);
+        Ok(outcome)
+    }
+
+    /// What a saga that moved keeps besides its state.
+    fn moved(&self, record: &mut SagaRecord, incoming: &Incoming, effects: &[Effect], now: u64) {
+        record.updated_at = now;
+        if let Incoming::Reply(reply) = incoming {
+            if let (Some(id), ReplyOutcome::Succeeded) = (&reply.payment_id, &reply.outcome) {
+                record.payment_id.get_or_insert_with(|| id.clone());
+            }
+        }
+        if effects.iter().any(|e| matches!(e, Effect::Finished { .. })) {
+            record.finished_at = Some(now);
+        }
+    }
+
+    fn observe(&self, order_id: &str, outcome: &Applied, now: u64) {
+        let Applied::Recorded { record, ignored, effects, reply_waited_ms } = outcome else { return };
+        if let Some(why) = ignored {
+            self.metrics.inputs_ignored.inc();
+            tracing::debug!(order_id, trace_id = record.trace_id, ignored = %why, "input ignored");
+            return;
+        }
+        self.metrics.inputs_applied.inc();
+        if let Some(ms) = reply_waited_ms {
+            self.metrics.step_seconds.observe(*ms as f64 / 1000.0);
+        }
+        for effect in effects {
+            match effect {
+                Effect::Finished { status } => {
+                    self.metrics.saga_seconds.observe(now.saturating_sub(record.created_at) as f64 / 1000.0);
+                    tracing::info!(order_id, trace_id = record.trace_id, %status, reason = record.saga.reason(), "saga finished");
+                }
+                Effect::Publish { event: SagaEvent::Stuck { .. } } => {
+                    tracing::warn!(order_id, trace_id = record.trace_id, "saga stuck: a command keeps failing; POST /orders/{order_id}/retry once it can succeed");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Retention: removes finished sagas past the window, and tells each participant which it
+    /// may forget, in the same transaction.
+    fn sweep(&self, cutoff: u64, limit: usize) -> Result<usize, StoreError> {
+        let candidates = self.store.finished_before(cutoff, limit)?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let removed = self.store.transaction(|tx| {
+            let mut forgotten: BTreeMap<Participant, Vec<Forgotten>> = BTreeMap::new();
+            let mut removed = 0usize;
+            for id in &candidates {
+                // Read again inside the transaction: only what is still finished and old goes.
+                let Some(record) = tx.record(id)? else { continue };
+                let old = record.finished_at.is_some_and(|at| at <= cutoff);
+                if !old || !record.saga.is_terminal() {
+                    continue;
+                }
+                tx.remove(&record)?;
+                removed += 1;
+                let completed = record.saga.status() == sagaflow_saga::Status::Completed;
+                if let Some(definition) = self.store.definition(&record.definition) {
+                    for participant in outgoing::participants(&definition) {
+                        forgotten.entry(participant).or_default().push(Forgotten {
+                            saga_id: record.saga_id.clone(),
+                            order_id: record.order_id.clone(),
+                            completed,
+                        });
+                    }
+                }
+            }
+            stage_forgets(tx, &self.topology, cutoff, forgotten)?;
+            Ok(removed)
+        })?;
+        self.metrics.sagas_removed.add(removed as u64);
+        if removed > 0 {
+            tracing::debug!(removed, "finished sagas past retention removed");
+        }
+        Ok(removed)
+    }
+}
+
+fn stage_forgets(
+    tx: &crate::store::Tx<'_>,
+    topology: &Topology,
+    cutoff: u64,
+    forgotten: BTreeMap<Participant, Vec<Forgotten>>,
+) -> TxResult<()> {
+    for (participant, sagas) in forgotten {
+        for chunk in sagas.chunks(sagaflow_events::command::MAX_FORGOTTEN) {
+            if let Some(message) = outgoing::forget(topology, participant, cutoff, chunk.to_vec()) {
+                tx.stage(&message)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The core's input for one incoming input, with the step found by name in the saga's own
+/// definition. An unknown step name becomes an index the core ignores as unknown.
+fn core_input(definition: &SagaDefinition, incoming: &Incoming) -> Input {
+    match incoming {
+        Incoming::Reply(reply) => {
+            let step = definition.index_of(reply.step.as_str()).unwrap_or(u32::MAX);
+            let phase = match reply.phase {
+                sagaflow_events::Phase::Action => sagaflow_saga::Phase::Action,
+                sagaflow_events::Phase::Compensation => sagaflow_saga::Phase::Compensation,
+            };
+            let outcome = match &reply.outcome {
+                ReplyOutcome::Succeeded => Outcome::Success,
+                ReplyOutcome::Failed { reason } => Outcome::Failure { reason: reason.to_string() },
+                ReplyOutcome::Transient { reason } => Outcome::Transient { reason: reason.to_string() },
+            };
+            Input::Reply { step, phase, attempt: reply.attempt, outcome }
+        }
+        Incoming::Timer { timer, .. } => Input::TimerFired { timer: *timer },
+        Incoming::Control(Control::Cancel) => Input::Cancel { reason: "cancelled".into() },
+        Incoming::Control(Control::Retry) => Input::Retry,
+    }
+}
+
+/// The saga's jitter seed: fixed at creation and stored, so replay reproduces every timer.
+fn seed_of(saga_id: &SagaId) -> u64 {
+    let digest = Sha256::digest(saga_id.as_str().as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 /// The saga to create for an order, valid or not. The body hash is taken over the normalised
 /// order, so the same order sent with other spacing or field order is still the same order.
-pub fn new_saga(order_id: sagaflow_events::OrderId, placed: &OrderPlaced, catalog: &Catalog) -> NewSaga {
-    let order = placed.validate(order_id.clone(), catalog).map_err(|e| e.to_string());
+pub fn new_saga(
+    order_id: OrderId,
+    placed: &OrderPlaced,
+    catalog: &Catalog,
+    trace: Option<TraceParent>,
+) -> NewSaga {
+    let order = placed.validate(order_id.clone(), catalog).map_err(|e| Reason::new(&e.to_string()));
     let canonical = match &order {
         Ok(order) => serde_json::to_vec(order),
         Err(_) => serde_json::to_vec(&OrderPlaced { event: None, order_id: None, ..placed.clone() }),
     }
     .expect("orders serialise");
     let body_hash = format!("{:x}", Sha256::digest(&canonical));
-    NewSaga { order_id, order, body_hash }
-}
-
-/// Storage failures stop the engine (the process restarts and recovers); anything else is the
-/// caller's answer.
-fn fatal_or_message<T>(r: Result<T, StoreError>) -> Result<Result<T, String>, StoreError> {
-    match r {
-        Ok(v) => Ok(Ok(v)),
-        Err(StoreError::Sled(e)) => Err(StoreError::Sled(e)),
-        Err(other) => Ok(Err(other.to_string())),
-    }
+    NewSaga { order_id, order, body_hash, trace }
 }

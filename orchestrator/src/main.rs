@@ -11,7 +11,8 @@ async fn main() -> std::process::ExitCode {
     match sagaflow_orchestrator::app::run(config, stop).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("orchestrator failed: {e:#}");
+            // One line that names the cause, for people and supervisors alike.
+            tracing::error!("orchestrator cannot go on: {e}");
             std::process::ExitCode::FAILURE
         }
     }

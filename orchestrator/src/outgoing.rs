@@ -1,15 +1,19 @@
-//! What a saga's effects become on the bus: commands for participants and public events.
+//! What a saga's effects become on the bus: commands for participants and public events, and
+//! the message that lets participants forget sagas retention removed.
 
 use std::str::FromStr;
 
 use sagaflow_events::public::{InventoryStatus, PaymentStatus};
-use sagaflow_events::{Participant, PublicEvent, Topology};
-use sagaflow_runtime::outbox::OutboxMessage;
-use sagaflow_runtime::telemetry::traceparent;
+use sagaflow_events::{ForgetSagas, Forgotten, ForgottenSagas, Participant, PublicEvent, Topology};
+use sagaflow_runtime::bus::{Message, Route};
+use sagaflow_runtime::telemetry::TraceParent;
 use sagaflow_saga::{Effect, SagaDefinition, SagaEvent};
 
 use crate::order_saga::wire_command;
 use crate::record::SagaRecord;
+
+/// The AMQP type of a [`ForgetSagas`] message on a participant's command queue.
+pub const FORGET_SAGAS: &str = sagaflow_events::topology::kinds::FORGET_SAGAS;
 
 /// The outbox messages for one transition's effects. Timers are not messages: the store keeps
 /// the saga's one armed timer in its own index.
@@ -18,42 +22,31 @@ pub fn messages(
     definition: &SagaDefinition,
     record: &SagaRecord,
     effects: &[Effect],
-) -> Vec<OutboxMessage> {
+    now: u64,
+) -> Vec<Message> {
     let mut out = Vec::new();
     let order_id = record.order_id.as_str();
+    let trace = TraceParent::in_trace(&record.trace_id).unwrap_or_else(|_| TraceParent::new_trace());
     for effect in effects {
         match effect {
             Effect::Send { command } => {
                 let Some(order) = &record.order else { continue };
-                let Some((participant, wire)) = wire_command(order, command) else {
+                let Some((participant, wire)) = wire_command(record, order, command, now) else {
                     tracing::error!(order_id, command = command.command, "no wire form for a command");
                     continue;
                 };
-                let body = serde_json::to_string(&wire).expect("commands serialise");
-                out.push(
-                    OutboxMessage::new(
-                        topology.commands_exchange(),
-                        topology.command_routing_key(participant),
-                        order_id.to_owned(),
-                        &command.command,
-                        body,
-                    )
-                    .with_traceparent(Some(traceparent(&record.trace_id))),
-                );
+                let route = Route {
+                    exchange: topology.commands_exchange(),
+                    key: topology.command_routing_key(participant),
+                };
+                let body = serde_json::to_vec(&wire).expect("commands serialise");
+                out.push(Message::json(route, order_id, &command.command, body).with_trace(&trace.child()));
             }
             Effect::Publish { event } => {
                 let Some(public) = public_event(definition, record, event) else { continue };
-                let body = serde_json::to_string(&public).expect("events serialise");
-                out.push(
-                    OutboxMessage::new(
-                        topology.events_exchange(),
-                        public.routing_key(),
-                        order_id.to_owned(),
-                        public.name(),
-                        body,
-                    )
-                    .with_traceparent(Some(traceparent(&record.trace_id))),
-                );
+                let route = Route { exchange: topology.events_exchange(), key: public.routing_key() };
+                let body = serde_json::to_vec(&public).expect("events serialise");
+                out.push(Message::json(route, order_id, public.name(), body).with_trace(&trace.child()));
             }
             Effect::ArmTimer { .. } | Effect::Finished { .. } => {}
         }
@@ -61,10 +54,30 @@ pub fn messages(
     out
 }
 
+/// Tells `participant` that the sagas listed finished before `finished_before` and are gone.
+pub fn forget(
+    topology: &Topology,
+    participant: Participant,
+    finished_before: u64,
+    sagas: Vec<Forgotten>,
+) -> Option<Message> {
+    let sagas = ForgottenSagas::new(sagas)?;
+    let route =
+        Route { exchange: topology.commands_exchange(), key: topology.command_routing_key(participant) };
+    let body = serde_json::to_vec(&ForgetSagas { finished_before, sagas }).expect("serialises");
+    Some(Message::json(route, "", FORGET_SAGAS, body))
+}
+
+/// The participants a definition's steps talk to.
+pub fn participants(definition: &SagaDefinition) -> impl Iterator<Item = Participant> + '_ {
+    definition.steps().iter().filter_map(|s| Participant::from_str(&s.name).ok())
+}
+
 /// The public event for a saga event, in the shapes of the published examples.
 fn public_event(definition: &SagaDefinition, record: &SagaRecord, event: &SagaEvent) -> Option<PublicEvent> {
     let order_id = record.order_id.clone();
     let amount = record.order.as_ref().map(|o| o.amount_cents);
+    let payment_id = record.payment_id.as_ref().map(|p| p.to_string());
     let participant = |step: u32| definition.step(step).and_then(|s| Participant::from_str(&s.name).ok());
     Some(match event {
         SagaEvent::Started => {
@@ -81,7 +94,7 @@ fn public_event(definition: &SagaDefinition, record: &SagaRecord, event: &SagaEv
             Participant::Payment => PublicEvent::PaymentProcessed {
                 order_id,
                 payment_status: PaymentStatus::Confirmed,
-                payment_id: record.payment_id.clone(),
+                payment_id,
                 amount_cents: amount,
             },
             Participant::Inventory => {
@@ -105,7 +118,7 @@ fn public_event(definition: &SagaDefinition, record: &SagaRecord, event: &SagaEv
             Participant::Payment => PublicEvent::PaymentProcessed {
                 order_id,
                 payment_status: PaymentStatus::Refunded,
-                payment_id: record.payment_id.clone(),
+                payment_id,
                 amount_cents: amount,
             },
             Participant::Inventory => {
@@ -120,7 +133,7 @@ fn public_event(definition: &SagaDefinition, record: &SagaRecord, event: &SagaEv
         SagaEvent::Stuck { step, .. } => PublicEvent::OrderStuck {
             order_id,
             step: definition.step(*step).map(|s| s.name.clone()).unwrap_or_default(),
-            reason: record.saga.reason.clone().unwrap_or_default(),
+            reason: record.saga.reason().unwrap_or_default().to_owned(),
         },
         SagaEvent::CompensationStarted { .. } | SagaEvent::Resumed => return None,
     })

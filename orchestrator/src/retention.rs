@@ -2,12 +2,15 @@
 //! holds the work in flight plus a window of history, not every order ever placed.
 //!
 //! Removal goes through the engine as a job like any other, so the engine stays the store's
-//! only writer. An order id whose saga was removed is free again: placing it afterwards starts
-//! a new saga. The window is therefore also how long `POST /orders` stays idempotent.
+//! only writer, and in the same transaction the engine tells each participant which sagas it may
+//! forget, so the participants' stores follow the same window. An order id whose saga was
+//! removed is free again: placing it afterwards starts a new saga, with a new saga id, whose
+//! effects happen anew. The window is therefore also how long `POST /orders` stays idempotent.
 
 use std::time::Duration;
 
 use sagaflow_runtime::now_millis;
+use sagaflow_runtime::pipeline::Input;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +20,7 @@ use crate::engine::Job;
 pub const SWEEP_LIMIT: usize = 2_000;
 
 /// Sends a sweep to the engine every so often until `stop`. `retain` of zero keeps everything.
-pub async fn run(retain: Duration, jobs: mpsc::Sender<Job>, stop: CancellationToken) {
+pub async fn run(retain: Duration, jobs: mpsc::Sender<Input<Job>>, stop: CancellationToken) {
     if retain.is_zero() {
         return;
     }
@@ -30,7 +33,7 @@ pub async fn run(retain: Duration, jobs: mpsc::Sender<Job>, stop: CancellationTo
         }
         let cutoff = now_millis().saturating_sub(retain.as_millis() as u64);
         let (answer, removed) = oneshot::channel();
-        if jobs.send(Job::Sweep { cutoff, limit: SWEEP_LIMIT, answer }).await.is_err() {
+        if jobs.send(Input::Job(Job::Sweep { cutoff, limit: SWEEP_LIMIT, answer })).await.is_err() {
             return;
         }
         // A full sweep means more are due: go again soon rather than fall behind.

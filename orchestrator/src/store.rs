@@ -1,30 +1,34 @@
-//! The saga store, in sled.
+//! The saga store, in sled. It only stores: the engine ([`crate::engine`]) decides what a saga
+//! does; this module keeps records, histories and the indexes that follow them consistent.
 //!
 //! Trees:
-//! - `sagas`: order id -> [`SagaRecord`] (JSON): the state and its history.
-//! - `outbox`: messages to publish (see `sagaflow_runtime::outbox`).
-//! - `timers`: due time (8 bytes, big-endian) + order id -> the saga's one armed timer. Ordered by
-//!   due time, so the timer task reads only what is due.
+//! - `sagas`: order id -> [`SagaRecord`] (JSON): where the saga stands. Compact, and rewritten
+//!   only when the saga moves.
+//! - `history`: creation sequence (8 bytes) + entry index (4 bytes) -> [`HistoryEntry`]: each
+//!   input, appended under its own key, so recording one costs the same however long the saga.
+//! - `timers`: due time (8 bytes, big-endian) + order id -> the saga's one armed timer. Ordered
+//!   by due time, so the timer task reads only what is due.
 //! - `by_state`: state code (1 byte) + creation sequence -> order id, for listing by state.
 //! - `by_created`: creation sequence -> order id, for listing newest first.
 //! - `meta`: saga counts per state, and every saga definition in use by its fingerprint.
+//! - `outbox`: messages to publish (see `sagaflow_runtime::outbox`).
 //!
-//! **Every input is one transaction over all of these**: the new state, the commands and events
-//! it emits and the timer it arms commit together or not at all. Durability comes later, from
-//! the group commit's flush; nothing is acknowledged or published before it.
+//! **Everything one input changes is one transaction ([`Store::transaction`], [`Tx`])**: the
+//! new state, its history entry, the commands and events it emits and the timer it arms commit
+//! together or not at all. Durability comes from the pipeline's flush; nothing is acknowledged,
+//! answered or published before it.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use sagaflow_events::{Order, OrderId, ReplyMessage, ReplyOutcome, Topology};
+use sagaflow_runtime::bus::Message;
+use sagaflow_runtime::db::Db;
 use sagaflow_runtime::outbox::Outbox;
-use sagaflow_saga::{Effect, Ignored, Input, Outcome, Saga, SagaDefinition, Status, Timer, Timestamp};
+use sagaflow_saga::{HistoryEntry, SagaDefinition, Status, Timer, Timestamp};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
-use crate::outgoing;
-use crate::record::SagaRecord;
+use crate::record::{SagaRecord, MAX_RECORD_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +38,18 @@ pub enum StoreError {
     Corrupt { key: String, error: String },
     #[error("saga {order_id} runs under definition {fingerprint}, which this store does not know")]
     UnknownDefinition { order_id: String, fingerprint: String },
+    #[error("the record of {order_id} would be {bytes} bytes, over the limit of {MAX_RECORD_BYTES}")]
+    RecordTooLarge { order_id: String, bytes: usize },
+    #[error(transparent)]
+    Durability(#[from] sagaflow_runtime::db::DbError),
+}
+
+impl StoreError {
+    /// True when the store itself failed, and the process must stop; the other errors concern
+    /// one saga and are answered or dead-lettered.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Sled(_) | Self::Durability(_))
+    }
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -45,78 +61,49 @@ impl From<TransactionError<StoreError>> for StoreError {
     }
 }
 
-/// A saga to create.
-#[derive(Debug, Clone)]
-pub struct NewSaga {
-    pub order_id: OrderId,
-    /// `Err(why)` for an order that arrived invalid: its saga is created and ends at once.
-    pub order: Result<Order, String>,
-    pub body_hash: String,
-}
+pub type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-#[derive(Debug)]
-pub enum Placed {
-    Created(SagaRecord),
-    /// The same order was placed before: nothing new starts.
-    Existing(SagaRecord),
-    /// The order id is taken by a different order.
-    Conflict(SagaRecord),
-}
-
-/// An input for an existing saga, before it is resolved against the saga's definition.
-#[derive(Debug, Clone)]
-pub enum Incoming {
-    Reply(ReplyMessage),
-    Timer { timer: Timer, key: Vec<u8> },
-    Cancel { reason: String },
-    Retry,
-}
-
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // Short-lived and moved once; boxing would only add an allocation.
-pub enum Applied {
-    UnknownSaga,
-    /// The input was recorded; `ignored` says why if it moved nothing.
-    Recorded {
-        record: SagaRecord,
-        ignored: Option<Ignored>,
-        effects: Vec<Effect>,
-        /// For an accepted reply: how long after its command was sent it came.
-        reply_waited_ms: Option<u64>,
-    },
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
 }
 
 pub struct Store {
-    db: sled::Db,
+    db: Arc<Db>,
     sagas: sled::Tree,
+    history: sled::Tree,
     timers: sled::Tree,
     by_state: sled::Tree,
     by_created: sled::Tree,
     meta: sled::Tree,
     outbox: Arc<Outbox>,
-    topology: Topology,
     /// The definition new sagas start with.
     current: Arc<SagaDefinition>,
     /// Every definition a stored saga may run under, by fingerprint.
     definitions: RwLock<HashMap<String, Arc<SagaDefinition>>>,
+    /// The largest record written since start, for `/metrics` and the bench.
+    largest_record: std::sync::atomic::AtomicUsize,
 }
 
-type Trees<'a> = (
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-    &'a TransactionalTree,
-);
+/// What the indexes hold for a saga before it moves: its state and its armed timer.
+#[derive(Debug, Clone, Copy)]
+pub struct Indexed {
+    pub status: Status,
+    pub timer: Option<(Timer, Timestamp)>,
+}
+
+impl Indexed {
+    pub fn of(record: &SagaRecord) -> Self {
+        Self { status: record.saga.status(), timer: record.saga.timer() }
+    }
+}
 
 impl Store {
     /// Opens (or creates) the store. Opening reads no saga: recovery is the timer index and the
     /// outbox, both already on disk, so start-up time does not grow with the number of sagas.
-    pub fn open(path: &Path, topology: Topology, definition: SagaDefinition) -> Result<Self, StoreError> {
-        let db = sagaflow_runtime::open_db(path)?;
-        let outbox = Outbox::open(&db)?;
-        let meta = db.open_tree("meta")?;
+    pub fn open(db: Arc<Db>, definition: SagaDefinition) -> Result<Self, StoreError> {
+        let sled = db.sled();
+        let outbox = Outbox::open(sled)?;
+        let meta = sled.open_tree("meta")?;
         let mut definitions = HashMap::new();
         for entry in meta.scan_prefix(b"definition:") {
             let (key, value) = entry?;
@@ -135,20 +122,21 @@ impl Store {
         let current = Arc::new(definition);
         definitions.insert(fingerprint, current.clone());
         Ok(Self {
-            sagas: db.open_tree("sagas")?,
-            timers: db.open_tree("timers")?,
-            by_state: db.open_tree("by_state")?,
-            by_created: db.open_tree("by_created")?,
+            sagas: sled.open_tree("sagas")?,
+            history: sled.open_tree("history")?,
+            timers: sled.open_tree("timers")?,
+            by_state: sled.open_tree("by_state")?,
+            by_created: sled.open_tree("by_created")?,
             meta,
-            db,
             outbox,
-            topology,
             current,
             definitions: RwLock::new(definitions),
+            largest_record: Default::default(),
+            db,
         })
     }
 
-    pub fn db(&self) -> &sled::Db {
+    pub fn db(&self) -> &Arc<Db> {
         &self.db
     }
 
@@ -156,170 +144,62 @@ impl Store {
         &self.outbox
     }
 
+    /// The definition new sagas start with.
+    pub fn current_definition(&self) -> Arc<SagaDefinition> {
+        self.current.clone()
+    }
+
     pub fn definition(&self, fingerprint: &str) -> Option<Arc<SagaDefinition>> {
         self.definitions.read().unwrap_or_else(|p| p.into_inner()).get(fingerprint).cloned()
     }
 
-    /// Creates a saga and starts it, or finds the one placed before with this order id.
-    pub fn place(&self, new: NewSaga, now: u64) -> Result<Placed, StoreError> {
-        let definition = self.current.clone();
-        let fingerprint = definition.fingerprint();
-        let placed = self.transaction(|trees| {
-            let (sagas, _, _, _, by_created, _) = trees;
-            if let Some(bytes) = sagas.get(new.order_id.as_str())? {
-                let existing = decode(new.order_id.as_str(), &bytes)?;
-                return Ok(if existing.body_hash == new.body_hash {
-                    Placed::Existing(existing)
-                } else {
-                    Placed::Conflict(existing)
-                });
-            }
-            let seq = by_created.generate_id()?;
-            let seed = seed_of(new.order_id.as_str(), seq);
-            let mut record = SagaRecord {
-                order_id: new.order_id.clone(),
-                saga: Saga::new(new.order_id.as_str(), &definition, seed),
-                order: new.order.clone().ok(),
-                invalid: new.order.clone().err(),
-                definition: fingerprint.clone(),
-                body_hash: new.body_hash.clone(),
-                created_at: now,
-                created_seq: seq,
-                finished_at: None,
-                trace_id: sagaflow_runtime::telemetry::new_trace_id(),
-                payment_id: None,
-                command_sent_at: now,
-            };
-            let input = if record.order.is_some() {
-                Input::Start
-            } else {
-                Input::Cancel { reason: sagaflow_events::order::INVALID_ORDER_REASON.into() }
-            };
-            let effects = record.saga.apply(&definition, input, Timestamp(now));
-            by_created.insert(&seq.to_be_bytes(), new.order_id.as_str())?;
-            self.persist(trees, &definition, &mut record, None, None, &effects, now)?;
-            Ok(Placed::Created(record))
-        })?;
-        Ok(placed)
-    }
-
-    /// Applies one input to an existing saga.
-    pub fn apply(&self, order_id: &str, incoming: &Incoming, now: u64) -> Result<Applied, StoreError> {
-        self.transaction(|trees| {
-            let (sagas, _, timers, _, _, _) = trees;
-            let Some(bytes) = sagas.get(order_id)? else {
-                // A stale timer of a saga that is gone must not fire for ever.
-                if let Incoming::Timer { key, .. } = incoming {
-                    timers.remove(key.as_slice())?;
-                }
-                return Ok(Applied::UnknownSaga);
-            };
-            let mut record = decode(order_id, &bytes)?;
-            let definition = self.definition(&record.definition).ok_or_else(|| {
-                abort(StoreError::UnknownDefinition {
-                    order_id: order_id.to_owned(),
-                    fingerprint: record.definition.clone(),
-                })
-            })?;
-            let before = (record.saga.status, record.saga.timer);
-            let input = match incoming {
-                Incoming::Reply(reply) => {
-                    if let (Some(id), ReplyOutcome::Succeeded) = (&reply.payment_id, &reply.outcome) {
-                        record.payment_id.get_or_insert_with(|| id.clone());
-                    }
-                    core_reply(&definition, reply)
-                }
-                Incoming::Timer { timer, .. } => Input::TimerFired { timer: *timer },
-                Incoming::Cancel { reason } => Input::Cancel { reason: reason.clone() },
-                Incoming::Retry => Input::Retry,
-            };
-            let effects = record.saga.apply(&definition, input, Timestamp(now));
-            let ignored = record.saga.history.last().and_then(|h| h.ignored);
-            let reply_waited_ms = match incoming {
-                Incoming::Reply(_) if ignored.is_none() => Some(now.saturating_sub(record.command_sent_at)),
-                _ => None,
-            };
-            let fired = match incoming {
-                Incoming::Timer { key, .. } => Some(key.as_slice()),
-                _ => None,
-            };
-            self.persist(trees, &definition, &mut record, Some(before), fired, &effects, now)?;
-            Ok(Applied::Recorded { record, ignored, effects, reply_waited_ms })
+    /// The definition a stored saga runs under.
+    pub fn definition_of(&self, record: &SagaRecord) -> Result<Arc<SagaDefinition>, StoreError> {
+        self.definition(&record.definition).ok_or_else(|| StoreError::UnknownDefinition {
+            order_id: record.order_id.to_string(),
+            fingerprint: record.definition.clone(),
         })
     }
 
-    /// Writes a saga after a transition, with everything that must change with it.
-    #[allow(clippy::too_many_arguments)]
-    fn persist(
-        &self,
-        trees: Trees<'_>,
-        definition: &SagaDefinition,
-        record: &mut SagaRecord,
-        before: Option<(Status, Option<(Timer, Timestamp)>)>,
-        fired_timer: Option<&[u8]>,
-        effects: &[Effect],
-        now: u64,
-    ) -> Result<(), ConflictableTransactionError<StoreError>> {
-        let (sagas, outbox, timers, by_state, _, meta) = trees;
-        let id = record.order_id.as_str();
-        let (old_status, old_timer) = match before {
-            Some((s, t)) => (Some(s), t),
-            None => (None, None),
-        };
-
-        // The timer index holds exactly the saga's one armed timer.
-        if let Some(key) = fired_timer {
-            timers.remove(key)?;
-        }
-        if old_timer != record.saga.timer {
-            if let Some((_, at)) = old_timer {
-                timers.remove(timer_key(at.0, id))?;
-            }
-            if let Some((timer, at)) = record.saga.timer {
-                timers.insert(timer_key(at.0, id), serde_json::to_vec(&timer).expect("serialises"))?;
-            }
-        }
-
-        let status = record.saga.status;
-        if old_status != Some(status) {
-            if let Some(old) = old_status {
-                by_state.remove(&state_key(old, record.created_seq))?;
-                add_count(meta, old, -1)?;
-            }
-            by_state.insert(&state_key(status, record.created_seq), id)?;
-            add_count(meta, status, 1)?;
-            if status.is_terminal() {
-                record.finished_at = Some(now);
-            }
-        }
-        if effects.iter().any(|e| matches!(e, Effect::Send { .. })) {
-            record.command_sent_at = now;
-        }
-
-        for message in outgoing::messages(&self.topology, definition, record, effects) {
-            self.outbox.stage(outbox, &message)?;
-        }
-        sagas.insert(id, serde_json::to_vec(record).expect("records serialise"))?;
-        Ok(())
+    /// The largest record written since start, in bytes.
+    pub fn largest_record(&self) -> usize {
+        self.largest_record.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn transaction<T>(
-        &self,
-        f: impl Fn(Trees<'_>) -> Result<T, ConflictableTransactionError<StoreError>>,
-    ) -> Result<T, StoreError> {
-        let trees =
-            (&self.sagas, self.outbox.tree(), &self.timers, &self.by_state, &self.by_created, &self.meta);
-        Ok(trees.transaction(|(a, b, c, d, e, g)| f((a, b, c, d, e, g)))?)
+    /// Runs `f` as one transaction over every tree.
+    pub fn transaction<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+        let trees = (
+            &self.sagas,
+            &self.history,
+            &self.timers,
+            &self.by_state,
+            &self.by_created,
+            &self.meta,
+            self.outbox.tree(),
+        );
+        Ok(trees.transaction(|(sagas, history, timers, by_state, by_created, meta, outbox)| {
+            f(&Tx { sagas, history, timers, by_state, by_created, meta, outbox, store: self })
+        })?)
     }
 
     pub fn get(&self, order_id: &str) -> Result<Option<SagaRecord>, StoreError> {
-        match self.sagas.get(order_id)? {
-            Some(bytes) => Ok(Some(decode(order_id, &bytes).map_err(|e| match e {
-                ConflictableTransactionError::Abort(e) => e,
-                other => StoreError::Corrupt { key: order_id.into(), error: format!("{other:?}") },
-            })?)),
-            None => Ok(None),
+        self.sagas.get(order_id)?.map(|bytes| decode(order_id, &bytes)).transpose()
+    }
+
+    /// The saga's history, oldest first; at most the last `limit` entries.
+    pub fn history(&self, record: &SagaRecord, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        let prefix = record.created_seq.to_be_bytes();
+        let mut entries = Vec::new();
+        for entry in self.history.scan_prefix(prefix).rev().take(limit) {
+            let (key, value) = entry?;
+            let entry: HistoryEntry = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+                key: format!("history of {} #{:?}", record.order_id, &key[8..]),
+                error: e.to_string(),
+            })?;
+            entries.push(entry);
         }
+        entries.reverse();
+        Ok(entries)
     }
 
     /// A page of sagas, newest first, optionally of one state, starting after the cursor
@@ -360,6 +240,29 @@ impl Store {
         Ok((page, next))
     }
 
+    /// Order ids of up to `limit` finished sagas (completed or compensated) that finished at or
+    /// before `cutoff`, oldest first by creation. The scan of a state stops at the first one
+    /// not old enough, so a sweep costs what it removes, not what the store holds.
+    pub fn finished_before(&self, cutoff: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut candidates = Vec::new();
+        for status in [Status::Completed, Status::Compensated] {
+            let range = state_key(status, 0).to_vec()..vec![status_code(status) + 1];
+            for entry in self.by_state.range(range) {
+                if candidates.len() >= limit {
+                    break;
+                }
+                let (_, id) = entry?;
+                let id = String::from_utf8_lossy(&id).into_owned();
+                match self.get(&id)? {
+                    Some(r) if r.finished_at.is_some_and(|at| at <= cutoff) => candidates.push(id),
+                    Some(_) => break,
+                    None => {}
+                }
+            }
+        }
+        Ok(candidates)
+    }
+
     /// Armed timers due at or before `now`: (index key, order id, timer).
     pub fn due_timers(&self, now: u64, limit: usize) -> Result<Vec<(Vec<u8>, String, Timer)>, StoreError> {
         let mut due = Vec::new();
@@ -396,35 +299,138 @@ impl Store {
     }
 }
 
-/// Turns a participant's reply into the core's input, finding the step by name in the saga's
-/// own definition. An unknown step name becomes an index the core ignores as unknown.
-fn core_reply(definition: &SagaDefinition, reply: &ReplyMessage) -> Input {
-    let step = definition.index_of(&reply.step).unwrap_or(u32::MAX);
-    let phase = match reply.phase {
-        sagaflow_events::Phase::Action => sagaflow_saga::Phase::Action,
-        sagaflow_events::Phase::Compensation => sagaflow_saga::Phase::Compensation,
-    };
-    let outcome = match &reply.outcome {
-        ReplyOutcome::Succeeded => Outcome::Success,
-        ReplyOutcome::Failed { reason } => Outcome::Failure { reason: reason.clone() },
-        ReplyOutcome::Transient { reason } => Outcome::Transient { reason: reason.clone() },
-    };
-    Input::Reply { step, phase, attempt: reply.attempt, outcome }
+/// One transaction over every tree of the store.
+pub struct Tx<'a> {
+    sagas: &'a TransactionalTree,
+    history: &'a TransactionalTree,
+    timers: &'a TransactionalTree,
+    by_state: &'a TransactionalTree,
+    by_created: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
+    store: &'a Store,
 }
 
-fn decode(key: &str, bytes: &[u8]) -> Result<SagaRecord, ConflictableTransactionError<StoreError>> {
+impl Tx<'_> {
+    pub fn record(&self, order_id: &str) -> TxResult<Option<SagaRecord>> {
+        self.sagas.get(order_id)?.map(|bytes| decode(order_id, &bytes).map_err(abort)).transpose()
+    }
+
+    /// A new creation sequence: the listing order, and the name of the saga's history keys.
+    pub fn next_seq(&self) -> TxResult<u64> {
+        Ok(self.by_created.generate_id()?)
+    }
+
+    /// Writes a saga that did not exist, with its indexes.
+    pub fn create(&self, record: &SagaRecord) -> TxResult<()> {
+        self.by_created.insert(&record.created_seq.to_be_bytes(), record.order_id.as_str())?;
+        self.write(None, record)
+    }
+
+    /// Writes a saga after it moved from `before`, with every index that follows its state and
+    /// its timer. `fired` is the timer index key of a timer that just fired, if one did.
+    pub fn update(&self, before: Indexed, record: &SagaRecord, fired: Option<&[u8]>) -> TxResult<()> {
+        if let Some(key) = fired {
+            self.timers.remove(key)?;
+        }
+        self.write(Some(before), record)
+    }
+
+    fn write(&self, before: Option<Indexed>, record: &SagaRecord) -> TxResult<()> {
+        let id = record.order_id.as_str();
+        let (old_status, old_timer) = match before {
+            Some(b) => (Some(b.status), b.timer),
+            None => (None, None),
+        };
+        // The timer index holds exactly the saga's one armed timer.
+        let timer = record.saga.timer();
+        if old_timer != timer {
+            if let Some((_, at)) = old_timer {
+                self.timers.remove(timer_key(at.0, id))?;
+            }
+            if let Some((timer, at)) = timer {
+                self.timers.insert(timer_key(at.0, id), serde_json::to_vec(&timer).expect("serialises"))?;
+            }
+        }
+        let status = record.saga.status();
+        if old_status != Some(status) {
+            if let Some(old) = old_status {
+                self.by_state.remove(&state_key(old, record.created_seq))?;
+                self.add_count(old, -1)?;
+            }
+            self.by_state.insert(&state_key(status, record.created_seq), id)?;
+            self.add_count(status, 1)?;
+        }
+        let bytes = record.encode();
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(abort(StoreError::RecordTooLarge { order_id: id.to_owned(), bytes: bytes.len() }));
+        }
+        self.store.largest_record.fetch_max(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+        self.sagas.insert(id, bytes)?;
+        Ok(())
+    }
+
+    /// Appends an entry to the saga's history and counts it in the record (which the caller
+    /// writes in the same transaction).
+    pub fn append_history(&self, record: &mut SagaRecord, entry: &HistoryEntry) -> TxResult<()> {
+        let key = history_key(record.created_seq, record.history_len);
+        self.history.insert(key.to_vec(), serde_json::to_vec(entry).expect("serialises"))?;
+        record.history_len = record.history_len.saturating_add(1);
+        Ok(())
+    }
+
+    /// Removes a saga with its history and indexes.
+    pub fn remove(&self, record: &SagaRecord) -> TxResult<()> {
+        let id = record.order_id.as_str();
+        let status = record.saga.status();
+        self.sagas.remove(id)?;
+        self.by_state.remove(&state_key(status, record.created_seq))?;
+        self.by_created.remove(&record.created_seq.to_be_bytes())?;
+        if let Some((_, at)) = record.saga.timer() {
+            self.timers.remove(timer_key(at.0, id))?;
+        }
+        for index in 0..record.history_len {
+            self.history.remove(history_key(record.created_seq, index).to_vec())?;
+        }
+        self.add_count(status, -1)
+    }
+
+    /// Forgets a timer index entry whose saga is gone.
+    pub fn forget_timer(&self, key: &[u8]) -> TxResult<()> {
+        self.timers.remove(key)?;
+        Ok(())
+    }
+
+    /// Stages a message in the outbox.
+    pub fn stage(&self, message: &Message) -> TxResult<()> {
+        self.store.outbox.stage(self.outbox, message)?;
+        Ok(())
+    }
+
+    fn add_count(&self, status: Status, delta: i64) -> TxResult<()> {
+        let key = count_key(status);
+        let current = self.meta.get(key.as_bytes())?.map(|v| decode_i64(&v)).unwrap_or(0);
+        self.meta.insert(key.as_bytes(), &(current + delta).to_be_bytes())?;
+        Ok(())
+    }
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<SagaRecord, StoreError> {
     serde_json::from_slice(bytes)
-        .map_err(|e| abort(StoreError::Corrupt { key: key.to_owned(), error: e.to_string() }))
-}
-
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
+        .map_err(|e| StoreError::Corrupt { key: key.to_owned(), error: e.to_string() })
 }
 
 fn timer_key(due: u64, order_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(8 + order_id.len());
     key.extend_from_slice(&due.to_be_bytes());
     key.extend_from_slice(order_id.as_bytes());
+    key
+}
+
+fn history_key(seq: u64, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&seq.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
     key
 }
 
@@ -450,138 +456,60 @@ fn count_key(status: Status) -> String {
     format!("count:{status}")
 }
 
-fn add_count(
-    meta: &TransactionalTree,
-    status: Status,
-    delta: i64,
-) -> Result<(), ConflictableTransactionError<StoreError>> {
-    let key = count_key(status);
-    let current = meta.get(key.as_bytes())?.map(|v| decode_i64(&v)).unwrap_or(0);
-    meta.insert(key.as_bytes(), &(current + delta).to_be_bytes())?;
-    Ok(())
-}
-
 fn decode_i64(bytes: &[u8]) -> i64 {
     bytes.try_into().map(i64::from_be_bytes).unwrap_or(0)
 }
 
-/// The saga's jitter seed: fixed at creation and stored, so replay reproduces every timer.
-fn seed_of(order_id: &str, seq: u64) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ seq;
-    for byte in order_id.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
+/// Bench and tooling only: stores full of finished sagas.
 impl Store {
-    /// Stages one message on its own, such as a dead letter.
-    pub fn stage_alone(&self, message: &sagaflow_runtime::outbox::OutboxMessage) -> Result<(), StoreError> {
-        self.outbox
-            .tree()
-            .transaction(|tx| {
-                self.outbox.stage(tx, message)?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(StoreError::from)
-    }
-}
-
-/// Retention: finished sagas leave the store once old enough, so that its size follows the
-/// work in flight and the retention window, not the whole history.
-impl Store {
-    /// Removes up to `limit` finished sagas (completed or compensated) that finished at or
-    /// before `cutoff` (ms since the epoch). Stuck sagas stay: they wait for an operator.
-    /// Sagas are visited oldest first by creation; the sweep of a state stops at the first
-    /// one not old enough, so a sweep costs what it removes, not what the store holds.
-    pub fn remove_finished(&self, cutoff: u64, limit: usize) -> Result<usize, StoreError> {
-        let mut candidates = Vec::new();
-        for status in [Status::Completed, Status::Compensated] {
-            let range = state_key(status, 0).to_vec()..vec![status_code(status) + 1];
-            for entry in self.by_state.range(range) {
-                if candidates.len() >= limit {
-                    break;
-                }
-                let (_, id) = entry?;
-                let id = String::from_utf8_lossy(&id).into_owned();
-                match self.get(&id)? {
-                    Some(r) if r.finished_at.is_some_and(|at| at <= cutoff) => candidates.push(id),
-                    Some(_) => break,
-                    None => {}
-                }
-            }
-        }
-        if candidates.is_empty() {
-            return Ok(0);
-        }
-        let removed = self.transaction(|trees| {
-            let (sagas, _, _, by_state, by_created, meta) = trees;
-            let mut removed = 0usize;
-            let mut per_status: HashMap<Status, i64> = HashMap::new();
-            for id in &candidates {
-                // Read again inside the transaction: only what is still finished and old goes.
-                let Some(bytes) = sagas.get(id.as_str())? else { continue };
-                let record = decode(id, &bytes)?;
-                let status = record.saga.status;
-                let old = record.finished_at.is_some_and(|at| at <= cutoff);
-                if !old || !matches!(status, Status::Completed | Status::Compensated) {
-                    continue;
-                }
-                sagas.remove(id.as_str())?;
-                by_state.remove(&state_key(status, record.created_seq))?;
-                by_created.remove(&record.created_seq.to_be_bytes())?;
-                *per_status.entry(status).or_default() -= 1;
-                removed += 1;
-            }
-            for (status, delta) in &per_status {
-                add_count(meta, *status, *delta)?;
-            }
-            Ok(removed)
-        })?;
-        Ok(removed)
-    }
-
-    /// Bench and tooling only: writes `count` copies of a finished saga under new order ids, as
-    /// if that many orders had run. Much faster than running them, and the same bytes on disk.
+    /// Writes `count` copies of a finished saga under new order ids, as if that many orders had
+    /// run. Much faster than running them, and the same bytes on disk.
     pub fn import_finished(
         &self,
         template: &SagaRecord,
-        ids: impl Iterator<Item = OrderId>,
+        template_history: &[HistoryEntry],
+        ids: impl Iterator<Item = sagaflow_events::OrderId>,
     ) -> Result<usize, StoreError> {
-        assert!(template.saga.status.is_terminal(), "the template must be a finished saga");
-        let status = template.saga.status;
+        assert!(template.saga.is_terminal(), "the template must be a finished saga");
+        let status = template.saga.status();
         let mut imported = 0i64;
-        let mut sagas = sled::Batch::default();
-        let mut by_state = sled::Batch::default();
-        let mut by_created = sled::Batch::default();
-        let write = |sagas: &mut sled::Batch, by_state: &mut sled::Batch, by_created: &mut sled::Batch| {
-            self.sagas.apply_batch(std::mem::take(sagas))?;
-            self.by_state.apply_batch(std::mem::take(by_state))?;
-            self.by_created.apply_batch(std::mem::take(by_created))
+        let mut batches: [sled::Batch; 4] = Default::default();
+        let write = |batches: &mut [sled::Batch; 4]| -> Result<(), StoreError> {
+            let [sagas, history, by_state, by_created] = std::mem::take(batches);
+            self.sagas.apply_batch(sagas)?;
+            self.history.apply_batch(history)?;
+            self.by_state.apply_batch(by_state)?;
+            self.by_created.apply_batch(by_created)?;
+            Ok(())
         };
+        let history: Vec<Vec<u8>> =
+            template_history.iter().map(|h| serde_json::to_vec(h).expect("serialises")).collect();
         for order_id in ids {
-            let seq = self.db.generate_id()?;
+            let seq = self.db.sled().generate_id()?;
             let mut record = template.clone();
             record.order_id = order_id.clone();
-            record.saga.id = order_id.to_string();
+            record.saga_id = sagaflow_events::SagaId::generate();
             record.created_seq = seq;
             if let Some(order) = record.order.as_mut() {
                 order.order_id = order_id.clone();
             }
-            sagas.insert(order_id.as_str(), serde_json::to_vec(&record).expect("records serialise"));
+            let [sagas, history_batch, by_state, by_created] = &mut batches;
+            sagas.insert(order_id.as_str(), record.encode());
+            for (i, entry) in history.iter().enumerate() {
+                history_batch.insert(history_key(seq, i as u32).to_vec(), entry.clone());
+            }
             by_state.insert(&state_key(status, seq), order_id.as_str());
             by_created.insert(&seq.to_be_bytes(), order_id.as_str());
             imported += 1;
             if imported % 10_000 == 0 {
-                write(&mut sagas, &mut by_state, &mut by_created)?;
+                write(&mut batches)?;
             }
         }
-        write(&mut sagas, &mut by_state, &mut by_created)?;
+        write(&mut batches)?;
         let key = count_key(status);
         let current = self.meta.get(key.as_bytes())?.map(|v| decode_i64(&v)).unwrap_or(0);
         self.meta.insert(key.as_bytes(), &(current + imported).to_be_bytes())?;
-        self.db.flush()?;
+        self.db.make_durable()?;
         Ok(imported as usize)
     }
 }

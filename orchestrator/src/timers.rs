@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sagaflow_runtime::now_millis;
+use sagaflow_runtime::pipeline::Input;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +26,7 @@ const IN_FLIGHT_POLL: Duration = Duration::from_millis(20);
 
 pub async fn run(
     store: Arc<Store>,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Input<Job>>,
     in_flight: TimersInFlight,
     wake: Arc<Notify>,
     mut connected: watch::Receiver<bool>,
@@ -49,7 +50,7 @@ pub async fn run(
             Ok(due) => {
                 for (key, order_id, timer) in due {
                     let fresh = in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
-                    if fresh && jobs.send(Job::Timer { order_id, key, timer }).await.is_err() {
+                    if fresh && jobs.send(Input::Job(Job::Timer { order_id, key, timer })).await.is_err() {
                         return;
                     }
                 }

@@ -146,6 +146,25 @@ impl Render {
         self
     }
 
+    /// What every process's bus and outbox report, under the same names everywhere.
+    pub fn transport(&mut self, bus: &crate::bus::BusMetrics, outbox: &crate::outbox::Outbox) -> &mut Self {
+        self.counter("sagaflow_deliveries_total", "Messages received.", &bus.deliveries)
+            .counter("sagaflow_redeliveries_total", "Messages the broker delivered again.", &bus.redeliveries)
+            .counter("sagaflow_bus_connects_total", "Connections made to the broker.", &bus.connects)
+            .counter(
+                "sagaflow_published_total",
+                "Messages published and confirmed.",
+                &outbox.metrics.published,
+            )
+            .gauge("sagaflow_outbox_depth", "Messages waiting in the outbox.", outbox.depth() as i64)
+            .counter(
+                "sagaflow_outbox_parked_total",
+                "Messages the broker kept refusing, set aside (see /outbox/parked).",
+                &outbox.metrics.parked,
+            )
+            .gauge("sagaflow_outbox_parked", "Messages set aside now.", outbox.parked_count() as i64)
+    }
+
     pub fn finish(&mut self) -> String {
         std::mem::take(&mut self.0)
     }

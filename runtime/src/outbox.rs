@@ -1,111 +1,60 @@
-//! The transactional outbox and its relay.
+//! The transactional outbox: messages that a state change must send are written in the same
+//! sled transaction as the change, so both happen or neither does. The relay
+//! ([`crate::bus::relay`]) publishes what the outbox holds and removes an entry once the broker
+//! confirmed it.
 //!
-//! A message that a state change must send is written into the `outbox` tree in the same sled
-//! transaction as the state change, so both happen or neither does. The relay publishes what the
-//! outbox holds with publisher confirms and removes an entry only once the broker confirmed it.
-//!
-//! Two rules keep this exact:
-//! - **Publish only what is durable.** An entry is published only after the flush that made it
-//!   durable ([`Outbox::mark_durable`]); otherwise a crash could lose the state change while its
-//!   command was already out (a charge for an order nobody remembers).
+//! Three rules keep this exact:
+//! - **Publish only what is durable.** An entry is released to the relay only after the flush
+//!   that made it durable ([`Outbox::mark_durable`]); otherwise a crash could lose the state
+//!   change while its command was already out (a charge for an order nobody remembers).
 //! - **Publish again after any doubt.** After a reconnect or a restart the relay starts from the
 //!   oldest entry; receivers deduplicate.
+//! - **Never retry for ever what the broker refuses.** An entry the broker keeps refusing (it
+//!   closes the channel, or nacks it) is moved to the `parked` tree with the reason, counted,
+//!   and shown at `GET /outbox/parked`; everything behind it flows on.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::watch;
 
+use crate::bus::message::Message;
 use crate::metrics::Counter;
 
-/// A message waiting to be published.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OutboxMessage {
-    pub exchange: String,
-    pub routing_key: String,
-    /// Unique per message; receivers may deduplicate on it.
-    pub message_id: String,
-    /// The order id, so one order can be followed across processes.
-    pub correlation_id: String,
-    /// The AMQP `type` property: the command, reply or event name.
-    pub kind: String,
-    pub traceparent: Option<String>,
-    /// Extra headers, such as the reason of a dead-lettered message.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub headers: Vec<(String, String)>,
-    /// The JSON body.
-    pub body: String,
-}
-
-impl OutboxMessage {
-    /// A new message with a fresh message id.
-    pub fn new(
-        exchange: String,
-        routing_key: String,
-        correlation_id: String,
-        kind: &str,
-        body: String,
-    ) -> Self {
-        Self {
-            exchange,
-            routing_key,
-            message_id: uuid::Uuid::now_v7().to_string(),
-            correlation_id,
-            kind: kind.to_owned(),
-            traceparent: None,
-            headers: Vec::new(),
-            body,
-        }
-    }
-
-    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
-        self.traceparent = traceparent;
-        self
-    }
-
-    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.headers.push((name.to_owned(), value.into()));
-        self
-    }
-
-    fn properties(&self) -> BasicProperties {
-        let mut headers = FieldTable::default();
-        if let Some(tp) = &self.traceparent {
-            headers.insert(
-                ShortString::from(sagaflow_events::headers::TRACEPARENT),
-                AMQPValue::LongString(LongString::from(tp.as_str())),
-            );
-        }
-        for (k, v) in &self.headers {
-            headers
-                .insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_str())));
-        }
-        BasicProperties::default()
-            .with_delivery_mode(2) // persistent
-            .with_content_type("application/json".into())
-            .with_message_id(self.message_id.as_str().into())
-            .with_correlation_id(self.correlation_id.as_str().into())
-            .with_type(self.kind.as_str().into())
-            .with_timestamp(crate::now_millis() / 1000)
-            .with_headers(headers)
-    }
-}
-
-/// The outbox of one process: a sled tree keyed by a monotonic id, plus the durable watermark.
+/// The outbox of one process: a sled tree keyed by a monotonic id, the durable watermark, and
+/// the entries set aside.
 pub struct Outbox {
     tree: sled::Tree,
+    /// Entries the broker refused for good, with why: id -> [`ParkedEntry`].
+    parked: sled::Tree,
     /// The highest id written by a committed transaction so far.
     staged: AtomicU64,
     /// The highest id known to be on disk: the relay publishes up to here and no further.
     durable: watch::Sender<u64>,
+    pub metrics: OutboxMetrics,
+}
+
+#[derive(Debug, Default)]
+pub struct OutboxMetrics {
+    /// Messages published and confirmed by the broker.
     pub published: Counter,
+    /// Messages moved aside because the broker kept refusing them.
+    pub parked: Counter,
+}
+
+/// An entry the broker refused, kept for an operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedEntry {
+    /// Why it was set aside: the broker's last refusal.
+    pub reason: String,
+    /// When (ms since the epoch).
+    pub parked_at: u64,
+    /// The message as it would have gone out, in [`Message::encode`] form.
+    #[serde(with = "hex_bytes")]
+    pub message: Vec<u8>,
 }
 
 impl Outbox {
@@ -113,9 +62,16 @@ impl Outbox {
     /// durable and will be published again: that is the outbox's part of crash recovery.
     pub fn open(db: &sled::Db) -> sled::Result<Arc<Self>> {
         let tree = db.open_tree("outbox")?;
+        let parked = db.open_tree("outbox.parked")?;
         let last = tree.last()?.map(|(k, _)| key_id(&k)).unwrap_or(0);
         let (durable, _) = watch::channel(last);
-        Ok(Arc::new(Self { tree, staged: AtomicU64::new(last), durable, published: Counter::default() }))
+        Ok(Arc::new(Self {
+            tree,
+            parked,
+            staged: AtomicU64::new(last),
+            durable,
+            metrics: OutboxMetrics::default(),
+        }))
     }
 
     pub fn tree(&self) -> &sled::Tree {
@@ -126,16 +82,29 @@ impl Outbox {
     pub fn stage(
         &self,
         tx: &TransactionalTree,
-        message: &OutboxMessage,
+        message: &Message,
     ) -> Result<(), UnabortableTransactionError> {
         // Ids start at 1: the watermark starts at 0 meaning "nothing yet", and an entry with
         // id 0 would never move it, so the relay would not wake for it.
         let id = tx.generate_id()? + 1;
-        let bytes = serde_json::to_vec(message).expect("an outbox message always serialises");
-        tx.insert(&id.to_be_bytes(), bytes)?;
+        tx.insert(&id.to_be_bytes(), message.encode())?;
         // A transaction may run its closure again; fetch_max keeps this right either way.
         self.staged.fetch_max(id, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Stages one message in a transaction of its own, such as a dead letter.
+    pub fn stage_alone(&self, message: &Message) -> sled::Result<()> {
+        use sled::transaction::TransactionError;
+        self.tree
+            .transaction(|tx| {
+                self.stage(tx, message)?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => e,
+                TransactionError::Abort(never) => match never {},
+            })
     }
 
     /// The highest id staged so far. Take it *before* a flush and pass it to
@@ -154,91 +123,91 @@ impl Outbox {
         });
     }
 
+    /// The durable watermark, for the relay.
+    pub fn watch_durable(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
     /// Messages waiting to be published.
     pub fn depth(&self) -> usize {
         self.tree.len()
     }
 
-    /// Publishes durable entries with confirms until the channel fails (then returns the error,
-    /// and the bus reconnects) or the outbox is dropped.
-    ///
-    /// A sliding window: up to `window` messages await their confirms while newer durable
-    /// entries keep going out. (Waiting for a whole batch's confirms before publishing the next
-    /// batch put a quorum queue's confirm latency on every hop of every saga.) An entry leaves
-    /// the outbox only when the broker has confirmed it.
-    pub async fn relay(self: &Arc<Self>, channel: &Channel, window: usize) -> Result<(), lapin::Error> {
-        let window = window.max(1);
-        let mut durable = self.durable.subscribe();
-        let mut in_flight: VecDeque<(u64, PublisherConfirm)> = VecDeque::with_capacity(window);
-        let mut next: u64 = 0;
-        loop {
-            let upto = *durable.borrow_and_update();
-            let room = window - in_flight.len();
-            if room > 0 && next <= upto {
-                let batch = self.read(next, upto, room);
-                if let Some(&(last, _)) = batch.last() {
-                    for (id, message) in &batch {
-                        let confirm = channel
-                            .basic_publish(
-                                message.exchange.as_str().into(),
-                                message.routing_key.as_str().into(),
-                                BasicPublishOptions::default(),
-                                message.body.as_bytes(),
-                                message.properties(),
-                            )
-                            .await?;
-                        in_flight.push_back((*id, confirm));
-                    }
-                    next = last + 1;
-                    continue;
-                }
+    /// Up to `limit` entries with ids in `from..=upto`. An entry that cannot be read (only a
+    /// bug writes one) is parked at once rather than skipped for ever.
+    pub fn read(&self, from: u64, upto: u64, limit: usize) -> Vec<(u64, Message)> {
+        let mut out = Vec::new();
+        for entry in self.tree.range(from.to_be_bytes()..=upto.to_be_bytes()) {
+            if out.len() == limit {
+                break;
             }
-            // Nothing to publish now, or the window is full: wait for a confirm or new entries.
-            tokio::select! {
-                confirmation = async { (&mut in_flight.front_mut().expect("not empty").1).await }, if !in_flight.is_empty() => {
-                    let (id, _) = in_flight.pop_front().expect("not empty");
-                    match confirmation? {
-                        Confirmation::Ack(_) | Confirmation::NotRequested => {
-                            // Removing is not flushed: if it is lost in a crash the message goes
-                            // out again, which receivers absorb.
-                            let _ = self.tree.remove(id.to_be_bytes());
-                            self.published.inc();
-                        }
-                        Confirmation::Nack(_) => {
-                            // Publish again from here; what follows goes again too, and
-                            // receivers absorb the duplicates.
-                            tracing::warn!(id, "broker refused a message; it will be published again");
-                            next = next.min(id);
-                        }
-                    }
-                }
-                changed = durable.changed(), if room > 0 => {
-                    if changed.is_err() {
-                        return Ok(());
-                    }
-                }
+            let Ok((k, v)) = entry else { break };
+            let id = key_id(&k);
+            match Message::decode(&v) {
+                Ok(m) => out.push((id, m)),
+                Err(e) => self.park(id, &format!("the outbox entry cannot be read: {e}")),
             }
+        }
+        out
+    }
+
+    /// One entry, if it is still waiting.
+    pub fn get(&self, id: u64) -> Option<Message> {
+        let bytes = self.tree.get(id.to_be_bytes()).ok()??;
+        Message::decode(&bytes).ok()
+    }
+
+    /// The broker confirmed `id`: it leaves the outbox. Not flushed: if the removal is lost in
+    /// a crash the message goes out again, which receivers absorb.
+    pub fn confirmed(&self, id: u64) {
+        if self.tree.remove(id.to_be_bytes()).is_ok() {
+            self.metrics.published.inc();
         }
     }
 
-    /// Up to `limit` entries with ids in `from..=upto`.
-    fn read(&self, from: u64, upto: u64, limit: usize) -> Vec<(u64, OutboxMessage)> {
-        self.tree
-            .range(from.to_be_bytes()..=upto.to_be_bytes())
+    /// Moves `id` aside with `reason`, so that what follows it can flow.
+    pub fn park(&self, id: u64, reason: &str) {
+        use sled::Transactional;
+        let key = id.to_be_bytes();
+        let moved = (&self.tree, &self.parked).transaction(|(tree, parked)| {
+            let Some(message) = tree.remove(&key)? else { return Ok(false) };
+            let entry = ParkedEntry {
+                reason: reason.to_owned(),
+                parked_at: crate::now_millis(),
+                message: message.to_vec(),
+            };
+            parked.insert(&key, serde_json::to_vec(&entry).expect("a parked entry serialises"))?;
+            Ok::<_, sled::transaction::ConflictableTransactionError<()>>(true)
+        });
+        match moved {
+            Ok(true) => {
+                self.metrics.parked.inc();
+                tracing::error!(
+                    id,
+                    reason,
+                    "the broker keeps refusing an outbox entry; parked it, and what follows flows on"
+                );
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(id, error = ?e, "could not park an outbox entry"),
+        }
+    }
+
+    /// Parked entries, oldest first, at most `limit`.
+    pub fn parked(&self, limit: usize) -> Vec<(u64, ParkedEntry)> {
+        self.parked
+            .iter()
             .take(limit)
-            .filter_map(|entry| {
-                let (k, v) = entry.ok()?;
-                let id = key_id(&k);
-                match serde_json::from_slice(&v) {
-                    Ok(m) => Some((id, m)),
-                    Err(e) => {
-                        // Only a bug can write such an entry; keep it for inspection.
-                        tracing::error!(id, error = %e, "outbox entry cannot be read; skipped");
-                        None
-                    }
-                }
+            .filter_map(|e| {
+                let (k, v) = e.ok()?;
+                Some((key_id(&k), serde_json::from_slice(&v).ok()?))
             })
             .collect()
+    }
+
+    /// How many entries are parked.
+    pub fn parked_count(&self) -> usize {
+        self.parked.len()
     }
 }
 
@@ -247,4 +216,55 @@ fn key_id(key: &[u8]) -> u64 {
     let n = key.len().min(8);
     bytes[8 - n..].copy_from_slice(&key[key.len() - n..]);
     u64::from_be_bytes(bytes)
+}
+
+/// Bytes as a hex string in JSON: parked messages are read by people and tools.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push_str(&format!("{b:02x}"));
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        (0..text.len())
+            .step_by(2)
+            .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| serde::de::Error::custom("not hex"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::message::Route;
+
+    #[test]
+    fn a_parked_entry_leaves_the_queue_and_keeps_its_message_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let outbox = Outbox::open(&db).unwrap();
+        let route = Route { exchange: "x".into(), key: String::new() };
+        for body in [b"one".to_vec(), b"two".to_vec(), vec![0xff, 0xfe]] {
+            outbox.stage_alone(&Message::json(route.clone(), "o", "k", body)).unwrap();
+        }
+        let all = outbox.read(0, u64::MAX, 10);
+        assert_eq!(all.len(), 3);
+        outbox.park(all[1].0, "FRAME_ERROR");
+        let left: Vec<Vec<u8>> = outbox.read(0, u64::MAX, 10).into_iter().map(|(_, m)| m.body).collect();
+        assert_eq!(left, [b"one".to_vec(), vec![0xff, 0xfe]]);
+        let parked = outbox.parked(10);
+        assert_eq!(parked.len(), 1);
+        assert_eq!(parked[0].1.reason, "FRAME_ERROR");
+        assert_eq!(Message::decode(&parked[0].1.message).unwrap().body, b"two");
+        let json = serde_json::to_string(&parked[0].1).unwrap();
+        assert_eq!(serde_json::from_str::<ParkedEntry>(&json).unwrap(), parked[0].1);
+        assert_eq!(outbox.metrics.parked.get(), 1);
+    }
 }

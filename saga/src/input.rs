@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{Phase, StepIndex};
 
-/// An input to the state machine. Every input is recorded in the saga's history, whether it
-/// moved the saga or was ignored.
+/// An input to the state machine. The shell records it in the saga's history; one that was
+/// ignored may be recorded or only counted, since it changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Input {

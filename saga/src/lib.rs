@@ -7,7 +7,7 @@
 //!
 //! The parts:
 //! - [`definition`]: a saga definition is data, an ordered list of steps with retry policies.
-//! - [`state`]: the state of one saga, including the history of every input it was given.
+//! - [`state`]: the state of one saga, and the history entries the shell records for it.
 //! - [`input`] and [`effect`]: what goes in and what comes out.
 //! - [`machine`]: [`transition`], the only place where a saga changes.
 //! - [`backoff`]: retry delays with deterministic, seeded jitter.
@@ -26,7 +26,7 @@ pub mod time;
 pub use definition::{Compensation, DefinitionError, RetryPolicy, SagaDefinition, StepDefinition};
 pub use effect::{Command, Effect, SagaEvent};
 pub use input::{Input, Outcome, Timer, TimerKind};
-pub use machine::transition;
+pub use machine::{transition, Applied};
 pub use state::{
     CommandProgress, CommandStatus, HistoryEntry, Ignored, Phase, Saga, Status, StepIndex, StepState,
 };

@@ -1,49 +1,57 @@
 //! The transition function: the only code that changes a saga.
 //!
-//! Reading guide: [`Saga::apply`] records the input in the history and dispatches on it; each
-//! `on_*` method handles one kind of input and returns `Err(Ignored)` when the input must not move
-//! the saga (a duplicate, a stale attempt, a late timer, a cancel past the point of no return).
+//! Reading guide: [`Saga::apply`] dispatches on the input; each `on_*` method handles one kind of
+//! input and returns `Err(Ignored)` when the input must not move the saga (a duplicate, a stale
+//! attempt, a late timer, a cancel past the point of no return). The caller gets the effects and,
+//! for an ignored input, why, and decides what to record: the core keeps no history.
 //! Nothing here can panic: every index is checked, every counter saturates.
 
 use crate::backoff;
 use crate::definition::{RetryPolicy, SagaDefinition};
 use crate::effect::{Command, Effect, SagaEvent};
 use crate::input::{Input, Outcome, Timer, TimerKind};
-use crate::state::{CommandStatus, HistoryEntry, Ignored, Phase, Saga, Status, StepIndex};
+use crate::state::{CommandStatus, Ignored, Phase, Saga, Status, StepIndex};
 use crate::time::Timestamp;
 
 /// The reason recorded when a step's action ran out of attempts without an answer.
 pub const REASON_TIMED_OUT: &str = "timed_out";
 
-/// Applies `input` at time `now` to `saga` and returns the new saga with the effects to perform.
+/// What one input did to a saga.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// What the shell must do now, in order. Empty when the input was ignored.
+    pub effects: Vec<Effect>,
+    /// Why the input moved nothing, if it did not.
+    pub ignored: Option<Ignored>,
+}
+
+/// Applies `input` at time `now` to `saga` and returns the new saga with what the input did.
 pub fn transition(
     definition: &SagaDefinition,
     mut saga: Saga,
-    input: Input,
+    input: &Input,
     now: Timestamp,
-) -> (Saga, Vec<Effect>) {
-    let effects = saga.apply(definition, input, now);
-    (saga, effects)
+) -> (Saga, Applied) {
+    let applied = saga.apply(definition, input, now);
+    (saga, applied)
 }
 
 impl Saga {
-    /// Applies one input in place and returns the effects. The input is appended to the history
-    /// even when it is ignored, so that operators can see every duplicate and late message.
-    pub fn apply(&mut self, definition: &SagaDefinition, input: Input, now: Timestamp) -> Vec<Effect> {
+    /// Applies one input in place. An ignored input leaves the saga exactly as it was.
+    pub fn apply(&mut self, definition: &SagaDefinition, input: &Input, now: Timestamp) -> Applied {
         let mut effects = Vec::new();
         let ignored = if self.steps.len() != definition.len() {
             Err(Ignored::DefinitionMismatch)
         } else {
             let mut step = Transition { saga: self, definition, now, effects: &mut effects };
-            step.dispatch(&input)
+            step.dispatch(input)
         }
         .err();
         if ignored.is_some() {
             // An ignored input must not leave half an effect behind.
             effects.clear();
         }
-        self.history.push(HistoryEntry { at: now, input, ignored });
-        effects
+        Applied { effects, ignored }
     }
 }
 
@@ -91,6 +99,9 @@ impl Transition<'_> {
     ) -> Result<(), Ignored> {
         self.check_live()?;
         let progress = self.saga.steps.get(step as usize).ok_or(Ignored::UnknownStep)?.progress(phase);
+        if phase == Phase::Compensation && *outcome == Outcome::Success {
+            return self.on_compensation_success(step, attempt);
+        }
         // An action's reply only counts while going forward and a compensation's only while
         // compensating: a late answer from the other direction is a leftover, not news.
         let direction_matches = match phase {
@@ -136,17 +147,39 @@ impl Transition<'_> {
                     self.become_stuck(step, phase);
                 }
             }
-            (Phase::Compensation, Outcome::Success) => {
-                self.set_status(step, phase, CommandStatus::Succeeded);
-                self.publish(SagaEvent::StepCompensated { step });
-                self.continue_compensation();
-            }
             // A compensation must eventually succeed, so even a "business" refusal of one is
             // only a failed attempt.
             (_, Outcome::Transient { reason }) | (Phase::Compensation, Outcome::Failure { reason }) => {
                 self.retry_or_give_up(step, phase, Failure::Transient(reason));
             }
+            // Taken by `on_compensation_success` before anything here ran.
+            (Phase::Compensation, Outcome::Success) => {}
         }
+        Ok(())
+    }
+
+    /// A compensation succeeded. Every attempt of a compensation carries the same idempotency
+    /// key, and the participant's barrier answers every attempt alike, so a definite success
+    /// is the truth whichever attempt it answers: a late one settles the step even after the
+    /// saga gave up waiting and became `stuck` (after a participant's long freeze, say).
+    fn on_compensation_success(&mut self, step: StepIndex, attempt: u32) -> Result<(), Ignored> {
+        let progress = &self.saga.steps[step as usize].compensation;
+        let awaited = matches!(
+            progress.status,
+            CommandStatus::Waiting | CommandStatus::BackingOff | CommandStatus::Exhausted
+        );
+        if !awaited || !matches!(self.saga.status, Status::Compensating | Status::Stuck) {
+            return Err(Ignored::NotAwaited);
+        }
+        // Attempt 0 was never sent, and a later one not yet: either is forged or garbled.
+        if attempt == 0 || attempt > progress.attempts {
+            return Err(Ignored::StaleAttempt);
+        }
+        self.saga.timer = None;
+        self.saga.status = Status::Compensating;
+        self.set_status(step, Phase::Compensation, CommandStatus::Succeeded);
+        self.publish(SagaEvent::StepCompensated { step });
+        self.continue_compensation();
         Ok(())
     }
 

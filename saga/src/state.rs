@@ -1,5 +1,12 @@
 //! The state of one saga. It is plain data: serialisable, comparable, and rebuilt exactly by
-//! replaying its [`history`](Saga::history).
+//! replaying the inputs that moved it ([`Saga::replay`]).
+//!
+//! The fields are private to this crate: a saga changes only in [`crate::machine`], and the
+//! compiler, not a convention, keeps it that way. Everyone else reads through the getters.
+//!
+//! The history is not part of the state. The shell records each input as a [`HistoryEntry`]
+//! under keys of its own, so that a saga's size, and what one more input costs, do not grow
+//! with its past.
 
 use serde::{Deserialize, Serialize};
 
@@ -98,19 +105,33 @@ pub enum CommandStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandProgress {
-    pub status: CommandStatus,
+    pub(crate) status: CommandStatus,
     /// Attempts sent so far, over the saga's whole life.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Attempts that were sent before the current retry budget began. An operator's retry
     /// starts a fresh budget without forgetting how many attempts were made.
-    pub budget_start: u32,
+    pub(crate) budget_start: u32,
     /// The last transient failure or timeout, for operators.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 impl CommandProgress {
     fn idle() -> Self {
         Self { status: CommandStatus::Idle, attempts: 0, budget_start: 0, last_error: None }
+    }
+
+    pub fn status(&self) -> &CommandStatus {
+        &self.status
+    }
+
+    /// Attempts sent so far, over the saga's whole life.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The last transient failure or timeout, for operators.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     /// True while a reply to the latest attempt is still welcome.
@@ -122,11 +143,19 @@ impl CommandProgress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepState {
-    pub action: CommandProgress,
-    pub compensation: CommandProgress,
+    pub(crate) action: CommandProgress,
+    pub(crate) compensation: CommandProgress,
 }
 
 impl StepState {
+    pub fn action(&self) -> &CommandProgress {
+        &self.action
+    }
+
+    pub fn compensation(&self) -> &CommandProgress {
+        &self.compensation
+    }
+
     pub fn progress(&self, phase: Phase) -> &CommandProgress {
         match phase {
             Phase::Action => &self.action,
@@ -173,7 +202,8 @@ pub enum Ignored {
     NotStuck,
 }
 
-/// One input as it was applied, with its time and whether it was ignored.
+/// One input as it was applied, with its time and whether it was ignored. The shell stores
+/// these; [`Saga::replay`] rebuilds a saga from them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
@@ -183,24 +213,23 @@ pub struct HistoryEntry {
     pub ignored: Option<Ignored>,
 }
 
-/// One saga: where it stands, what each step did, and how it got there.
+/// One saga: where it stands and what each step did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Saga {
-    /// The saga's id; part of every idempotency key.
-    pub id: String,
+    /// The saga's id; part of every idempotency key. Unique per saga, so an order id placed
+    /// again after retention is a new saga that participants do not confuse with the old one.
+    pub(crate) id: String,
     /// The seed of the retry jitter, chosen when the saga is created so that replay is exact.
-    pub seed: u64,
-    pub status: Status,
+    pub(crate) seed: u64,
+    pub(crate) status: Status,
     /// Why the saga compensates: the failing step's reason, `timed_out`, or the cancel's reason.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// One entry per step of the definition, in order.
-    pub steps: Vec<StepState>,
+    pub(crate) steps: Vec<StepState>,
     /// The one timer the saga waits on, if any. A saga has at most one command in flight, so it
     /// needs at most one timer; the shell keeps exactly this one armed and forgets older ones.
-    pub timer: Option<(Timer, Timestamp)>,
-    /// Every input given to the saga, in order, including the ignored ones.
-    pub history: Vec<HistoryEntry>,
+    pub(crate) timer: Option<(Timer, Timestamp)>,
 }
 
 impl Saga {
@@ -209,29 +238,48 @@ impl Saga {
         let steps = (0..definition.len())
             .map(|_| StepState { action: CommandProgress::idle(), compensation: CommandProgress::idle() })
             .collect();
-        Self {
-            id: id.into(),
-            seed,
-            status: Status::NotStarted,
-            reason: None,
-            steps,
-            timer: None,
-            history: Vec::new(),
-        }
+        Self { id: id.into(), seed, status: Status::NotStarted, reason: None, steps, timer: None }
     }
 
-    /// Rebuilds a saga from its history alone. Equal to the live saga that lived that history.
-    pub fn replay(
+    /// Rebuilds a saga from the inputs it was given. Equal to the live saga that lived them,
+    /// with or without the ignored ones, since an ignored input changes nothing.
+    pub fn replay<'a>(
         id: impl Into<String>,
         definition: &SagaDefinition,
         seed: u64,
-        history: &[HistoryEntry],
+        history: impl IntoIterator<Item = &'a HistoryEntry>,
     ) -> Self {
         let mut saga = Self::new(id, definition, seed);
         for entry in history {
-            saga.apply(definition, entry.input.clone(), entry.at);
+            saga.apply(definition, &entry.input, entry.at);
         }
         saga
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Why the saga compensates, once it does.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    pub fn steps(&self) -> &[StepState] {
+        &self.steps
+    }
+
+    /// The timer the saga waits on, with its due time.
+    pub fn timer(&self) -> Option<(Timer, Timestamp)> {
+        self.timer
     }
 
     pub fn is_terminal(&self) -> bool {
@@ -254,10 +302,5 @@ impl Saga {
             Status::Running => !self.past_point_of_no_return(definition),
             _ => false,
         }
-    }
-
-    /// The time of the latest input, if any.
-    pub fn last_update(&self) -> Option<Timestamp> {
-        self.history.last().map(|h| h.at)
     }
 }

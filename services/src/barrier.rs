@@ -6,8 +6,12 @@
 //!   "null compensation".
 //! - An action that arrives after its own compensation is refused and changes nothing: no
 //!   "hanging" (a late charge after its refund never takes money).
+//!
+//! Records go when the orchestrator says their saga is gone (`ForgetSagas`). A command that
+//! arrives afterwards finds no record, and is refused if it was sent before the forgotten
+//! sagas ended: it can only be a late duplicate of one of them ([`expired`]).
 
-use sagaflow_events::{ProductId, ReplyOutcome};
+use sagaflow_events::{PaymentId, ProductId, ReplyOutcome};
 use serde::{Deserialize, Serialize};
 
 /// What a participant did for one (saga, step).
@@ -18,6 +22,9 @@ pub struct BarrierRecord {
     pub action: Option<Answer>,
     /// Set once the compensation ran (or ran as a null compensation).
     pub compensation: Option<Answer>,
+    /// When a command last changed the record (ms since the epoch, this participant's clock).
+    #[serde(default)]
+    pub touched_at: u64,
 }
 
 /// A recorded answer, repeated for every duplicate.
@@ -26,7 +33,7 @@ pub struct BarrierRecord {
 pub struct Answer {
     pub outcome: ReplyOutcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payment_id: Option<String>,
+    pub payment_id: Option<PaymentId>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_products: Vec<ProductId>,
 }
@@ -38,7 +45,7 @@ impl Answer {
 
     pub fn refused(reason: &str) -> Self {
         Self {
-            outcome: ReplyOutcome::Failed { reason: reason.to_owned() },
+            outcome: ReplyOutcome::Failed { reason: reason.into() },
             payment_id: None,
             missing_products: Vec::new(),
         }
@@ -76,6 +83,17 @@ impl BarrierRecord {
             (None, None) => Decision::Undo { action_happened: false },
         }
     }
+
+    /// True for a record no command has written yet.
+    pub fn is_new(&self) -> bool {
+        self.action.is_none() && self.compensation.is_none()
+    }
+}
+
+/// True when a command that finds no record was sent before sagas this participant forgot had
+/// ended: it belongs to one of them, and acting on it would act twice.
+pub fn expired(sent_at: u64, forgotten_before: u64) -> bool {
+    sent_at < forgotten_before
 }
 
 /// The reason given when an action comes after its compensation.

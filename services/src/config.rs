@@ -1,9 +1,9 @@
 //! The flags every service takes, each with an environment variable.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use sagaflow_runtime::config::{CommonArgs, TuningArgs};
+use sagaflow_runtime::http::HttpArgs;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
@@ -12,10 +12,9 @@ pub struct ServiceArgs {
     /// Where the service keeps its sled store (default `data/<service>`).
     #[arg(long, env = "DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address of the read-only HTTP API (default 127.0.0.1:8081, 8082 or 8083).
-    #[arg(long, env = "HTTP_ADDR")]
-    pub http_addr: Option<SocketAddr>,
-    /// Simulate a slow dependency: wait this long before each batch of commands.
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// Simulate a slow dependency: wait this long before each batch of commands is committed.
     #[arg(long, env = "LATENCY_MS", default_value_t = 0)]
     pub latency_ms: u64,
     /// Simulate a flaky dependency: answer this share of commands (0 to 1) with a transient
@@ -37,20 +36,9 @@ pub struct ServiceArgs {
 }
 
 impl ServiceArgs {
-    /// Opens the service's sled store under `DATA_DIR` (default `data/<participant>`).
-    pub fn open_store(
-        &self,
-        participant: sagaflow_events::Participant,
-    ) -> anyhow::Result<(PathBuf, sled::Db)> {
-        let data_dir = self.data_dir.clone().unwrap_or_else(|| format!("data/{participant}").into());
-        std::fs::create_dir_all(&data_dir)?;
-        let db = sagaflow_runtime::open_db(&data_dir.join("store.sled"))?;
-        Ok((data_dir, db))
-    }
-
-    /// `HTTP_ADDR`, or 127.0.0.1 on the service's default port.
-    pub fn http_addr(&self, default_port: u16) -> SocketAddr {
-        self.http_addr.unwrap_or_else(|| ([127, 0, 0, 1], default_port).into())
+    /// `DATA_DIR`, or `data/<participant>`.
+    pub fn data_dir(&self, participant: sagaflow_events::Participant) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| format!("data/{participant}").into())
     }
 }
 

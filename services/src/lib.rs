@@ -1,15 +1,15 @@
 //! The participants of the order saga. Each is a separate binary with its own sled store; all
-//! three run the same loop, written once here:
+//! three run the shared process of the runtime (bus, pipeline, HTTP) with what is written here:
 //!
-//! - [`participant`]: consume a command, pass it through the barrier, apply it to the domain and
-//!   stage the reply in the outbox, in one sled transaction; group-commit; then acknowledge and
-//!   let the relay publish the replies. Also HTTP, shutdown, and the simulated slow or flaky
-//!   dependency (`--latency-ms`, `--fail-rate`).
+//! - [`participant`]: what a participant does with a command (check it, pass it through the
+//!   barrier, apply it to the books, stage the reply, in one transaction), with the
+//!   orchestrator's `ForgetSagas`, and with the public events it follows.
 //! - [`barrier`]: per (saga, step), what was done: duplicates repeat their first answer, a
 //!   compensation without its action is a null compensation, an action after its compensation
-//!   is refused.
-//! - [`domain`]: what a participant must provide: an action, its undo, and a read-only view.
-//! - [`payment`], [`inventory`], [`notification`]: the three domains.
+//!   is refused, and a late command of a forgotten saga is refused.
+//! - [`domain`]: what a participant must provide: an action, its undo, what to forget, a view.
+//! - [`payment`], [`inventory`], [`notification`]: the three domains, each with its invariant.
+//! - [`service`]: runs one participant until stopped.
 //! - [`config`]: the flags every service takes.
 //! - [`rest_chain`]: the same domains as hops of a synchronous REST chain, for the bench only.
 
@@ -21,6 +21,7 @@ pub mod notification;
 pub mod participant;
 pub mod payment;
 pub mod rest_chain;
+pub mod service;
 
 /// Runs a participant in the mode its flags ask for: on the bus, as a saga participant, or as a
 /// hop of the REST chain that `sagactl bench` compares with.
@@ -29,10 +30,21 @@ pub async fn run<D: domain::Domain>(
     args: config::ServiceArgs,
     default_port: u16,
     stop: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), service::ServiceError> {
     if args.rest_chain {
-        rest_chain::run(domain, args, default_port, stop).await
+        Ok(rest_chain::run(domain, args, default_port, stop).await?)
     } else {
-        participant::run(domain, args, default_port, stop).await
+        service::run(domain, args, default_port, stop).await
+    }
+}
+
+/// The process's exit: 0 when it stopped as asked, 1 with one line naming the cause otherwise.
+pub fn exit(program: &str, result: Result<(), service::ServiceError>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{program} cannot go on: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

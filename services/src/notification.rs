@@ -1,24 +1,40 @@
-//! Notification: one confirmation email per order, delivered into a Maildir under `DATA_DIR`
-//! by the Maildir rules (write into `tmp/`, then rename into `new/`), where any mail client can
+//! Notification: one confirmation email per saga, delivered into a Maildir under `DATA_DIR` by
+//! the Maildir rules (write into `tmp/`, then rename into `new/`), where any mail client can
 //! read it.
 //!
-//! The file name is fixed per order, so writing the mail again (after a crash between the write
-//! and the commit of the barrier) replaces it instead of adding a second one.
+//! **Invariant: at most one mail per saga, and a sent record for exactly the sagas mailed.**
+//! The file name is fixed per saga, so writing the mail again (after a crash between the write
+//! and the commit of the barrier) replaces it instead of adding a second one. A mail that
+//! cannot be written (a full disk) is not a bad command: the command waits, unacknowledged,
+//! until it can be.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use sagaflow_events::{CommandBody, CommandMessage, Participant};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sagaflow_events::{CommandBody, CommandMessage, Forgotten, OrderId, Participant};
+use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionalTree;
 
 use crate::barrier::Answer;
-use crate::domain::{get_json, put_json, scan_json, Domain, TxResult};
+use crate::domain::{abort, get_json, put_json, scan_json, Domain, DomainError, TxResult};
 
 pub struct Notification {
     pub maildir: PathBuf,
     /// Mails written since the last batch was made durable.
     unsynced: Mutex<Vec<PathBuf>>,
+}
+
+/// What was sent for one saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sent {
+    pub order_id: OrderId,
+    pub mails: u64,
+}
+
+fn key(saga_id: &str) -> String {
+    format!("sent/{saga_id}")
 }
 
 impl Notification {
@@ -34,16 +50,17 @@ impl Notification {
         let CommandBody::SendNotification { user_id, amount_cents, items } = &command.body else {
             return Ok(());
         };
-        let name = format!("{}.sagaflow", command.order_id);
+        let name = format!("{}.sagaflow", command.saga_id);
         let lines: Vec<String> = items
             .iter()
             .map(|l| format!("  {} x {} at {}", l.quantity, l.product_id, l.unit_price_cents))
             .collect();
         let mail = format!(
             "From: orders@sagaflow.invalid\r\nTo: {user_id}@sagaflow.invalid\r\nSubject: Your order {order} is confirmed\r\n\
-             Date: {date}\r\nMessage-ID: <{order}@sagaflow.invalid>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+             Date: {date}\r\nMessage-ID: <{saga}@sagaflow.invalid>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
              Thank you! Order {order} is confirmed.\r\n\r\n{lines}\r\n\r\nTotal: {amount_cents}\r\n",
             order = command.order_id,
+            saga = command.saga_id,
             date = sagaflow_runtime::rfc3339(sagaflow_runtime::now_millis()),
             lines = lines.join("\r\n"),
         );
@@ -69,14 +86,17 @@ impl Domain for Notification {
         Participant::Notification
     }
 
-    fn act(&self, state: &TransactionalTree, command: &CommandMessage) -> TxResult<Answer> {
-        // The engine is the only writer, so this closure never runs twice; and if it did, the
-        // fixed file name would keep it to one mail.
-        self.deliver(command)
-            .map_err(|e| ConflictableTransactionError::Abort(format!("cannot deliver the mail: {e}")))?;
-        let key = format!("sent/{}", command.order_id);
-        let sent: u64 = get_json(state, &key)?.unwrap_or(0);
-        put_json(state, &key, &(sent + 1))?;
+    fn act(&self, books: &TransactionalTree, command: &CommandMessage) -> TxResult<Answer> {
+        let key = key(command.saga_id.as_str());
+        if get_json::<Sent>(books, &key)?.is_some() {
+            return abort(DomainError::Inconsistent(format!("saga {} was mailed already", command.saga_id)));
+        }
+        // The pipeline is the store's only writer, so this closure never runs twice; and if it
+        // did, the fixed file name would keep it to one mail.
+        if let Err(e) = self.deliver(command) {
+            return abort(DomainError::Unavailable(format!("cannot write the mail: {e}")));
+        }
+        put_json(books, &key, &Sent { order_id: command.order_id.clone(), mails: 1 })?;
         Ok(Answer::success())
     }
 
@@ -85,18 +105,24 @@ impl Domain for Notification {
         Ok(())
     }
 
+    fn forget(&self, books: &TransactionalTree, saga: &Forgotten) -> TxResult<()> {
+        // The mail itself stays: it is the customer's, not the books'.
+        books.remove(key(saga.saga_id.as_str()).as_bytes())?;
+        Ok(())
+    }
+
     /// Syncs every mail of the batch, in parallel so the file system can fold the syncs into
     /// few journal commits, then the folder once. One fsync pair per mail, in line, used to
     /// cap the whole system's throughput.
-    fn make_durable(&self) -> std::io::Result<()> {
-        let mails = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
-        if mails.is_empty() {
+    fn make_durable(&self) -> Result<(), DomainError> {
+        let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+        if unsynced.is_empty() {
             return Ok(());
         }
         const SYNCERS: usize = 8;
-        let chunk = mails.len().div_ceil(SYNCERS);
-        std::thread::scope(|scope| {
-            let syncers: Vec<_> = mails
+        let chunk = unsynced.len().div_ceil(SYNCERS);
+        let synced: std::io::Result<()> = std::thread::scope(|scope| {
+            let syncers: Vec<_> = unsynced
                 .chunks(chunk)
                 .map(|paths| {
                     scope.spawn(move || paths.iter().try_for_each(|p| std::fs::File::open(p)?.sync_data()))
@@ -105,14 +131,22 @@ impl Domain for Notification {
             syncers.into_iter().try_for_each(|s| {
                 s.join().unwrap_or_else(|_| Err(std::io::Error::other("a sync thread panicked")))
             })
-        })?;
-        std::fs::File::open(self.maildir.join("new"))?.sync_all()
+        });
+        synced
+            .and_then(|()| std::fs::File::open(self.maildir.join("new"))?.sync_all())
+            .map_err(|e| DomainError::Unavailable(format!("cannot make the mails durable: {e}")))?;
+        // Only now: a batch that could not be synced keeps its mails for the next try.
+        unsynced.clear();
+        Ok(())
     }
 
-    fn view(&self, state: &sled::Tree) -> serde_json::Value {
-        let sent: serde_json::Map<String, serde_json::Value> =
-            scan_json::<u64>(state, "sent/").into_iter().map(|(order, n)| (order, n.into())).collect();
-        serde_json::json!({ "notifications": sent, "maildir": self.maildir, "delivered": self.delivered() })
+    fn view(&self, books: &sled::Tree) -> serde_json::Value {
+        let mut per_order: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+        for (_, sent) in scan_json::<Sent>(books, "sent/") {
+            let n = per_order.get(sent.order_id.as_str()).and_then(|v| v.as_u64()).unwrap_or(0);
+            per_order.insert(sent.order_id.to_string(), n.saturating_add(sent.mails).into());
+        }
+        serde_json::json!({ "notifications": per_order, "maildir": self.maildir, "delivered": self.delivered() })
     }
 
     fn path(&self) -> &'static str {

@@ -1,34 +1,42 @@
-//! The loop every participant runs, written once:
+//! What every participant does with what it receives, written once, as the participant's
+//! [`Apply`] for the shared pipeline:
 //!
-//! 1. consume commands with manual acks;
-//! 2. per command, one sled transaction: barrier record + domain effect + reply in the outbox;
-//! 3. flush once per batch (group commit);
-//! 4. acknowledge the batch, and let the relay publish the replies with confirms.
+//! - a command: checked ([`CommandMessage::check_for`]), then, in one sled transaction, the
+//!   barrier record, the domain's books and the reply in the outbox;
+//! - a `ForgetSagas` from the orchestrator's retention: the barrier records and books of those
+//!   sagas go, and commands sent before they ended are refused from then on;
+//! - a public event the domain follows (inventory: `OrderCompleted`).
 //!
-//! A crash before 3 loses nothing that was acknowledged; a crash after 3 leaves the barrier
-//! to absorb the redelivered commands.
+//! A message that cannot be understood, or a command that cannot be for this participant, is
+//! dead-lettered with the reason. A command the books cannot take is refused with a reason in
+//! the reply, and nothing is applied. A store that cannot take the write now holds the command
+//! unacknowledged.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use lapin::message::Delivery;
-use sagaflow_events::{CommandMessage, Phase, ReplyMessage, ReplyOutcome, Topology};
-use sagaflow_runtime::bus::{dead_letter, Bus, BusMetrics, ConsumerSpec};
-use sagaflow_runtime::commit::{Acks, GroupCommit};
+use sagaflow_events::reply::reasons::{EXPIRED, INVALID_COMMAND};
+use sagaflow_events::{CommandMessage, ForgetSagas, PublicEvent, ReplyMessage, ReplyOutcome, Topology};
+use sagaflow_runtime::bus::{BusMetrics, Message, Received, Route};
 use sagaflow_runtime::metrics::{Counter, Render};
-use sagaflow_runtime::outbox::{Outbox, OutboxMessage};
-use sled::transaction::ConflictableTransactionError;
+use sagaflow_runtime::outbox::Outbox;
+use sagaflow_runtime::pipeline::{Apply, ApplyError, Reply, Verdict};
+use sagaflow_runtime::telemetry::TraceParent;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 
-use crate::barrier::{Answer, BarrierRecord, Decision, HANGING_REASON};
-use crate::config::{draw, ServiceArgs};
-use crate::domain::Domain;
+use crate::barrier::{expired, Answer, BarrierRecord, Decision, HANGING_REASON};
+use crate::config::draw;
+use crate::domain::{Domain, DomainError};
+
+/// The participant's consumers, in the order the bus is given them.
+pub const COMMANDS: usize = 0;
+pub const EVENTS: usize = 1;
+
+/// Where, in the books tree, the forget watermark is kept.
+const FORGOTTEN_BEFORE: &str = "meta/forgotten-before";
+/// How far in the future a `ForgetSagas` may claim sagas ended, for clocks that differ.
+const CLOCK_SLACK_MS: u64 = 60_000;
 
 #[derive(Debug, Default)]
 pub struct ServiceMetrics {
@@ -39,52 +47,137 @@ pub struct ServiceMetrics {
     pub null_compensations: Counter,
     /// Actions that came after their compensation.
     pub hanging_refused: Counter,
+    /// Commands of forgotten sagas that came late.
+    pub expired_refused: Counter,
+    /// Sagas forgotten at the orchestrator's word.
+    pub forgotten: Counter,
     pub transient_injected: Counter,
-    pub dead_lettered: Counter,
     pub bus: Arc<BusMetrics>,
 }
 
-/// Applies commands to one participant's store. Separate from the bus so the property tests
-/// can drive it directly.
+impl ServiceMetrics {
+    pub fn render(&self, r: &mut Render) {
+        r.counter("sagaflow_commands_applied_total", "Commands that took effect.", &self.applied)
+            .counter(
+                "sagaflow_commands_refused_total",
+                "Commands refused, for business or safety reasons.",
+                &self.refused,
+            )
+            .counter(
+                "sagaflow_duplicates_total",
+                "Commands seen before, answered from the barrier.",
+                &self.duplicates,
+            )
+            .counter(
+                "sagaflow_null_compensations_total",
+                "Compensations with nothing to undo.",
+                &self.null_compensations,
+            )
+            .counter(
+                "sagaflow_hanging_refused_total",
+                "Actions refused after their compensation.",
+                &self.hanging_refused,
+            )
+            .counter(
+                "sagaflow_expired_refused_total",
+                "Late commands of forgotten sagas, refused.",
+                &self.expired_refused,
+            )
+            .counter(
+                "sagaflow_sagas_forgotten_total",
+                "Sagas forgotten after the orchestrator removed them.",
+                &self.forgotten,
+            )
+            .counter(
+                "sagaflow_transient_injected_total",
+                "Simulated dependency failures.",
+                &self.transient_injected,
+            );
+    }
+}
+
+/// Applies what one participant receives to its store. Separate from the bus so the property
+/// tests can drive it directly.
 pub struct Handler<D: Domain> {
     pub domain: Arc<D>,
-    pub barrier: sled::Tree,
-    pub state: sled::Tree,
+    barrier: sled::Tree,
+    books: sled::Tree,
     pub outbox: Arc<Outbox>,
-    pub topology: Topology,
-    pub fail_rate: f64,
-    pub seed: u64,
+    topology: Topology,
+    fail_rate: f64,
+    seed: u64,
+    /// Simulated slowness of a dependency, per batch.
+    latency: Duration,
+    /// Commands without a barrier record sent before this are late duplicates of forgotten
+    /// sagas. Kept in the books; cached here.
+    forgotten_before: u64,
     pub metrics: Arc<ServiceMetrics>,
 }
 
+/// What the barrier and the domain made of one command.
+enum Kind {
+    Applied,
+    Refused,
+    Duplicate,
+    Hanging,
+    Null,
+    Expired,
+}
+
 impl<D: Domain> Handler<D> {
-    pub fn open(
-        domain: D,
-        db: &sled::Db,
-        topology: Topology,
-        fail_rate: f64,
-        seed: u64,
-    ) -> sled::Result<Self> {
-        let state = db.open_tree("state")?;
-        domain.seed(&state)?;
+    pub fn open(domain: D, db: &sled::Db, topology: Topology) -> sled::Result<Self> {
+        let books = db.open_tree("state")?;
+        domain.seed(&books)?;
+        let forgotten_before = books
+            .get(FORGOTTEN_BEFORE)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
         Ok(Self {
             domain: Arc::new(domain),
             barrier: db.open_tree("barrier")?,
-            state,
+            books,
             outbox: Outbox::open(db)?,
             topology,
-            fail_rate,
-            seed,
+            fail_rate: 0.0,
+            seed: 0,
+            latency: Duration::ZERO,
+            forgotten_before,
             metrics: Arc::default(),
         })
     }
 
-    /// Handles one command in one transaction and returns the reply it staged.
-    pub fn handle(
-        &self,
-        command: &CommandMessage,
-        traceparent: Option<String>,
-    ) -> Result<ReplyMessage, String> {
+    /// Simulates a flaky and a slow dependency (`--fail-rate`, `--latency-ms`).
+    pub fn simulating(mut self, fail_rate: f64, seed: u64, latency: Duration) -> Self {
+        self.fail_rate = fail_rate;
+        self.seed = seed;
+        self.latency = latency;
+        self
+    }
+
+    pub fn books(&self) -> &sled::Tree {
+        &self.books
+    }
+
+    /// Handles a command's bytes as they came off the bus: what the pipeline and the property
+    /// tests both call.
+    pub fn receive_command(
+        &mut self,
+        body: &[u8],
+        trace: Option<TraceParent>,
+    ) -> Result<Verdict, ApplyError> {
+        let command: CommandMessage = match serde_json::from_slice(body) {
+            Ok(c) => c,
+            Err(e) => return Ok(Verdict::Reject(format!("not a command: {e}"))),
+        };
+        if let Err(e) = command.check_for(self.domain.participant()) {
+            return Ok(Verdict::Reject(format!("{INVALID_COMMAND}: {e}")));
+        }
+        self.handle(&command, trace.map(|t| t.child()).unwrap_or_else(TraceParent::new_trace))?;
+        Ok(Verdict::Done)
+    }
+
+    /// Handles one checked command in one transaction and returns the reply it staged.
+    pub fn handle(&self, command: &CommandMessage, trace: TraceParent) -> Result<ReplyMessage, ApplyError> {
         // A flaky dependency fails before anything is decided, so nothing is recorded and a
         // retry may succeed. The draw includes the attempt so that retries draw again.
         if self.fail_rate > 0.0
@@ -96,32 +189,35 @@ impl<D: Domain> Handler<D> {
                 payment_id: None,
                 missing_products: Vec::new(),
             };
-            let reply = reply_to(command, answer);
-            let message = self.reply_message(&reply, traceparent);
-            self.outbox
-                .tree()
-                .transaction(|tx| self.outbox.stage(tx, &message).map_err(ConflictableTransactionError::from))
-                .map_err(|e: sled::transaction::TransactionError<String>| e.to_string())?;
-            return Ok(reply);
+            return self.reply_alone(command, answer, &trace);
         }
         let key = format!("{}/{}", command.saga_id, command.step);
+        let now = sagaflow_runtime::now_millis();
         let result =
-            (&self.barrier, &self.state, self.outbox.tree()).transaction(|(barrier, state, outbox)| {
+            (&self.barrier, &self.books, self.outbox.tree()).transaction(|(barrier, books, outbox)| {
                 let mut record: BarrierRecord = match barrier.get(key.as_bytes())? {
                     Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                        ConflictableTransactionError::Abort(format!("barrier record {key}: {e}"))
+                        ConflictableTransactionError::Abort(DomainError::Corrupt {
+                            key: key.clone(),
+                            error: e.to_string(),
+                        })
                     })?,
                     None => BarrierRecord::default(),
                 };
                 let decision = match command.phase {
-                    Phase::Action => record.decide_action(),
-                    Phase::Compensation => record.decide_compensation(),
+                    sagaflow_events::Phase::Action => record.decide_action(),
+                    sagaflow_events::Phase::Compensation => record.decide_compensation(),
                 };
                 let (answer, kind) = match decision {
                     Decision::Repeat(answer) => (answer, Kind::Duplicate),
                     Decision::RefuseHanging => (Answer::refused(HANGING_REASON), Kind::Hanging),
+                    // No record, and sent before sagas this participant forgot ended: a late
+                    // duplicate of one of them. Acting would act twice.
+                    _ if record.is_new() && expired(command.sent_at, self.forgotten_before) => {
+                        (Answer::refused(EXPIRED), Kind::Expired)
+                    }
                     Decision::Act => {
-                        let answer = self.domain.act(state, command)?;
+                        let answer = self.domain.act(books, command)?;
                         record.action = Some(answer.clone());
                         let kind = if answer.outcome == ReplyOutcome::Succeeded {
                             Kind::Applied
@@ -131,56 +227,143 @@ impl<D: Domain> Handler<D> {
                         (answer, kind)
                     }
                     Decision::Undo { action_happened } => {
-                        self.domain.undo(state, command, action_happened)?;
+                        self.domain.undo(books, command, action_happened)?;
                         let answer = Answer::success();
                         record.compensation = Some(answer.clone());
                         (answer, if action_happened { Kind::Applied } else { Kind::Null })
                     }
                 };
                 if matches!(kind, Kind::Applied | Kind::Refused | Kind::Null) {
+                    record.touched_at = now;
                     barrier.insert(key.as_bytes(), serde_json::to_vec(&record).expect("serialises"))?;
                 }
                 let reply = reply_to(command, answer);
-                self.outbox.stage(outbox, &self.reply_message(&reply, traceparent.clone()))?;
+                self.outbox.stage(outbox, &self.reply_message(&reply, &trace))?;
                 Ok((reply, kind))
             });
-        let (reply, kind) = result.map_err(|e| e.to_string())?;
+        let (reply, kind) = match result {
+            Ok(done) => done,
+            Err(TransactionError::Abort(DomainError::Unavailable(e))) => return Err(ApplyError::Retry(e)),
+            Err(TransactionError::Abort(refusal)) => {
+                // The books cannot take it: refused, nothing applied, and the reason goes back.
+                tracing::warn!(saga_id = %command.saga_id, error = %refusal, "command refused");
+                self.metrics.refused.inc();
+                return self.reply_alone(
+                    command,
+                    Answer::refused(&format!("{INVALID_COMMAND}: {refusal}")),
+                    &trace,
+                );
+            }
+            Err(TransactionError::Storage(e)) => return Err(ApplyError::fatal(e)),
+        };
         match kind {
             Kind::Applied => self.metrics.applied.inc(),
             Kind::Refused => self.metrics.refused.inc(),
             Kind::Duplicate => self.metrics.duplicates.inc(),
             Kind::Hanging => self.metrics.hanging_refused.inc(),
             Kind::Null => self.metrics.null_compensations.inc(),
+            Kind::Expired => self.metrics.expired_refused.inc(),
         }
         Ok(reply)
     }
 
-    /// Applies a public event the domain follows, in one transaction on its state.
-    pub fn apply_event(&self, event: &sagaflow_events::PublicEvent) -> Result<(), String> {
-        self.state
-            .transaction(|state| self.domain.on_event(state, event))
-            .map_err(|e: sled::transaction::TransactionError<String>| e.to_string())
+    /// Stages a reply that records nothing else.
+    fn reply_alone(
+        &self,
+        command: &CommandMessage,
+        answer: Answer,
+        trace: &TraceParent,
+    ) -> Result<ReplyMessage, ApplyError> {
+        let reply = reply_to(command, answer);
+        self.outbox.stage_alone(&self.reply_message(&reply, trace)).map_err(ApplyError::fatal)?;
+        Ok(reply)
     }
 
-    fn reply_message(&self, reply: &ReplyMessage, traceparent: Option<String>) -> OutboxMessage {
-        let body = serde_json::to_string(reply).expect("replies serialise");
-        OutboxMessage::new(
-            self.topology.replies_exchange(),
-            String::new(),
-            reply.order_id.to_string(),
-            "reply",
-            body,
-        )
-        .with_traceparent(traceparent)
+    /// Forgets the sagas the orchestrator removed. A record written after the saga supposedly
+    /// ended is kept: the message is wrong about it (or forged).
+    pub fn forget(&mut self, message: &ForgetSagas) -> Result<Verdict, ApplyError> {
+        let now = sagaflow_runtime::now_millis();
+        if message.finished_before > now.saturating_add(CLOCK_SLACK_MS) {
+            return Ok(Verdict::Reject("a ForgetSagas about sagas that end in the future".into()));
+        }
+        let step = self.domain.participant().to_string();
+        let watermark = message.finished_before.max(self.forgotten_before);
+        let result = (&self.barrier, &self.books).transaction(|(barrier, books)| {
+            let mut forgotten = 0u64;
+            for saga in message.sagas.iter() {
+                let key = format!("{}/{step}", saga.saga_id);
+                if let Some(bytes) = barrier.get(key.as_bytes())? {
+                    let record: BarrierRecord = serde_json::from_slice(&bytes).unwrap_or_default();
+                    if record.touched_at > message.finished_before {
+                        continue;
+                    }
+                    barrier.remove(key.as_bytes())?;
+                }
+                self.domain.forget(books, saga)?;
+                forgotten += 1;
+            }
+            books.insert(FORGOTTEN_BEFORE, &watermark.to_be_bytes())?;
+            Ok(forgotten)
+        });
+        match result {
+            Ok(n) => {
+                self.forgotten_before = watermark;
+                self.metrics.forgotten.add(n);
+                Ok(Verdict::Done)
+            }
+            Err(TransactionError::Abort(DomainError::Unavailable(e))) => Err(ApplyError::Retry(e)),
+            Err(TransactionError::Abort(e)) => Ok(Verdict::Reject(format!("cannot forget: {e}"))),
+            Err(TransactionError::Storage(e)) => Err(ApplyError::fatal(e)),
+        }
+    }
+
+    /// Applies a public event the domain follows, in one transaction on its books.
+    fn apply_event(&self, event: &PublicEvent) -> Result<Verdict, ApplyError> {
+        match self.books.transaction(|books| self.domain.on_event(books, event)) {
+            Ok(()) => Ok(Verdict::Done),
+            Err(TransactionError::Abort(DomainError::Unavailable(e))) => Err(ApplyError::Retry(e)),
+            Err(TransactionError::Abort(e)) => Ok(Verdict::Reject(format!("could not apply the event: {e}"))),
+            Err(TransactionError::Storage(e)) => Err(ApplyError::fatal(e)),
+        }
+    }
+
+    fn reply_message(&self, reply: &ReplyMessage, trace: &TraceParent) -> Message {
+        let route = Route { exchange: self.topology.replies_exchange(), key: String::new() };
+        let body = serde_json::to_vec(reply).expect("replies serialise");
+        Message::json(route, reply.order_id.as_str(), "reply", body).with_trace(trace)
     }
 }
 
-enum Kind {
-    Applied,
-    Refused,
-    Duplicate,
-    Hanging,
-    Null,
+impl<D: Domain> Apply for Handler<D> {
+    /// Participants take work only from the bus.
+    type Job = std::convert::Infallible;
+
+    fn apply_message(&mut self, message: &Received) -> Result<Verdict, ApplyError> {
+        match message.from {
+            EVENTS => match serde_json::from_slice::<PublicEvent>(&message.body) {
+                Ok(event) => self.apply_event(&event),
+                Err(e) => Ok(Verdict::Reject(format!("not a public event: {e}"))),
+            },
+            _ if message.kind.as_deref() == Some(sagaflow_events::topology::kinds::FORGET_SAGAS) => {
+                match serde_json::from_slice::<ForgetSagas>(&message.body) {
+                    Ok(forget) => self.forget(&forget),
+                    Err(e) => Ok(Verdict::Reject(format!("not a ForgetSagas message: {e}"))),
+                }
+            }
+            _ => self.receive_command(&message.body, message.trace()),
+        }
+    }
+
+    fn apply_job(&mut self, job: Self::Job) -> Result<Reply, ApplyError> {
+        match job {}
+    }
+
+    fn before_commit(&mut self) -> Result<(), ApplyError> {
+        if !self.latency.is_zero() {
+            std::thread::sleep(self.latency);
+        }
+        self.domain.make_durable().map_err(|e| ApplyError::Retry(e.to_string()))
+    }
 }
 
 /// The reply to `command`, echoing its envelope so the orchestrator can match the attempt.
@@ -196,223 +379,4 @@ fn reply_to(command: &CommandMessage, answer: Answer) -> ReplyMessage {
         payment_id: answer.payment_id,
         missing_products: answer.missing_products,
     }
-}
-
-/// Runs a participant until `stop`: bus, batch loop, HTTP.
-pub async fn run<D: Domain>(
-    domain: D,
-    args: ServiceArgs,
-    default_port: u16,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let participant = domain.participant();
-    let topology = args.common.topology();
-    let (data_dir, db) = args.open_store(participant)?;
-    let handler = Arc::new(Handler::open(domain, &db, topology.clone(), args.fail_rate, args.seed)?);
-    let commit = Arc::new(GroupCommit::new(db.clone(), handler.outbox.clone()));
-    let (connected_tx, connected) = watch::channel(false);
-    let (sink, mut deliveries) = mpsc::channel::<Delivery>(usize::from(args.tuning.prefetch));
-    let queue = topology.command_queue(participant);
-
-    let bus_stop = CancellationToken::new();
-    let bus = Bus {
-        url: args.common.amqp_url.clone(),
-        topology: topology.clone(),
-        consumers: {
-            // Commands and followed events share one sink; a delivery's exchange tells them apart.
-            let mut consumers = vec![ConsumerSpec {
-                queue: queue.clone(),
-                prefetch: args.tuning.prefetch,
-                sink: sink.clone(),
-            }];
-            if let Some(events) = handler.domain.event_queue(&topology) {
-                consumers.push(ConsumerSpec { queue: events, prefetch: args.tuning.prefetch, sink });
-            }
-            consumers
-        },
-        outbox: handler.outbox.clone(),
-        relay_window: args.tuning.relay_window,
-        connected: connected_tx,
-        metrics: handler.metrics.bus.clone(),
-    };
-    let bus_task = tokio::spawn(bus.run(stop.clone(), bus_stop.clone()));
-
-    let http_addr = args.http_addr(default_port);
-    let router = router(handler.clone(), commit.clone(), connected);
-    let http_task = tokio::spawn(sagaflow_runtime::http::serve(http_addr, router, stop.clone()));
-    tracing::info!(%participant, data_dir = %data_dir.display(), "{participant} ready");
-
-    // Names the loop compares and reports with, built once rather than per delivery.
-    let events_exchange = topology.events_exchange();
-    let events_queue = handler.domain.event_queue(&topology).unwrap_or_default();
-    let latency = Duration::from_millis(args.latency_ms);
-    let mut batch = Vec::with_capacity(args.tuning.max_batch);
-    loop {
-        let stopping = tokio::select! {
-            n = deliveries.recv_many(&mut batch, args.tuning.max_batch) => n == 0,
-            _ = stop.cancelled() => {
-                while let Ok(d) = deliveries.try_recv() {
-                    batch.push(d);
-                }
-                true
-            }
-        };
-        if !batch.is_empty() {
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            let size = batch.len();
-            let acks = tokio::task::block_in_place(|| {
-                let mut acks = Acks::default();
-                for delivery in batch.drain(..) {
-                    // Commands and followed events share the sink; the exchange tells them apart.
-                    let is_event = delivery.exchange.as_str() == events_exchange;
-                    let from = if is_event { events_queue.as_str() } else { queue.as_str() };
-                    handle_delivery(&handler, from, is_event, &delivery);
-                    // They come on two channels: one run of acks each.
-                    acks.push(usize::from(is_event), delivery.delivery_tag, delivery.acker);
-                }
-                acks
-            });
-            // Durable before acknowledged, and before any reply leaves: first what the domain
-            // wrote outside sled, then the barrier records and replies that say it was done.
-            let domain = handler.domain.clone();
-            tokio::task::spawn_blocking(move || domain.make_durable()).await??;
-            commit.commit(size).await?;
-            acks.send().await;
-        }
-        if stopping {
-            break;
-        }
-    }
-    stop.cancel();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while handler.outbox.depth() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bus_stop.cancel();
-    let _ = bus_task.await;
-    http_task.await??;
-    db.flush_async().await?;
-    tracing::info!(%participant, "{participant} stopped");
-    Ok(())
-}
-
-/// Parses and handles one delivery from `queue`; anything unusable goes to the dead-letter queue.
-fn handle_delivery<D: Domain>(handler: &Handler<D>, queue: &str, is_event: bool, delivery: &Delivery) {
-    let reject = |reason: String| {
-        tracing::warn!(queue, reason, "dead-lettering a message");
-        handler.metrics.dead_lettered.inc();
-        let letter = dead_letter(&handler.topology, queue, delivery, &reason);
-        let staged = handler
-            .outbox
-            .tree()
-            .transaction(|tx| handler.outbox.stage(tx, &letter).map_err(ConflictableTransactionError::from));
-        if let Err(e) = staged as Result<(), sled::transaction::TransactionError<String>> {
-            tracing::error!(error = %e, "could not stage a dead letter");
-        }
-    };
-    if is_event {
-        return match serde_json::from_slice::<sagaflow_events::PublicEvent>(&delivery.data) {
-            Ok(event) => {
-                if let Err(e) = handler.apply_event(&event) {
-                    reject(format!("could not apply the event: {e}"));
-                }
-            }
-            Err(e) => reject(format!("not a public event: {e}")),
-        };
-    }
-    let command: CommandMessage = match serde_json::from_slice(&delivery.data) {
-        Ok(c) => c,
-        Err(e) => return reject(format!("not a command: {e}")),
-    };
-    let kind = command.body.kind();
-    if kind.participant() != handler.domain.participant() || kind.phase() != command.phase {
-        return reject(format!(
-            "{kind} in the {} phase is not for {}",
-            command.phase,
-            handler.domain.participant()
-        ));
-    }
-    let traceparent = sagaflow_runtime::bus::header(delivery, sagaflow_events::headers::TRACEPARENT);
-    match handler.handle(&command, traceparent) {
-        Ok(reply) => {
-            tracing::debug!(order_id = %command.order_id, %kind, attempt = command.attempt, outcome = ?reply.outcome, "handled")
-        }
-        Err(e) => reject(format!("could not apply: {e}")),
-    }
-}
-
-fn router<D: Domain>(
-    handler: Arc<Handler<D>>,
-    commit: Arc<GroupCommit>,
-    connected: watch::Receiver<bool>,
-) -> Router {
-    let view = handler.clone();
-    let metrics = handler.clone();
-    Router::new()
-        .route(handler.domain.path(), get(move || async move { Json(view.domain.view(&view.state)) }))
-        .route("/health", get(move || async move { sagaflow_runtime::http::health(&connected) }))
-        .route(
-            "/metrics",
-            get(move || async move {
-                let m = &metrics.metrics;
-                let text = Render::default()
-                    .counter("sagaflow_commands_applied_total", "Commands that took effect.", &m.applied)
-                    .counter(
-                        "sagaflow_commands_refused_total",
-                        "Actions refused for business reasons.",
-                        &m.refused,
-                    )
-                    .counter(
-                        "sagaflow_duplicates_total",
-                        "Commands seen before, answered from the barrier.",
-                        &m.duplicates,
-                    )
-                    .counter(
-                        "sagaflow_null_compensations_total",
-                        "Compensations with nothing to undo.",
-                        &m.null_compensations,
-                    )
-                    .counter(
-                        "sagaflow_hanging_refused_total",
-                        "Actions refused after their compensation.",
-                        &m.hanging_refused,
-                    )
-                    .counter(
-                        "sagaflow_transient_injected_total",
-                        "Simulated dependency failures.",
-                        &m.transient_injected,
-                    )
-                    .counter(
-                        "sagaflow_dead_lettered_total",
-                        "Commands sent to the dead-letter queue.",
-                        &m.dead_lettered,
-                    )
-                    .counter("sagaflow_deliveries_total", "Messages received.", &m.bus.deliveries)
-                    .counter(
-                        "sagaflow_redeliveries_total",
-                        "Messages the broker delivered again.",
-                        &m.bus.redeliveries,
-                    )
-                    .counter(
-                        "sagaflow_published_total",
-                        "Replies published and confirmed.",
-                        &metrics.outbox.published,
-                    )
-                    .gauge(
-                        "sagaflow_outbox_depth",
-                        "Replies waiting in the outbox.",
-                        metrics.outbox.depth() as i64,
-                    )
-                    .histogram(
-                        "sagaflow_commit_batch_size",
-                        "Commands per group commit.",
-                        &commit.batch_sizes,
-                    )
-                    .finish();
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-            }),
-        )
-        .fallback(sagaflow_runtime::http::not_found)
 }

@@ -1,23 +1,30 @@
-//! Payment: a ledger of charges and refunds per order. It declines by rules that are
+//! Payment: a ledger of charges and refunds, one entry per saga. It declines by rules that are
 //! configuration, and, for demos, at random with a seed.
+//!
+//! **Invariant: for every saga, `refunded ∈ {0, charged}`, and `charged` is set once, by a
+//! charge, to that charge's amount.** A refund returns exactly what was charged (from the
+//! ledger, not from the command), so money can neither be created nor wrap around whatever a
+//! command says; a refund whose amount disagrees with the charge is refused.
 
 use sagaflow_events::reply::reasons::PAYMENT_DECLINED;
-use sagaflow_events::{CommandBody, CommandMessage, Participant, ReplyOutcome};
+use sagaflow_events::{
+    CommandBody, CommandMessage, Forgotten, OrderId, Participant, PaymentId, ReplyOutcome,
+};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
 
 use crate::barrier::Answer;
 use crate::config::draw;
-use crate::domain::{get_json, put_json, scan_json, Domain, TxResult};
+use crate::domain::{abort, get_json, put_json, scan_json, Domain, DomainError, TxResult};
 
-/// Money per order. A refund always returns exactly what was charged, so the net is either
-/// nothing or the order's amount.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Money for one saga. `refunded` is 0 or `charged`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ledger {
+    pub order_id: OrderId,
     pub charged_cents: u64,
     pub refunded_cents: u64,
-    pub payment_id: Option<String>,
+    pub payment_id: PaymentId,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -31,12 +38,16 @@ pub struct Payment {
     pub seed: u64,
 }
 
+fn key(saga_id: &str) -> String {
+    format!("ledger/{saga_id}")
+}
+
 impl Domain for Payment {
     fn participant(&self) -> Participant {
         Participant::Payment
     }
 
-    fn act(&self, state: &TransactionalTree, command: &CommandMessage) -> TxResult<Answer> {
+    fn act(&self, books: &TransactionalTree, command: &CommandMessage) -> TxResult<Answer> {
         let CommandBody::ChargePayment { user_id, amount_cents } = &command.body else {
             return Ok(Answer::refused("not a charge"));
         };
@@ -47,12 +58,21 @@ impl Domain for Payment {
         if over_limit || denied || unlucky {
             return Ok(Answer::refused(PAYMENT_DECLINED));
         }
-        let key = format!("ledger/{}", command.order_id);
-        let mut ledger: Ledger = get_json(state, &key)?.unwrap_or_default();
-        ledger.charged_cents += amount_cents.0;
-        let payment_id = format!("pay-{}", command.order_id);
-        ledger.payment_id = Some(payment_id.clone());
-        put_json(state, &key, &ledger)?;
+        let key = key(command.saga_id.as_str());
+        // The barrier lets one charge per saga through; a ledger already here means the books
+        // and the barrier disagree, and charging again would take the money twice.
+        if get_json::<Ledger>(books, &key)?.is_some() {
+            return abort(DomainError::Inconsistent(format!("saga {} is charged already", command.saga_id)));
+        }
+        let payment_id = PaymentId::parse(format!("pay-{}", command.saga_id))
+            .or_else(|e| abort(DomainError::Inconsistent(e.to_string())))?;
+        let ledger = Ledger {
+            order_id: command.order_id.clone(),
+            charged_cents: amount_cents.0,
+            refunded_cents: 0,
+            payment_id: payment_id.clone(),
+        };
+        put_json(books, &key, &ledger)?;
         Ok(Answer {
             outcome: ReplyOutcome::Succeeded,
             payment_id: Some(payment_id),
@@ -62,25 +82,44 @@ impl Domain for Payment {
 
     fn undo(
         &self,
-        state: &TransactionalTree,
+        books: &TransactionalTree,
         command: &CommandMessage,
         action_happened: bool,
     ) -> TxResult<()> {
         if !action_happened {
             return Ok(());
         }
-        let key = format!("ledger/{}", command.order_id);
-        let mut ledger: Ledger = get_json(state, &key)?.unwrap_or_default();
+        let key = key(command.saga_id.as_str());
+        let Some(mut ledger) = get_json::<Ledger>(books, &key)? else {
+            return abort(DomainError::Inconsistent(format!(
+                "no charge of saga {} to refund",
+                command.saga_id
+            )));
+        };
+        if let CommandBody::RefundPayment { amount_cents } = &command.body {
+            if amount_cents.0 != ledger.charged_cents {
+                return abort(DomainError::Inconsistent(format!(
+                    "a refund of {amount_cents} for a charge of {}",
+                    sagaflow_events::Cents(ledger.charged_cents)
+                )));
+            }
+        }
         ledger.refunded_cents = ledger.charged_cents;
-        put_json(state, &key, &ledger)
+        put_json(books, &key, &ledger)
     }
 
-    fn view(&self, state: &sled::Tree) -> serde_json::Value {
-        let payments: Vec<serde_json::Value> = scan_json::<Ledger>(state, "ledger/")
+    fn forget(&self, books: &TransactionalTree, saga: &Forgotten) -> TxResult<()> {
+        books.remove(key(saga.saga_id.as_str()).as_bytes())?;
+        Ok(())
+    }
+
+    fn view(&self, books: &sled::Tree) -> serde_json::Value {
+        let payments: Vec<serde_json::Value> = scan_json::<Ledger>(books, "ledger/")
             .into_iter()
-            .map(|(order_id, l)| {
+            .map(|(saga_id, l)| {
                 serde_json::json!({
-                    "orderId": order_id,
+                    "orderId": l.order_id,
+                    "sagaId": saga_id,
                     "chargedCents": l.charged_cents,
                     "refundedCents": l.refunded_cents,
                     "paymentId": l.payment_id,

@@ -19,8 +19,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sagaflow_events::{
-    Cents, CommandBody, CommandMessage, OrderId, OrderLine, Participant, Phase, ReplyOutcome, UserId,
+    Cents, CommandBody, CommandMessage, OrderId, OrderLines, Participant, Phase, ReplyOutcome, SagaId,
+    StepName, UserId,
 };
+use sagaflow_runtime::db::Db;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -34,12 +36,12 @@ pub struct ChainOrder {
     pub order_id: OrderId,
     pub user_id: UserId,
     pub amount_cents: Cents,
-    pub items: Vec<OrderLine>,
+    pub items: OrderLines,
 }
 
 struct Hop<D> {
     domain: D,
-    db: sled::Db,
+    db: Arc<Db>,
     state: sled::Tree,
     next: Option<String>,
     http: reqwest::Client,
@@ -53,8 +55,9 @@ pub async fn run<D: Domain>(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let participant = domain.participant();
-    let (_, db) = args.open_store(participant)?;
-    let state = db.open_tree("state")?;
+    let server = sagaflow_runtime::http::HttpServer::bind(&args.http, default_port).await?;
+    let db = Arc::new(Db::open(&args.data_dir(participant).join("store.sled"))?);
+    let state = db.sled().open_tree("state")?;
     domain.seed(&state)?;
     let path = domain.path();
     let hop = Arc::new(Hop {
@@ -71,10 +74,9 @@ pub async fn run<D: Domain>(
         .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok", "mode": "rest-chain" })) }))
         .fallback(sagaflow_runtime::http::not_found)
         .with_state(hop);
-    let http_addr = args.http_addr(default_port);
     tracing::info!(%participant, next = ?args.chain_next, "{participant} ready in REST chain mode");
-    sagaflow_runtime::http::serve(http_addr, router, stop).await?;
-    db.flush_async().await?;
+    server.serve(router, stop).await;
+    db.make_durable()?;
     Ok(())
 }
 
@@ -86,7 +88,7 @@ async fn handle<D: Domain>(State(hop): State<Arc<Hop<D>>>, Json(order): Json<Cha
         Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, "error", &e.to_string()),
     };
     if let ReplyOutcome::Failed { reason } | ReplyOutcome::Transient { reason } = &answer.outcome {
-        return self::answer(StatusCode::CONFLICT, "refused", reason);
+        return self::answer(StatusCode::CONFLICT, "refused", reason.as_str());
     }
     let hop_ = hop.clone();
     let durable = tokio::task::spawn_blocking(move || hop_.domain.make_durable()).await;
@@ -119,9 +121,9 @@ async fn handle<D: Domain>(State(hop): State<Arc<Hop<D>>>, Json(order): Json<Cha
 
 /// Durable before answering, as a REST service with a database commits before its 200. On the
 /// blocking pool: many concurrent `flush_async` calls stalled this hop for good in the bench.
-async fn flush(db: &sled::Db) -> Result<(), String> {
+async fn flush(db: &Arc<Db>) -> Result<(), String> {
     let db = db.clone();
-    match tokio::task::spawn_blocking(move || db.flush()).await {
+    match tokio::task::spawn_blocking(move || db.make_durable()).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -146,13 +148,16 @@ fn command(participant: Participant, order: &ChainOrder, phase: Phase) -> Comman
             items: order.items.clone(),
         },
     };
+    let saga_id = SagaId::parse(order.order_id.as_str()).expect("an order id is a valid saga id");
+    let step = StepName::parse(participant.to_string()).expect("a participant's name is a valid step name");
     CommandMessage {
-        saga_id: order.order_id.to_string(),
+        idempotency_key: CommandMessage::key_for(&saga_id, &step, phase),
+        saga_id,
         order_id: order.order_id.clone(),
-        step: participant.to_string(),
+        step,
         phase,
         attempt: 1,
-        idempotency_key: format!("{}/{participant}/{phase}", order.order_id),
+        sent_at: sagaflow_runtime::now_millis(),
         body,
     }
 }
@@ -163,5 +168,5 @@ fn undo_command(participant: Participant, order: &ChainOrder) -> Option<CommandM
         Participant::Inventory => CommandBody::ReleaseStock { items: order.items.clone() },
         Participant::Notification => return None,
     };
-    Some(CommandMessage { phase: Phase::Compensation, body, ..command(participant, order, Phase::Action) })
+    Some(CommandMessage { body, ..command(participant, order, Phase::Compensation) })
 }

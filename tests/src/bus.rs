@@ -12,7 +12,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use sagaflow_events::{
-    CommandMessage, Participant, Phase, PublicEvent, ReplyMessage, ReplyOutcome, Topology,
+    CommandMessage, Participant, PaymentId, Phase, PublicEvent, ReplyMessage, ReplyOutcome, Topology,
 };
 
 pub struct TestBus {
@@ -118,8 +118,22 @@ impl TestBus {
         log
     }
 
-    /// Takes every message in the dead-letter queue: (reason header, body).
+    /// Takes every message in the dead-letter queue: (reason header, body as text).
     pub async fn take_dead_letters(&self) -> Vec<(Option<String>, String)> {
+        self.take_dead_letter_messages()
+            .await
+            .into_iter()
+            .map(|m| {
+                (
+                    m.header(sagaflow_events::headers::DEAD_LETTER_REASON),
+                    String::from_utf8_lossy(&m.body).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Takes every message in the dead-letter queue, whole.
+    pub async fn take_dead_letter_messages(&self) -> Vec<Taken> {
         let mut out = Vec::new();
         while let Some(message) = self
             .channel
@@ -127,13 +141,32 @@ impl TestBus {
             .await
             .expect("basic.get")
         {
-            let reason = sagaflow_runtime::bus::header(
-                &message.delivery,
-                sagaflow_events::headers::DEAD_LETTER_REASON,
-            );
-            out.push((reason, String::from_utf8_lossy(&message.delivery.data).into_owned()));
+            let delivery = message.delivery;
+            out.push(Taken { body: delivery.data, properties: delivery.properties });
         }
         out
+    }
+
+    /// Publishes raw bytes with the given properties, and waits for the broker's confirm.
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) {
+        self.channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
     }
 
     /// Starts a participant double on `participant`'s command queue. It reconnects by itself,
@@ -248,6 +281,26 @@ impl Drop for TestBus {
     }
 }
 
+/// A message taken from a queue, as it was.
+pub struct Taken {
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+}
+
+impl Taken {
+    /// A header's value as text (long or short string), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let headers = self.properties.headers().as_ref()?;
+        match headers.inner().get(name)? {
+            lapin::types::AMQPValue::LongString(s) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
+            lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+            other => Some(format!("{other:?}")),
+        }
+    }
+}
+
 /// How a participant double answers one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -314,7 +367,7 @@ impl ParticipantDouble {
 pub struct DoubleState {
     pub received: Vec<CommandMessage>,
     /// First answer per idempotency key.
-    answers: HashMap<String, (ReplyOutcome, Option<String>)>,
+    answers: HashMap<String, (ReplyOutcome, Option<PaymentId>)>,
     /// Sagas whose compensation ran (or ran as a null compensation).
     compensated: HashSet<String>,
     /// Sagas whose action's effect is in place now.
@@ -324,12 +377,19 @@ pub struct DoubleState {
 }
 
 impl DoubleState {
-    fn handle(&mut self, command: &CommandMessage, answer: Answer) -> Option<(ReplyOutcome, Option<String>)> {
+    fn handle(
+        &mut self,
+        command: &CommandMessage,
+        answer: Answer,
+    ) -> Option<(ReplyOutcome, Option<PaymentId>)> {
         self.received.push(command.clone());
-        let saga = command.saga_id.clone();
+        // Books by order: the tests place each order id once.
+        let saga = command.order_id.to_string();
         match answer {
             Answer::Silent => return None,
-            Answer::Transient(reason) => return Some((ReplyOutcome::Transient { reason }, None)),
+            Answer::Transient(reason) => {
+                return Some((ReplyOutcome::Transient { reason: reason.into() }, None))
+            }
             Answer::Succeed | Answer::Refuse(_) => {}
         }
         if let Some(first) = self.answers.get(&command.idempotency_key) {
@@ -339,11 +399,11 @@ impl DoubleState {
             (Phase::Action, _) if self.compensated.contains(&saga) => {
                 return Some((ReplyOutcome::Failed { reason: "already_compensated".into() }, None))
             }
-            (Phase::Action, Answer::Refuse(reason)) => (ReplyOutcome::Failed { reason }, None),
+            (Phase::Action, Answer::Refuse(reason)) => (ReplyOutcome::Failed { reason: reason.into() }, None),
             (Phase::Action, _) => {
                 self.effect_present.insert(saga.clone());
                 *self.times_applied.entry(saga.clone()).or_default() += 1;
-                (ReplyOutcome::Succeeded, Some(format!("pay-{saga}")))
+                (ReplyOutcome::Succeeded, PaymentId::parse(format!("pay-{saga}")).ok())
             }
             (Phase::Compensation, _) => {
                 self.effect_present.remove(&saga);

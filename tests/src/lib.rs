@@ -4,9 +4,11 @@
 //!   namespace, data folder and port, with SIGTERM and SIGKILL.
 //! - [`bus`]: a real AMQP client for tests: declares the namespace, plays participants, watches
 //!   public events, reads the dead-letter queue.
+//! - [`commands`]: commands as the orchestrator would send them.
 //! - [`wait`]: waiting on a condition with a deadline, never a fixed sleep.
 
 pub mod bus;
+pub mod commands;
 pub mod procs;
 pub mod wait;
 

@@ -4,13 +4,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Where `cargo build` put the binaries of this workspace.
+/// Where `cargo build` put the binaries of this workspace, or `SAGAFLOW_BIN_DIR` (to run the
+/// tests against other binaries, such as an older commit's, to see that a test fails there).
 pub fn binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    let path = target.join(profile).join(name);
+    let dir = std::env::var_os("SAGAFLOW_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        target.join(if cfg!(debug_assertions) { "debug" } else { "release" })
+    });
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace --bins` first (make test does)",
@@ -33,8 +36,8 @@ pub struct Program {
 
 impl Program {
     /// Starts `name` with `SAGA_NAMESPACE`, `DATA_DIR`, `HTTP_ADDR` and `AMQP_URL` set, plus `env`.
-    /// The program picks its own HTTP port (port 0) and keeps it across restarts, so tests
-    /// running in parallel never race for one.
+    /// The test picks the HTTP port (a free one) and keeps it across restarts; should another
+    /// process take it first, the program exits at once naming the port, and a new one is tried.
     pub fn start(
         name: &str,
         namespace: &str,
@@ -42,49 +45,97 @@ impl Program {
         data_dir: PathBuf,
         env: &[(&str, &str)],
     ) -> Self {
-        let mut all = vec![
-            ("SAGA_NAMESPACE".to_owned(), namespace.to_owned()),
-            ("AMQP_URL".to_owned(), amqp_url.to_owned()),
-            ("DATA_DIR".to_owned(), data_dir.display().to_string()),
-            ("HTTP_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
-            ("RUST_LOG".to_owned(), std::env::var("TEST_LOG").unwrap_or_else(|_| "info,lapin=warn".into())),
-        ];
-        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let log = data_dir.with_extension(format!("{name}.log"));
-        let mut program =
-            Self { name: name.to_owned(), http: String::new(), data_dir, log, env: all, child: None };
-        program.spawn();
-        let addr = program.bound_address(Duration::from_secs(30));
-        program.http = format!("http://{addr}");
-        for (key, value) in &mut program.env {
-            if key == "HTTP_ADDR" {
-                *value = addr.clone();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut all = vec![
+                ("SAGA_NAMESPACE".to_owned(), namespace.to_owned()),
+                ("AMQP_URL".to_owned(), amqp_url.to_owned()),
+                ("DATA_DIR".to_owned(), data_dir.display().to_string()),
+                ("HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
+                (
+                    "RUST_LOG".to_owned(),
+                    std::env::var("TEST_LOG").unwrap_or_else(|_| "info,lapin=warn".into()),
+                ),
+            ];
+            all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            let mut program = Self {
+                name: name.to_owned(),
+                http: format!("http://127.0.0.1:{port}"),
+                data_dir: data_dir.clone(),
+                log: log.clone(),
+                env: all,
+                child: None,
+            };
+            program.spawn();
+            if program.listening(port, Duration::from_secs(30)) {
+                return program;
             }
         }
-        program
+        panic!(
+            "{name} could not listen on any free port; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
     }
 
-    /// Reads the address the program bound from its log ("HTTP listening addr=...").
-    fn bound_address(&self, timeout: Duration) -> String {
+    /// Waits until something accepts connections on `port`; false if the program exited first.
+    fn listening(&mut self, port: u16, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let log = self.log_text();
-            if let Some(addr) = log
-                .lines()
-                .filter(|l| l.contains("HTTP listening"))
-                .filter_map(|l| l.split("addr=").nth(1))
-                .filter_map(|rest| rest.split_whitespace().next())
-                .next_back()
-            {
-                return addr.to_owned();
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return false;
+                }
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{} did not start listening; its log:\n{log}",
-                self.name
+                "{} did not start listening; its log:\n{}",
+                self.name,
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Runs a program that is expected to stop by itself (refuse to start, say), and returns
+    /// its exit status (`None` if it was still running at the deadline) and what it printed.
+    pub fn run_to_exit(
+        name: &str,
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
+        let mut child = Command::new(binary(name))
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        use std::io::Read;
+        if let Some(mut s) = child.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(mut s) = child.stderr.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        (status, out)
     }
 
     fn spawn(&mut self) {

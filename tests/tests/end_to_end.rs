@@ -75,8 +75,13 @@ impl System {
     }
 
     async fn place(&self, body: &str) -> u16 {
-        let r =
-            self.http.post(format!("{}/orders", self.orchestrator.http)).body(body.to_owned()).send().await;
+        let r = self
+            .http
+            .post(format!("{}/orders", self.orchestrator.http))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await;
         r.expect("POST").status().as_u16()
     }
 

@@ -64,7 +64,14 @@ impl Harness {
     }
 
     async fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        let response = self.http.post(self.url(path)).body(body.to_owned()).send().await.expect("POST");
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("POST");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -184,7 +191,7 @@ async fn duplicate_and_stale_replies_change_nothing() {
     let reply = |attempt: u32, step: &str| sagaflow_events::ReplyMessage {
         saga_id: charge.saga_id.clone(),
         order_id: charge.order_id.clone(),
-        step: step.into(),
+        step: sagaflow_events::StepName::parse(step).unwrap(),
         phase: Phase::Action,
         attempt,
         idempotency_key: charge.idempotency_key.clone(),
@@ -342,7 +349,13 @@ async fn place_all(http: &reqwest::Client, base: &str, ids: &[String]) {
     for id in ids {
         let body = order_json(id, &[("abc", 1), ("xyz", 2)]);
         wait::until(&format!("order {id} to be accepted"), Duration::from_secs(60), || async {
-            let r = http.post(format!("{base}/orders")).body(body.clone()).send().await.ok()?;
+            let r = http
+                .post(format!("{base}/orders"))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .ok()?;
             (r.status().as_u16() == 202).then_some(())
         })
         .await;
@@ -466,7 +479,13 @@ async fn bad_input_gets_a_clear_error_and_nothing_stops() {
     }
     let big = format!(r#"{{"userId": "u", "note": "{}", "items": []}}"#, "x".repeat(200_000));
     // The server stops reading and closes this connection; use one of its own.
-    let response = reqwest::Client::new().post(h.url("/orders")).body(big).send().await.expect("POST");
+    let response = reqwest::Client::new()
+        .post(h.url("/orders"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("POST");
     let status = response.status().as_u16();
     let answer: Value = response.json().await.unwrap_or(Value::Null);
     assert_eq!(status, 413, "{answer}");

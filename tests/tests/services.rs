@@ -6,10 +6,10 @@ use std::time::Duration;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use sagaflow_events::{
-    Cents, CommandBody, CommandMessage, OrderId, Participant, Phase, ReplyMessage, ReplyOutcome, Topology,
-    UserId,
+    Cents, CommandBody, CommandMessage, Participant, Phase, ReplyMessage, ReplyOutcome, Topology, UserId,
 };
 use sagaflow_tests::bus::TestBus;
+use sagaflow_tests::commands::{command, lines};
 use sagaflow_tests::procs::Program;
 use sagaflow_tests::{amqp_url, unique_namespace, wait};
 
@@ -92,15 +92,7 @@ fn charge(order: &str, phase: Phase, attempt: u32) -> CommandMessage {
         }
         Phase::Compensation => CommandBody::RefundPayment { amount_cents: Cents(500) },
     };
-    CommandMessage {
-        saga_id: order.into(),
-        order_id: OrderId::parse(order).unwrap(),
-        step: "payment".into(),
-        phase,
-        attempt,
-        idempotency_key: format!("{order}/payment/{phase}"),
-        body,
-    }
+    command(order, Participant::Payment, phase, attempt, body)
 }
 
 fn ledger_of(view: &serde_json::Value, order: &str) -> Option<(u64, u64)> {
@@ -166,18 +158,14 @@ async fn sigkill_mid_stream_then_restart_applies_each_charge_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notification_sends_one_mail_per_order_whatever_the_duplicates() {
     let rig = Rig::start("notification").await;
-    let send = |attempt: u32| CommandMessage {
-        saga_id: "n-1".into(),
-        order_id: OrderId::parse("n-1").unwrap(),
-        step: "notification".into(),
-        phase: Phase::Action,
-        attempt,
-        idempotency_key: "n-1/notification/action".into(),
-        body: CommandBody::SendNotification {
+    let send = |attempt: u32| {
+        let items = lines(&[("abc", 100)]);
+        let body = CommandBody::SendNotification {
             user_id: UserId::parse("u").unwrap(),
-            amount_cents: Cents(100),
-            items: vec![],
-        },
+            amount_cents: items.total(),
+            items,
+        };
+        command("n-1", Participant::Notification, Phase::Action, attempt, body)
     };
     for attempt in 1..=3 {
         rig.send(Participant::Notification, &send(attempt)).await;
@@ -190,38 +178,26 @@ async fn notification_sends_one_mail_per_order_whatever_the_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_reserves_all_or_nothing_and_releases_exactly_what_it_reserved() {
-    use sagaflow_events::{OrderLine, ProductId, Quantity};
+    use sagaflow_events::ProductId;
     let rig = Rig::start("inventory").await;
-    let line = |p: &str, q: i64| OrderLine {
-        product_id: ProductId::parse(p).unwrap(),
-        quantity: Quantity::new(q).unwrap(),
-        unit_price_cents: Cents(1),
-    };
-    let command = |order: &str, phase: Phase, items: Vec<OrderLine>| CommandMessage {
-        saga_id: order.into(),
-        order_id: OrderId::parse(order).unwrap(),
-        step: "inventory".into(),
-        phase,
-        attempt: 1,
-        idempotency_key: format!("{order}/inventory/{phase}"),
-        body: match phase {
+    let command = |order: &str, phase: Phase, items: &[(&str, i64)]| {
+        let items = lines(items);
+        let body = match phase {
             Phase::Action => CommandBody::ReserveStock { items },
             Phase::Compensation => CommandBody::ReleaseStock { items },
-        },
+        };
+        command(order, Participant::Inventory, phase, 1, body)
     };
     let before = rig.view("/stock").await["stock"].clone();
     let abc = before["abc"]["available"].as_u64().unwrap();
 
     // All or nothing: one line too large refuses the whole order, naming the product.
-    rig.send(
-        Participant::Inventory,
-        &command("i-1", Phase::Action, vec![line("abc", 2), line("xyz", 10_000_000)]),
-    )
-    .await;
+    rig.send(Participant::Inventory, &command("i-1", Phase::Action, &[("abc", 2), ("xyz", 10_000_000)]))
+        .await;
     // Reserve twice (a duplicate), then release with a command that claims other items:
     // the release returns what i-2 reserved, not what the command says.
-    rig.send(Participant::Inventory, &command("i-2", Phase::Action, vec![line("abc", 3)])).await;
-    rig.send(Participant::Inventory, &command("i-2", Phase::Action, vec![line("abc", 3)])).await;
+    rig.send(Participant::Inventory, &command("i-2", Phase::Action, &[("abc", 3)])).await;
+    rig.send(Participant::Inventory, &command("i-2", Phase::Action, &[("abc", 3)])).await;
     let replies = rig.replies(3).await;
     assert_eq!(replies[0].outcome, ReplyOutcome::Failed { reason: "out_of_stock".into() });
     assert_eq!(replies[0].missing_products, [ProductId::parse("xyz").unwrap()]);
@@ -229,7 +205,7 @@ async fn inventory_reserves_all_or_nothing_and_releases_exactly_what_it_reserved
     assert_eq!(during["abc"]["available"].as_u64().unwrap(), abc - 3, "reserved once");
     assert_eq!(during["xyz"], before["xyz"], "nothing of the refused order was reserved");
 
-    rig.send(Participant::Inventory, &command("i-2", Phase::Compensation, vec![line("abc", 99)])).await;
+    rig.send(Participant::Inventory, &command("i-2", Phase::Compensation, &[("abc", 99)])).await;
     rig.replies(1).await;
     assert_eq!(rig.view("/stock").await["stock"], before, "released exactly what was reserved");
 }

@@ -1,25 +1,35 @@
-//! The bus: one RabbitMQ connection per process, with our own reconnect loop.
+//! The bus: one RabbitMQ connection per process, with our own reconnect loop. Nothing above
+//! this module sees an AMQP type: messages go out as [`Message`] and come in as [`Received`]
+//! with a [`Receipt`] to acknowledge them by.
 //!
+//! - [`message`]: the broker-neutral messages, with bounded headers.
+//! - [`amqp`]: their AMQP properties and headers.
 //! - [`topology`]: declares every exchange and queue of the namespace (all durable; queues are
 //!   quorum queues with a dead-letter exchange and a delivery limit).
-//! - [`session`]: connects, declares, starts the consumers and the outbox relay, and when
-//!   anything breaks, backs off with jitter and does it all again.
-//! - [`dead_letter`]: turns a message that cannot be handled into an outbox entry for the
-//!   dead-letter exchange, with the reason in its headers.
+//! - [`session`]: connects, declares, consumes exclusively, runs the relay, and when anything
+//!   breaks, backs off with jitter and does it all again.
+//! - [`relay`]: publishes durable outbox entries with confirms, and parks what the broker
+//!   keeps refusing.
+//! - [`dead_letter`]: a message that cannot be understood, as an entry for the dead-letter
+//!   exchange with its original bytes and the reason.
+//! - [`acks`]: the acknowledgements a batch owes, folded per consumer.
 
+pub mod acks;
+pub mod amqp;
 pub mod dead_letter;
+pub mod message;
+pub mod relay;
 pub mod session;
 pub mod topology;
 
+pub use acks::Acks;
 pub use dead_letter::dead_letter;
-pub use session::{Bus, BusMetrics, ConsumerSpec};
+pub use message::{HeaderValue, Headers, Message, Received, Route};
+pub use session::{Bus, BusError, BusMetrics, ConsumerSpec};
 
-/// Reads a string header (or property) of a delivery.
-pub fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
-    let headers = delivery.properties.headers().as_ref()?;
-    match headers.inner().get(name)? {
-        lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
+/// What acknowledges one received message: which consumer took it and its delivery tag.
+pub struct Receipt {
+    pub(crate) consumer: usize,
+    pub(crate) tag: u64,
+    pub(crate) acker: lapin::Acker,
 }

@@ -1,31 +1,41 @@
 //! The connection, owned by us: connect, declare, consume, relay; on any failure back off with
 //! jitter and start again. We do not use lapin's automatic recovery, which can hang after a
 //! broker restart; a fresh connection with everything redeclared is simpler to trust.
+//!
+//! Every queue is consumed **exclusively**: each process keeps its barrier or its sagas in its
+//! own store, so a second instance on the same namespace would miss the first one's records (a
+//! redelivered command could charge twice). The broker refuses a second exclusive consumer;
+//! a process that keeps being refused at start-up gives up with one clear line. One that was
+//! consuming before and is refused after a reconnect stands by and keeps trying: it never
+//! starts consuming beside another.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, Consumer, Event};
 use sagaflow_events::Topology;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::relay::{self, RelayState};
+use super::{amqp, Receipt};
 use crate::config::AmqpUrl;
+use crate::health::Health;
 use crate::metrics::Counter;
 use crate::outbox::Outbox;
+use crate::pipeline::Input;
 
-/// A queue to consume, and where its deliveries go.
+/// A queue to consume. Its index in [`Bus::consumers`] tells its deliveries apart.
 pub struct ConsumerSpec {
     pub queue: String,
     /// Unacknowledged deliveries the broker may hand out at once. Large enough to fill a
     /// group-commit batch, small enough that a crash returns little work.
     pub prefetch: u16,
-    pub sink: mpsc::Sender<Delivery>,
 }
 
 #[derive(Debug, Default)]
@@ -37,15 +47,30 @@ pub struct BusMetrics {
     pub redeliveries: Counter,
 }
 
-pub struct Bus {
+/// How long a process that never consumed may be refused its queues before it gives up: long
+/// enough for the broker to notice that a killed predecessor's connection is gone.
+pub const EXCLUSIVE_GRACE: Duration = Duration::from_secs(15);
+
+/// Why the bus stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error(
+        "another process consumes {queue} on this namespace; a second instance would miss the first one's \
+         records, so this one does not start (stop the other, or give this one its own SAGA_NAMESPACE)"
+    )]
+    AnotherInstance { queue: String },
+}
+
+pub struct Bus<J> {
     pub url: AmqpUrl,
     pub topology: Topology,
     pub consumers: Vec<ConsumerSpec>,
+    /// Where deliveries go: the process's pipeline.
+    pub sink: mpsc::Sender<Input<J>>,
     pub outbox: Arc<Outbox>,
     /// Messages the relay keeps in flight, awaiting confirms.
     pub relay_window: usize,
-    /// True while connected; `/health` reads it.
-    pub connected: watch::Sender<bool>,
+    pub health: Health,
     pub metrics: Arc<BusMetrics>,
 }
 
@@ -53,24 +78,43 @@ pub struct Bus {
 enum SessionError {
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
+    #[error("another consumer holds {0}")]
+    Exclusive(String),
     #[error("consumer of {0} ended")]
     ConsumerEnded(String),
     #[error("connection closed")]
     Closed,
 }
 
-impl Bus {
+impl<J: Send + 'static> Bus<J> {
     /// Runs until `stop`. `stop_consuming` ends the consumers first, so that a shutting-down
     /// process can finish and acknowledge what it holds while still connected.
-    pub async fn run(self, stop_consuming: CancellationToken, stop: CancellationToken) {
+    pub async fn run(
+        self,
+        stop_consuming: CancellationToken,
+        stop: CancellationToken,
+    ) -> Result<(), BusError> {
         let mut failures: u32 = 0;
+        let mut relay = RelayState::default();
+        let mut consumed = false;
+        let mut refused_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
-            match self.session(&stop_consuming, &stop).await {
-                Ok(()) => return,
+            match self.session(&stop_consuming, &stop, &mut relay, &mut consumed).await {
+                Ok(()) => return Ok(()),
                 Err(e) => {
-                    self.connected.send_replace(false);
+                    self.health.set_bus(false);
                     self.metrics.disconnects.inc();
+                    relay.session_failed(&self.outbox, &e.to_string());
+                    if let SessionError::Exclusive(queue) = &e {
+                        let since = *refused_since.get_or_insert_with(Instant::now);
+                        if !consumed && since.elapsed() > EXCLUSIVE_GRACE {
+                            return Err(BusError::AnotherInstance { queue: queue.clone() });
+                        }
+                        tracing::error!(queue, "another process consumes this queue; standing by");
+                    } else {
+                        refused_since = None;
+                    }
                     // A session that lived a while was healthy: start the backoff afresh.
                     if started.elapsed() > Duration::from_secs(30) {
                         failures = 0;
@@ -80,7 +124,7 @@ impl Bus {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "bus disconnected");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = stop.cancelled() => return,
+                        _ = stop.cancelled() => return Ok(()),
                     }
                 }
             }
@@ -91,6 +135,8 @@ impl Bus {
         &self,
         stop_consuming: &CancellationToken,
         stop: &CancellationToken,
+        relay_state: &mut RelayState,
+        consumed: &mut bool,
     ) -> Result<(), SessionError> {
         let connection = Connection::connect(self.url.expose(), ConnectionProperties::default()).await?;
         let mut events = connection.events_listener();
@@ -101,34 +147,47 @@ impl Bus {
 
         let mut consumers = JoinSet::new();
         if !stop_consuming.is_cancelled() {
-            for spec in &self.consumers {
+            for (from, spec) in self.consumers.iter().enumerate() {
                 let channel = connection.create_channel().await?;
                 channel.basic_qos(spec.prefetch, BasicQosOptions::default()).await?;
                 let tag = format!("{}-{}", spec.queue, std::process::id());
+                let options = BasicConsumeOptions { exclusive: true, ..BasicConsumeOptions::default() };
                 let consumer = channel
                     .basic_consume(
                         spec.queue.as_str().into(),
                         tag.as_str().into(),
-                        BasicConsumeOptions::default(),
+                        options,
                         FieldTable::default(),
                     )
-                    .await?;
+                    .await
+                    .map_err(|e| match e.kind() {
+                        lapin::ErrorKind::ProtocolError(amqp)
+                            if amqp.kind() == &AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) =>
+                        {
+                            SessionError::Exclusive(spec.queue.clone())
+                        }
+                        _ => SessionError::Amqp(e),
+                    })?;
                 consumers.spawn(forward(
-                    channel,
+                    Forward {
+                        channel,
+                        tag,
+                        queue: spec.queue.clone(),
+                        from,
+                        sink: self.sink.clone(),
+                        metrics: self.metrics.clone(),
+                    },
                     consumer,
-                    tag,
-                    spec.queue.clone(),
-                    spec.sink.clone(),
                     stop_consuming.clone(),
-                    self.metrics.clone(),
                 ));
             }
+            *consumed = true;
         }
-        self.connected.send_replace(true);
+        self.health.set_bus(true);
         self.metrics.connects.inc();
         tracing::info!(url = %self.url, namespace = self.topology.namespace(), "bus connected");
 
-        let relay = self.outbox.relay(&publish, self.relay_window);
+        let relay = relay::run(&self.outbox, &publish, self.relay_window, relay_state);
         tokio::pin!(relay);
         let result = loop {
             tokio::select! {
@@ -150,7 +209,7 @@ impl Bus {
                 },
             }
         };
-        self.connected.send_replace(false);
+        self.health.set_bus(false);
         consumers.abort_all();
         // Closing returns unacknowledged deliveries to their queues at once. When the broker is
         // already gone this fails fast; the timeout covers a half-open socket.
@@ -159,34 +218,42 @@ impl Bus {
     }
 }
 
-/// Hands deliveries of one consumer to its sink until told to stop or the channel fails.
-async fn forward(
+/// One consumer's forwarding task and what it needs.
+struct Forward<J> {
     channel: lapin::Channel,
-    mut consumer: Consumer,
     tag: String,
     queue: String,
-    sink: mpsc::Sender<Delivery>,
-    stop: CancellationToken,
+    from: usize,
+    sink: mpsc::Sender<Input<J>>,
     metrics: Arc<BusMetrics>,
+}
+
+/// Hands deliveries of one consumer to the pipeline until told to stop or the channel fails.
+async fn forward<J>(
+    f: Forward<J>,
+    mut consumer: Consumer,
+    stop: CancellationToken,
 ) -> Result<(), SessionError> {
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
-                let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                let _ = f.channel.basic_cancel(f.tag.as_str().into(), BasicCancelOptions::default()).await;
                 return Ok(());
             }
             item = consumer.next() => match item {
                 Some(Ok(delivery)) => {
-                    metrics.deliveries.inc();
+                    f.metrics.deliveries.inc();
                     if delivery.redelivered {
-                        metrics.redeliveries.inc();
+                        f.metrics.redeliveries.inc();
                     }
-                    if sink.send(delivery).await.is_err() {
+                    let received = amqp::received(f.from, &f.queue, &delivery);
+                    let receipt = Receipt { consumer: f.from, tag: delivery.delivery_tag, acker: delivery.acker };
+                    if f.sink.send(Input::Message(received, receipt)).await.is_err() {
                         return Ok(());
                     }
                 }
                 Some(Err(e)) => return Err(e.into()),
-                None => return Err(SessionError::ConsumerEnded(queue)),
+                None => return Err(SessionError::ConsumerEnded(f.queue.clone())),
             }
         }
     }

@@ -503,10 +503,8 @@ impl Bench {
         std::fs::create_dir_all(&store_path)?;
         let filled = std::time::Instant::now();
         let path = store_path.clone();
-        tokio::task::spawn_blocking(move || {
-            sagaflow_orchestrator::populate::fill(&path, "bench", n, "stored")
-        })
-        .await??;
+        tokio::task::spawn_blocking(move || sagaflow_orchestrator::populate::fill(&path, n, "stored"))
+            .await??;
         let fill_secs = round2(filled.elapsed().as_secs_f64());
         let system = self.start_saga_system(broker, &name, &[]).await?;
         let result = async {

@@ -23,16 +23,13 @@ async fn main() -> std::process::ExitCode {
     let catalog = match Catalog::load_or_builtin(args.catalog.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("inventory failed: {e}");
+            tracing::error!("inventory cannot go on: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
     let stop = sagaflow_runtime::shutdown::on_signal();
-    match sagaflow_services::run(Inventory { catalog }, args.service, 8082, stop).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("inventory failed: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    sagaflow_services::exit(
+        "inventory",
+        sagaflow_services::run(Inventory { catalog }, args.service, 8082, stop).await,
+    )
 }

@@ -20,18 +20,15 @@ async fn main() -> std::process::ExitCode {
     let domain = match Notification::new(&data_dir) {
         Ok(d) => d,
         Err(e) => {
-            tracing::error!("notification failed: cannot create the Maildir: {e}");
+            tracing::error!(
+                "notification cannot go on: cannot create the Maildir in {}: {e}",
+                data_dir.display()
+            );
             return std::process::ExitCode::FAILURE;
         }
     };
     let stop = sagaflow_runtime::shutdown::on_signal();
     let mut service = args.service;
     service.data_dir = Some(data_dir);
-    match sagaflow_services::run(domain, service, 8083, stop).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("notification failed: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    sagaflow_services::exit("notification", sagaflow_services::run(domain, service, 8083, stop).await)
 }

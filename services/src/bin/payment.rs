@@ -32,15 +32,5 @@ async fn main() -> std::process::ExitCode {
         seed: args.service.seed,
     };
     let stop = sagaflow_runtime::shutdown::on_signal();
-    exit(sagaflow_services::run(domain, args.service, 8081, stop).await)
-}
-
-fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("payment failed: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    sagaflow_services::exit("payment", sagaflow_services::run(domain, args.service, 8081, stop).await)
 }

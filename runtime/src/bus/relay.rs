@@ -1,0 +1,212 @@
+//! The relay: publishes durable outbox entries with publisher confirms, and removes each once
+//! the broker confirmed it.
+//!
+//! A sliding window keeps up to `window` publishes awaiting their confirms while newer durable
+//! entries keep going out. (Waiting for a whole batch's confirms before publishing the next put
+//! a quorum queue's confirm latency on every hop of every saga.)
+//!
+//! **No entry can wedge the relay.** When a session fails, the entries that were unconfirmed
+//! are suspects: the next session publishes them one at a time, waiting for each confirm, before
+//! anything else. An entry that is alone in flight when a session fails [`STRIKES`] times, or
+//! that the broker nacks that often, is the cause whatever the refusal was (a frame too large,
+//! a property the broker rejects, one we have not thought of): it is parked with the broker's
+//! reason ([`Outbox::park`]) and everything behind it flows on.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use lapin::options::BasicPublishOptions;
+use lapin::{Channel, Confirmation, PublisherConfirm};
+
+use super::amqp;
+use super::message::Message;
+use crate::outbox::Outbox;
+
+/// Failures an entry may cause alone before it is parked. More than one, so that a broker
+/// restart that happens to fall on a probe does not park an innocent message.
+pub const STRIKES: u32 = 3;
+
+/// What the relay remembers across sessions.
+#[derive(Debug, Default)]
+pub struct RelayState {
+    /// Published and not yet confirmed.
+    in_flight: BTreeSet<u64>,
+    /// Unconfirmed when a session failed, or nacked: published alone before anything else.
+    suspects: BTreeSet<u64>,
+    /// The suspect being published alone now.
+    probing: Option<u64>,
+    /// Failures each suspect caused while alone in flight.
+    strikes: HashMap<u64, u32>,
+}
+
+impl RelayState {
+    /// A session ended with `error`: what was unconfirmed becomes suspect, and a suspect that
+    /// was alone in flight gets a strike.
+    pub fn session_failed(&mut self, outbox: &Outbox, error: &str) {
+        let unconfirmed = std::mem::take(&mut self.in_flight);
+        if let Some(id) = self.probing.take() {
+            if unconfirmed.contains(&id) && self.strike(id) {
+                outbox.park(id, &format!("the broker refused it {STRIKES} times: {error}"));
+                return;
+            }
+        }
+        self.suspects.extend(unconfirmed);
+    }
+
+    /// Counts a failure of `id`; true once it has caused [`STRIKES`]. A parked id is forgotten.
+    fn strike(&mut self, id: u64) -> bool {
+        let strikes = self.strikes.entry(id).or_default();
+        *strikes += 1;
+        let out = *strikes >= STRIKES;
+        if out {
+            self.strikes.remove(&id);
+            self.suspects.remove(&id);
+        }
+        out
+    }
+
+    fn cleared(&mut self, id: u64) {
+        self.suspects.remove(&id);
+        self.strikes.remove(&id);
+        self.in_flight.remove(&id);
+    }
+}
+
+async fn publish(channel: &Channel, message: &Message) -> Result<PublisherConfirm, lapin::Error> {
+    channel
+        .basic_publish(
+            message.route.exchange.as_str().into(),
+            message.route.key.as_str().into(),
+            BasicPublishOptions::default(),
+            &message.body,
+            amqp::properties(message),
+        )
+        .await
+}
+
+/// Publishes until the channel fails (then returns the error, and the bus reconnects) or the
+/// outbox is dropped.
+pub async fn run(
+    outbox: &Arc<Outbox>,
+    channel: &Channel,
+    window: usize,
+    state: &mut RelayState,
+) -> Result<(), lapin::Error> {
+    let window = window.max(1);
+    let mut durable = outbox.watch_durable();
+    let mut in_flight: VecDeque<(u64, PublisherConfirm)> = VecDeque::with_capacity(window);
+    let mut next: u64 = 0;
+    loop {
+        // Suspects first, each alone, once nothing else is in flight.
+        if in_flight.is_empty() {
+            while let Some(&id) = state.suspects.iter().next() {
+                let Some(message) = outbox.get(id) else {
+                    state.cleared(id);
+                    continue;
+                };
+                state.probing = Some(id);
+                state.in_flight.insert(id);
+                let confirmation = publish(channel, &message).await?.await?;
+                state.probing = None;
+                state.in_flight.remove(&id);
+                match confirmation {
+                    Confirmation::Ack(_) | Confirmation::NotRequested => {
+                        outbox.confirmed(id);
+                        state.cleared(id);
+                    }
+                    Confirmation::Nack(_) => {
+                        if state.strike(id) {
+                            outbox.park(id, &format!("the broker nacked it {STRIKES} times"));
+                        }
+                    }
+                }
+            }
+        }
+        let upto = *durable.borrow_and_update();
+        let room = window - in_flight.len();
+        if room > 0 && next <= upto && state.suspects.is_empty() {
+            let batch = outbox.read(next, upto, room);
+            if let Some(&(last, _)) = batch.last() {
+                for (id, message) in &batch {
+                    state.in_flight.insert(*id);
+                    in_flight.push_back((*id, publish(channel, message).await?));
+                }
+                next = last + 1;
+                continue;
+            }
+        }
+        // Nothing to publish now, the window is full, or a suspect waits for the window to
+        // drain: wait for a confirm or new entries.
+        tokio::select! {
+            confirmation = async { (&mut in_flight.front_mut().expect("not empty").1).await }, if !in_flight.is_empty() => {
+                let (id, _) = in_flight.pop_front().expect("not empty");
+                state.in_flight.remove(&id);
+                match confirmation? {
+                    Confirmation::Ack(_) | Confirmation::NotRequested => outbox.confirmed(id),
+                    Confirmation::Nack(_) => {
+                        tracing::warn!(id, "the broker nacked a message; it will be published again on its own");
+                        if state.strike(id) {
+                            outbox.park(id, &format!("the broker nacked it {STRIKES} times"));
+                        } else {
+                            state.suspects.insert(id);
+                        }
+                    }
+                }
+            }
+            changed = durable.changed(), if room > 0 && state.suspects.is_empty() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::message::Route;
+
+    fn outbox() -> (tempfile::TempDir, Arc<Outbox>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let outbox = Outbox::open(&db).unwrap();
+        for i in 0..3u8 {
+            let route = Route { exchange: "x".into(), key: String::new() };
+            outbox.stage_alone(&Message::json(route, "o", "k", vec![i])).unwrap();
+        }
+        (dir, outbox)
+    }
+
+    #[test]
+    fn an_entry_alone_in_flight_when_sessions_fail_is_parked_after_its_strikes() {
+        let (_dir, outbox) = outbox();
+        let mut state = RelayState::default();
+        // A session fails with three entries unconfirmed: all three become suspects.
+        state.in_flight.extend([1, 2, 3]);
+        state.session_failed(&outbox, "connection closed");
+        assert_eq!(state.suspects.iter().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        // Entry 1 goes alone and passes; entry 2 goes alone and the session fails, thrice.
+        state.cleared(1);
+        for round in 1..=STRIKES {
+            state.probing = Some(2);
+            state.in_flight.insert(2);
+            state.session_failed(&outbox, "FRAME_ERROR - frame too large");
+            assert_eq!(outbox.parked_count(), usize::from(round == STRIKES), "round {round}");
+        }
+        assert_eq!(state.suspects.iter().copied().collect::<Vec<_>>(), [3]);
+        assert!(outbox.parked(1)[0].1.reason.contains("FRAME_ERROR"));
+    }
+
+    #[test]
+    fn a_failure_with_nothing_alone_in_flight_strikes_nobody() {
+        let (_dir, outbox) = outbox();
+        let mut state = RelayState::default();
+        for _ in 0..10 {
+            state.in_flight.extend([1, 2]);
+            state.session_failed(&outbox, "broker restart");
+        }
+        assert_eq!(outbox.parked_count(), 0);
+        assert!(state.strikes.is_empty());
+    }
+}

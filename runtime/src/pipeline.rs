@@ -1,0 +1,317 @@
+//! The one loop every process runs, written once:
+//!
+//! 1. take what is waiting (received messages and local jobs, up to a batch limit);
+//! 2. apply each: one transaction per input over the process's state and its outbox;
+//! 3. make the batch durable: what it wrote outside the store first, then one flush with a
+//!    real `fdatasync` ([`Db::make_durable`]);
+//! 4. release the batch's outbox entries to the relay, acknowledge its messages, and answer its
+//!    local callers.
+//!
+//! A crash before 3 loses the batch's effects, but nothing was acknowledged, answered or
+//! published, so the broker redelivers the messages. A crash after 3 keeps everything;
+//! redelivered messages are recognised as duplicates. While the store flushes, the next batch
+//! gathers: under load, batches grow by themselves.
+//!
+//! What a process does with one input is its [`Apply`]. Three outcomes are told apart, and the
+//! difference matters: a message that cannot be understood is dead-lettered and acknowledged;
+//! a store that cannot take a write now ([`ApplyError::Retry`], a full disk for the mails) holds
+//! the rest of the batch unacknowledged, turns `/health` to 503 and tries again later, so a
+//! storage fault never dead-letters good work; a broken store ([`ApplyError::Fatal`]) stops the
+//! process without acknowledging anything of the batch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sagaflow_events::Topology;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{dead_letter, Acks, Receipt, Received};
+use crate::db::{Db, DbError};
+use crate::health::Health;
+use crate::metrics::{Counter, Histogram, Render};
+use crate::outbox::Outbox;
+
+/// One input of the pipeline.
+// Nearly every input is a message, so boxing it would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
+pub enum Input<J> {
+    /// A message from the bus, and what acknowledges it.
+    Message(Received, Receipt),
+    /// Work from inside the process (the orchestrator's HTTP requests, timers, sweeps).
+    Job(J),
+}
+
+/// What became of a received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Applied (or recognised as a duplicate): acknowledge it with the batch.
+    Done,
+    /// It cannot be understood: dead-letter it with this reason, and acknowledge it.
+    Reject(String),
+}
+
+/// Runs once the batch it belongs to is durable: answers a local caller.
+pub type Reply = Box<dyn FnOnce() + Send>;
+
+/// Why an input could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The store cannot take the write now: hold the rest of the batch and try again later.
+    #[error("storage is failing: {0}")]
+    Retry(String),
+    /// The store is broken: stop the process without acknowledging the batch.
+    #[error(transparent)]
+    Fatal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApplyError {
+    pub fn fatal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Fatal(Box::new(e))
+    }
+}
+
+/// What a process plugs into the pipeline: how each input changes its store.
+pub trait Apply: Send + 'static {
+    /// Work from inside the process. Its errors are always fatal: a local caller cannot be
+    /// held like a message.
+    type Job: Send + 'static;
+
+    fn apply_message(&mut self, message: &Received) -> Result<Verdict, ApplyError>;
+
+    /// Applies a job; the reply runs once the batch is durable.
+    fn apply_job(&mut self, job: Self::Job) -> Result<Reply, ApplyError>;
+
+    /// Makes durable what the batch wrote outside the store, before the flush that records it
+    /// as done (notification's mails).
+    fn before_commit(&mut self) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
+    /// Runs after each commit, once its acks and replies are out.
+    fn after_commit(&mut self) {}
+}
+
+/// Why the pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Store(#[from] DbError),
+    #[error("cannot stage a dead letter: {0}")]
+    DeadLetter(sled::Error),
+}
+
+#[derive(Debug)]
+pub struct PipelineMetrics {
+    /// Inputs per commit.
+    pub batch_sizes: Histogram,
+    /// Seconds per commit (the flush and its sync).
+    pub commit_seconds: Histogram,
+    pub commits: Counter,
+    pub dead_lettered: Counter,
+    /// Batches held back because the store could not take them.
+    pub held: Counter,
+}
+
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        Self {
+            batch_sizes: Histogram::sizes(),
+            commit_seconds: Histogram::latency(),
+            commits: Counter::default(),
+            dead_lettered: Counter::default(),
+            held: Counter::default(),
+        }
+    }
+}
+
+impl PipelineMetrics {
+    pub fn render(&self, r: &mut Render) {
+        r.histogram("sagaflow_commit_batch_size", "Inputs per group commit.", &self.batch_sizes)
+            .histogram(
+                "sagaflow_commit_seconds",
+                "Time to make one group commit durable.",
+                &self.commit_seconds,
+            )
+            .counter(
+                "sagaflow_dead_lettered_total",
+                "Messages sent to the dead-letter queue.",
+                &self.dead_lettered,
+            )
+            .counter(
+                "sagaflow_batches_held_total",
+                "Batches held back while the store was failing.",
+                &self.held,
+            );
+    }
+}
+
+/// The longest pause between two tries of a held batch.
+const MAX_HOLD: Duration = Duration::from_secs(30);
+
+pub struct Pipeline<A: Apply> {
+    pub applier: A,
+    pub db: Arc<Db>,
+    pub outbox: Arc<Outbox>,
+    pub topology: Topology,
+    pub health: Health,
+    /// Most inputs per commit.
+    pub max_batch: usize,
+    pub metrics: Arc<PipelineMetrics>,
+}
+
+/// A batch after applying: what the applied part owes, and the inputs held back.
+type Split<J> = (Owed<J>, Vec<Input<J>>);
+
+/// What a batch owes once it is durable, in the order its inputs came. (The order matters:
+/// acks are folded per consumer, and a tag below one acked before would be refused.)
+struct Owed<J> {
+    /// Applied messages, and those to dead-letter with their reason. Dead letters are staged
+    /// only when the batch commits, so that a batch applied again does not stage them twice.
+    messages: Vec<(Input<J>, Option<String>)>,
+    replies: Vec<Reply>,
+}
+
+impl<A: Apply> Pipeline<A> {
+    /// Runs until `stop`, then applies and commits what it already holds, and returns. A held
+    /// batch is not acknowledged: the broker gives it to the next process.
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input<A::Job>>,
+        stop: CancellationToken,
+    ) -> Result<(), PipelineError> {
+        let mut batch: Vec<Input<A::Job>> = Vec::with_capacity(self.max_batch);
+        let mut hold = Duration::ZERO;
+        loop {
+            let stopping = if batch.is_empty() {
+                tokio::select! {
+                    n = inputs.recv_many(&mut batch, self.max_batch) => n == 0,
+                    _ = stop.cancelled() => {
+                        while let Ok(input) = inputs.try_recv() {
+                            batch.push(input);
+                        }
+                        true
+                    }
+                }
+            } else {
+                // A held batch: wait, then try it again before anything new.
+                tokio::select! {
+                    _ = tokio::time::sleep(hold) => false,
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            };
+            if !batch.is_empty() {
+                let (owed, held) = writer_thread(|| self.apply_batch(&mut batch))?;
+                batch = held;
+                if let Some(unmade) = self.commit(owed).await? {
+                    // Nothing of it is durable: hold all of it, in its order. What was applied
+                    // is recognised as a duplicate when it is applied again.
+                    batch.splice(0..0, unmade);
+                }
+            }
+            if batch.is_empty() {
+                hold = Duration::ZERO;
+                self.health.store_working();
+            } else {
+                self.metrics.held.inc();
+                hold = (hold * 2).clamp(Duration::from_millis(500), MAX_HOLD);
+            }
+            if stopping {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Makes the batch durable, then lets out what it owes. Returns its inputs instead when
+    /// what it wrote outside the store cannot be made durable now.
+    async fn commit(&mut self, owed: Owed<A::Job>) -> Result<Option<Vec<Input<A::Job>>>, PipelineError> {
+        if owed.messages.is_empty() && owed.replies.is_empty() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        match writer_thread(|| self.applier.before_commit()) {
+            Ok(()) => {}
+            // Local callers cannot be held like messages; only a process without them may hold.
+            Err(ApplyError::Retry(e)) if owed.replies.is_empty() => {
+                tracing::error!(error = e, "cannot make the batch durable; holding it");
+                self.health.store_failing(&e);
+                return Ok(Some(owed.messages.into_iter().map(|(input, _)| input).collect()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut acks = Acks::default();
+        for (input, reject) in owed.messages {
+            let Input::Message(message, receipt) = input else { continue };
+            if let Some(reason) = reject {
+                tracing::warn!(queue = message.queue, reason, "dead-lettering a message");
+                let letter = dead_letter(&self.topology, &message, &reason);
+                self.outbox.stage_alone(&letter).map_err(PipelineError::DeadLetter)?;
+                self.metrics.dead_lettered.inc();
+            }
+            acks.push(receipt);
+        }
+        // Taken before the flush: entries staged while it runs wait for the next one.
+        let upto = self.outbox.staged_upto();
+        writer_thread(|| self.db.make_durable())?;
+        // Durable: now the batch's messages may go out, be acknowledged, and be answered.
+        self.outbox.mark_durable(upto);
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_sizes.observe((acks.len() + owed.replies.len()) as f64);
+        self.metrics.commits.inc();
+        acks.send().await;
+        for reply in owed.replies {
+            reply();
+        }
+        self.applier.after_commit();
+        Ok(None)
+    }
+
+    /// Applies inputs in order. Returns what the applied ones owe, and the inputs held back
+    /// from the first one the store could not take.
+    fn apply_batch(&mut self, batch: &mut Vec<Input<A::Job>>) -> Result<Split<A::Job>, PipelineError> {
+        let mut owed = Owed { messages: Vec::new(), replies: Vec::new() };
+        let mut inputs = std::mem::take(batch).into_iter();
+        while let Some(input) = inputs.next() {
+            match input {
+                Input::Message(message, receipt) => match self.applier.apply_message(&message) {
+                    Ok(verdict) => {
+                        let reject = match verdict {
+                            Verdict::Done => None,
+                            Verdict::Reject(reason) => Some(reason),
+                        };
+                        owed.messages.push((Input::Message(message, receipt), reject));
+                    }
+                    Err(ApplyError::Retry(e)) => {
+                        tracing::error!(
+                            queue = message.queue,
+                            error = e,
+                            "the store cannot take a message; holding it and what follows"
+                        );
+                        self.health.store_failing(&e);
+                        let mut held = vec![Input::Message(message, receipt)];
+                        held.extend(inputs);
+                        return Ok((owed, held));
+                    }
+                    Err(fatal) => return Err(fatal.into()),
+                },
+                Input::Job(job) => match self.applier.apply_job(job) {
+                    Ok(reply) => owed.replies.push(reply),
+                    Err(ApplyError::Retry(e)) => return Err(ApplyError::Fatal(e.into()).into()),
+                    Err(fatal) => return Err(fatal.into()),
+                },
+            }
+        }
+        Ok((owed, Vec::new()))
+    }
+}
+
+/// Runs `f` on the writer's thread. On a multi-threaded runtime the worker tells tokio it is
+/// blocked, so other tasks move elsewhere; on a current-thread runtime the writer is the thread.
+fn writer_thread<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

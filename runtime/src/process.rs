@@ -1,0 +1,88 @@
+//! The order in which every program starts and stops, written once.
+//!
+//! Start-up: the caller binds HTTP and opens the store first, so that a program that cannot
+//! serve says so before anything runs; then [`Process::run`] starts the bus, the program's own
+//! tasks and HTTP, and runs the pipeline on the calling task.
+//!
+//! Shutdown: stop taking work (consumers, HTTP, the program's tasks); let the pipeline commit
+//! and acknowledge what it holds; give the relay a moment to publish it; close the connection.
+//! A program whose pipeline failed, or whose bus gave up (another instance holds its queues),
+//! stops the same way and reports why.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, BusError};
+use crate::http::HttpServer;
+use crate::outbox::Outbox;
+use crate::pipeline::{Apply, Input, Pipeline, PipelineError};
+
+/// Why a program stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// The parts of a running program.
+pub struct Process<A: Apply> {
+    pub server: HttpServer,
+    pub router: Router,
+    pub bus: Bus<A::Job>,
+    pub pipeline: Pipeline<A>,
+    pub inputs: mpsc::Receiver<Input<A::Job>>,
+    /// The program's own tasks (timers, retention); each ends when `stop` is cancelled.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+impl<A: Apply> Process<A> {
+    /// Runs until `stop` (or a failure), then shuts down in order. `ready` is logged once
+    /// everything runs.
+    pub async fn run(
+        self,
+        stop: CancellationToken,
+        ready: impl FnOnce(std::net::SocketAddr),
+    ) -> Result<(), ProcessError> {
+        let Self { server, router, bus, pipeline, inputs, tasks } = self;
+        let outbox: Arc<Outbox> = pipeline.outbox.clone();
+        let bus_stop = CancellationToken::new();
+        // Consumers stop with `stop`; the connection (and the relay) only with `bus_stop`.
+        let mut bus_task = tokio::spawn(bus.run(stop.clone(), bus_stop.clone()));
+        let addr = server.local_addr();
+        let http_task = tokio::spawn(server.serve(router, stop.clone()));
+        ready(addr);
+        let mut result: Result<(), ProcessError> = tokio::select! {
+            r = pipeline.run(inputs, stop.clone()) => r.map_err(ProcessError::from),
+            // The bus gives up only when another instance holds the queues.
+            joined = &mut bus_task => match joined {
+                Ok(Err(e)) => Err(e.into()),
+                _ => Ok(()),
+            },
+        };
+        stop.cancel();
+        // Let the relay publish what the last batches committed, briefly: whatever remains is
+        // durable in the outbox and goes out on the next start.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while result.is_ok() && outbox.depth() > 0 && Instant::now() < deadline && !bus_task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bus_stop.cancel();
+        if !bus_task.is_finished() {
+            if let Ok(Err(e)) = bus_task.await {
+                result = result.and(Err(e.into()));
+            }
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        let _ = http_task.await;
+        result
+    }
+}
