@@ -113,7 +113,27 @@ impl Topology {
         self.name("inventory.completions")
     }
 
-    /// Every queue the system declares, for tests and tools that purge or inspect them.
+    /// The lock of a consumed queue: an exclusive queue that only the consuming process's
+    /// connection may hold, so a second instance is refused.
+    pub fn lock_queue(&self, queue: &str) -> String {
+        format!("{queue}.lock")
+    }
+
+    /// Which store a consumed queue belongs to: one message naming the store of the process
+    /// that consumes it, so that no process with another store takes it over.
+    pub fn owner_queue(&self, queue: &str) -> String {
+        format!("{queue}.owner")
+    }
+
+    /// The queues that are consumed, and so have a lock and an owner.
+    pub fn consumed_queues(&self) -> Vec<String> {
+        use strum::IntoEnumIterator;
+        let mut queues = vec![self.intake_queue(), self.replies_queue(), self.completions_queue()];
+        queues.extend(Participant::iter().map(|p| self.command_queue(p)));
+        queues
+    }
+
+    /// Every durable queue the system declares, for tests and tools that purge or inspect them.
     pub fn all_queues(&self) -> Vec<String> {
         use strum::IntoEnumIterator;
         let mut queues = vec![
@@ -123,6 +143,8 @@ impl Topology {
             self.completions_queue(),
         ];
         queues.extend(Participant::iter().map(|p| self.command_queue(p)));
+        let owners: Vec<String> = self.consumed_queues().iter().map(|q| self.owner_queue(q)).collect();
+        queues.extend(owners);
         queues
     }
 }

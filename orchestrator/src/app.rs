@@ -76,6 +76,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         relay_window: config.tuning.relay_window,
         health: health.clone(),
         metrics: metrics.bus.clone(),
+        store_id: db.id().to_owned(),
     };
 
     let timers_in_flight = Arc::default();
@@ -125,7 +126,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
     };
     let process = Process { server, router, bus, pipeline, inputs, tasks };
     process
-        .run(stop, |http| {
+        .run(stop, move |http| {
             tracing::info!(ready_ms = started.elapsed().as_millis() as u64, %http, "orchestrator ready")
         })
         .await?;

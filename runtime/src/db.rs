@@ -38,6 +38,9 @@ pub enum DbError {
 /// An open sled database with its lock and the handle its flushes are made durable through.
 pub struct Db {
     sled: sled::Db,
+    /// Names this store, so that a queue it consumes is never taken over by a process with
+    /// another store (see `bus::session`).
+    id: String,
     /// sled's data file, kept open to `fdatasync` it after every flush.
     data_file: File,
     /// Held for the life of the process: the folder's lock.
@@ -56,8 +59,14 @@ impl Db {
             .open()
             .map_err(|source| DbError::Open { dir: dir.to_path_buf(), source })?;
         let data_file = File::open(dir.join("db")).map_err(folder)?;
+        let id = store_id(dir).map_err(folder)?;
         sync_folder_and_files(dir).map_err(DbError::Sync)?;
-        Ok(Self { sled, data_file, _lock: lock })
+        Ok(Self { sled, data_file, id, _lock: lock })
+    }
+
+    /// The store's id, made when it was created.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     pub fn sled(&self) -> &sled::Db {
@@ -90,6 +99,19 @@ fn lock(dir: &Path) -> Result<File, DbError> {
         return Err(DbError::Locked { dir: dir.to_path_buf() });
     }
     Ok(file)
+}
+
+/// The store's id from `dir/store-id`, made (and synced with the rest) on first open.
+fn store_id(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join("store-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+    }
 }
 
 /// Removes `snap.*.generating`: snapshots sled began and never finished.
@@ -146,5 +168,14 @@ mod tests {
         std::fs::write(dir.path().join("snap.FFFFFFFFFFFFFFFF.generating"), b"").unwrap();
         let db = Db::open(dir.path()).unwrap();
         assert_eq!(db.sled().get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn a_store_keeps_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Db::open(dir.path()).unwrap().id().to_owned();
+        assert_eq!(Db::open(dir.path()).unwrap().id(), id);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(Db::open(other.path()).unwrap().id(), id);
     }
 }

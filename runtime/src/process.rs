@@ -43,42 +43,55 @@ pub struct Process<A: Apply> {
 }
 
 impl<A: Apply> Process<A> {
-    /// Runs until `stop` (or a failure), then shuts down in order. `ready` is logged once
-    /// everything runs.
+    /// Runs until `stop` (or a failure), then shuts down in order. `ready` runs once the
+    /// program takes work: HTTP serves and the bus is connected (so a second instance, whose
+    /// consumers the broker refuses, is never ready).
     pub async fn run(
         self,
         stop: CancellationToken,
-        ready: impl FnOnce(std::net::SocketAddr),
+        ready: impl FnOnce(std::net::SocketAddr) + Send + 'static,
     ) -> Result<(), ProcessError> {
         let Self { server, router, bus, pipeline, inputs, tasks } = self;
         let outbox: Arc<Outbox> = pipeline.outbox.clone();
+        let mut connected = bus.health.watch_bus();
         let bus_stop = CancellationToken::new();
         // Consumers stop with `stop`; the connection (and the relay) only with `bus_stop`.
         let mut bus_task = tokio::spawn(bus.run(stop.clone(), bus_stop.clone()));
         let addr = server.local_addr();
         let http_task = tokio::spawn(server.serve(router, stop.clone()));
-        ready(addr);
-        let mut result: Result<(), ProcessError> = tokio::select! {
+        let ready_task = tokio::spawn(async move {
+            if connected.wait_for(|up| *up).await.is_ok() {
+                ready(addr);
+            }
+        });
+        // The bus gives up only when another instance or another store holds the queues.
+        let mut bus_result: Option<Result<(), BusError>> = None;
+        let pipeline_result = tokio::select! {
             r = pipeline.run(inputs, stop.clone()) => r.map_err(ProcessError::from),
-            // The bus gives up only when another instance holds the queues.
-            joined = &mut bus_task => match joined {
-                Ok(Err(e)) => Err(e.into()),
-                _ => Ok(()),
-            },
+            joined = &mut bus_task => {
+                bus_result = Some(joined.unwrap_or(Ok(())));
+                Ok(())
+            }
         };
         stop.cancel();
         // Let the relay publish what the last batches committed, briefly: whatever remains is
         // durable in the outbox and goes out on the next start.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while result.is_ok() && outbox.depth() > 0 && Instant::now() < deadline && !bus_task.is_finished() {
+        while pipeline_result.is_ok()
+            && bus_result.is_none()
+            && outbox.depth() > 0
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         bus_stop.cancel();
-        if !bus_task.is_finished() {
-            if let Ok(Err(e)) = bus_task.await {
-                result = result.and(Err(e.into()));
-            }
-        }
+        let bus_result = match bus_result {
+            Some(r) => r,
+            None => bus_task.await.unwrap_or(Ok(())),
+        };
+        // A pipeline that ended because the bus gave up ends with the bus's reason.
+        let result = bus_result.map_err(ProcessError::from).and(pipeline_result);
+        ready_task.abort();
         for task in tasks {
             let _ = task.await;
         }

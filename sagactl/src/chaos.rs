@@ -1,6 +1,12 @@
 //! `sagactl chaos`: steady order load while programs are SIGKILLed at seeded random moments
-//! (and restarted after a seeded random pause) and the broker is restarted; then, once everything is quiet, every invariant is checked through
-//! the HTTP endpoints. Same seed, same schedule. Exits 1 on any violation.
+//! (and restarted after a seeded random pause) and the broker is restarted; then, once
+//! everything is quiet and healthy, every invariant is checked through the HTTP endpoints
+//! ([`crate::verdict`]). Same seed, same schedule.
+//!
+//! Exit codes: 0 every invariant held, 1 a violation, 3 the run could not be judged (a
+//! program did not come back, or its books could not be read): never a pass by default.
+//! `--seeds N` runs N seeds back to back and prints one line per seed; a seed that fails
+//! becomes a regression test in `tests/tests/chaos.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -10,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::demo::{self, DemoArgs, Kind, Seeded};
 use crate::supervisor::{self, Logs, Supervisor, PROGRAMS};
+use crate::verdict::{Books, Endpoints};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChaosArgs {
@@ -31,9 +38,92 @@ pub struct ChaosArgs {
     /// Give up waiting for quiescence after this many seconds.
     #[arg(long, default_value_t = 180)]
     pub quiesce_timeout: u64,
+    /// Run this many seeds back to back (the seed, then the seed + 1, ...), one line each.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
 }
 
-pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
+/// How a chaos run ended.
+pub enum Ending {
+    Passed,
+    Violations,
+}
+
+/// Why a run could not be judged.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Check(#[from] crate::verdict::CheckError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// What one seed's run gave, for the table of `--seeds`.
+pub struct SeedLine {
+    pub seed: u64,
+    pub orders: usize,
+    pub kills: u32,
+    pub broker_restarts: u32,
+    pub outcome: Result<bool, String>,
+}
+
+/// Runs `--seeds` seeds and reports. The worst ending wins: a run error over a violation over a
+/// pass.
+pub async fn run_seeds(args: ChaosArgs) -> Result<Ending, RunError> {
+    if args.seeds <= 1 {
+        return run(args).await.map(|(ending, _)| ending);
+    }
+    let mut lines = Vec::new();
+    for seed in args.seed..args.seed + args.seeds {
+        let one = ChaosArgs {
+            seed,
+            seeds: 1,
+            report: args.report.with_extension(format!("seed{seed}.json")),
+            ..args.clone()
+        };
+        let line = match run(one).await {
+            Ok((ending, line)) => SeedLine { outcome: Ok(matches!(ending, Ending::Passed)), ..line },
+            Err(e) => SeedLine {
+                seed,
+                orders: args.orders,
+                kills: 0,
+                broker_restarts: 0,
+                outcome: Err(e.to_string()),
+            },
+        };
+        println!("{}", seed_line(&line));
+        lines.push(line);
+    }
+    println!("\n{:<8} {:>7} {:>6} {:>7}  VERDICT", "SEED", "ORDERS", "KILLS", "BROKER");
+    for line in &lines {
+        println!("{}", seed_line(line));
+    }
+    if let Some(error) = lines.iter().find_map(|l| l.outcome.as_ref().err()) {
+        return Err(RunError::Other(anyhow::anyhow!("a run could not be judged: {error}")));
+    }
+    let failed: Vec<u64> = lines.iter().filter(|l| l.outcome == Ok(false)).map(|l| l.seed).collect();
+    if !failed.is_empty() {
+        println!("\nFailing seeds {failed:?}: each becomes a regression test in tests/tests/chaos.rs.");
+        return Ok(Ending::Violations);
+    }
+    Ok(Ending::Passed)
+}
+
+fn seed_line(l: &SeedLine) -> String {
+    let verdict = match &l.outcome {
+        Ok(true) => "pass".to_owned(),
+        Ok(false) => "VIOLATIONS".to_owned(),
+        Err(e) => format!("NOT JUDGED: {e}"),
+    };
+    format!("{:<8} {:>7} {:>6} {:>7}  {verdict}", l.seed, l.orders, l.kills, l.broker_restarts)
+}
+
+/// One chaos run.
+pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
     let run_id = format!("chaos{}", sagaflow_runtime::now_millis() % 1_000_000);
     let dir = std::path::absolute(std::path::Path::new("target/chaos").join(&run_id))?;
     std::fs::create_dir_all(&dir)?;
@@ -87,7 +177,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         DemoArgs { orders: args.orders, seed: args.seed, concurrency: 8, timeout_secs: args.quiesce_timeout };
     let orders = demo::orders(&demo_args, &run_id);
     let pace = Duration::from_millis(args.duration * 1000 / (args.orders.max(1) as u64));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(anyhow::Error::from)?;
     let load = {
         let (http, api, orders) = (http.clone(), api.clone(), orders.clone());
         tokio::spawn(async move {
@@ -187,16 +278,36 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let quiesce = load_done.elapsed();
+    let restarts: BTreeMap<&str, u32> =
+        supervisor.restarts.iter().map(|(n, c)| (*n, c.load(std::sync::atomic::Ordering::Relaxed))).collect();
 
-    let report = check(&http, &programs, &orders, &finished, &broker.url, &namespace).await;
+    let http_of =
+        |name: &str| programs.iter().find(|p| p.name == name).map(|p| p.http.clone()).unwrap_or_default();
+    let endpoints = Endpoints {
+        orchestrator: api.clone(),
+        payment: http_of("payment"),
+        inventory: http_of("inventory"),
+        notification: http_of("notification"),
+        token: None,
+        broker: Some((broker.url.clone(), namespace.clone())),
+    };
+    let ids: Vec<String> = orders.iter().map(|(id, _, _)| id.clone()).collect();
+    let books = Books::read(&endpoints, Some(&ids), Duration::from_secs(60)).await;
+    let metrics = scrape(&http, &programs).await;
+    match Arc::try_unwrap(supervisor) {
+        Ok(s) => s.stop().await,
+        Err(_) => tracing_free_warning("the supervisor is still shared; programs may outlive the run"),
+    }
+    drop(node);
+    drop(broker);
+    let books = books?;
+    let verdict = books.judge();
     let kills = kills.lock().unwrap().clone();
     let recoveries = recoveries.lock().unwrap().clone();
     let longest = recoveries.iter().max_by_key(|(_, ms)| *ms).cloned();
-    let restarts: BTreeMap<&str, u32> =
-        supervisor.restarts.iter().map(|(n, c)| (*n, c.load(std::sync::atomic::Ordering::Relaxed))).collect();
-    let passed = report.iter().all(|(_, v)| v.is_empty());
+    let passed = verdict.passed();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-    for o in finished.values() {
+    for o in books.orders.iter().filter_map(|(_, o)| o.as_ref()) {
         let key = format!(
             "{}{}",
             o["state"].as_str().unwrap_or("?"),
@@ -204,7 +315,6 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         );
         *outcomes.entry(key).or_default() += 1;
     }
-    let metrics = scrape(&http, &programs).await;
 
     println!("\nCHAOS REPORT (seed {}, {} orders)", args.seed, orders.len());
     println!("\n{:<36} {:>7}", "OUTCOME", "ORDERS");
@@ -233,7 +343,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
     }
     println!("time to quiesce after the load: {:.1} s", quiesce.as_secs_f64());
     println!("\n{:<58} RESULT", "INVARIANT");
-    for (name, bad) in &report {
+    for (name, bad) in &verdict.invariants {
         if bad.is_empty() {
             println!("{name:<58} pass");
         } else {
@@ -251,26 +361,31 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         "recoveriesMs": recoveries.iter().map(|(w, ms)| json!({ "what": w, "ms": ms })).collect::<Vec<_>>(),
         "quiesceSeconds": quiesce.as_secs_f64(),
         "metrics": metrics,
-        "invariants": report.iter().map(|(n, bad)| json!({ "name": n, "passed": bad.is_empty(), "violations": bad })).collect::<Vec<_>>(),
+        "invariants": verdict.invariants.iter().map(|(n, bad)| json!({ "name": n, "passed": bad.is_empty(), "violations": bad })).collect::<Vec<_>>(),
         "passed": passed,
     });
     if let Some(parent) = args.report.parent() {
-        std::fs::create_dir_all(parent)?;
+        std::fs::create_dir_all(parent).map_err(anyhow::Error::from)?;
     }
-    std::fs::write(&args.report, serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(&args.report, serde_json::to_string_pretty(&json).map_err(anyhow::Error::from)?)
+        .map_err(anyhow::Error::from)?;
     println!(
         "\n{} (report: {})",
         if passed { "ALL INVARIANTS HOLD" } else { "VIOLATIONS FOUND" },
         args.report.display()
     );
+    let line = SeedLine {
+        seed: args.seed,
+        orders: orders.len(),
+        kills: kills.values().sum(),
+        broker_restarts,
+        outcome: Ok(passed),
+    };
+    Ok((if passed { Ending::Passed } else { Ending::Violations }, line))
+}
 
-    match Arc::try_unwrap(supervisor) {
-        Ok(s) => s.stop().await,
-        Err(_) => anyhow::bail!("supervisor still shared"),
-    }
-    drop(node);
-    drop(broker);
-    Ok(passed)
+fn tracing_free_warning(message: &str) {
+    eprintln!("chaos: {message}");
 }
 
 async fn measure_recovery(what: &str, http: &str, since: Instant, out: &Arc<Mutex<Vec<(String, u128)>>>) {
@@ -282,101 +397,6 @@ async fn measure_recovery(what: &str, http: &str, since: Instant, out: &Arc<Mute
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Every invariant with the orders (or products) that break it; empty means it holds.
-async fn check(
-    http: &reqwest::Client,
-    programs: &[supervisor::Program],
-    orders: &[(String, Kind, Value)],
-    finished: &HashMap<String, Value>,
-    amqp_url: &str,
-    namespace: &str,
-) -> Vec<(String, Vec<String>)> {
-    let get = |url: String| async move { http.get(url).send().await.ok()?.json::<Value>().await.ok() };
-    let http_of =
-        |name: &str| programs.iter().find(|p| p.name == name).map(|p| p.http.clone()).unwrap_or_default();
-    let payments = get(format!("{}/payments", http_of("payment"))).await.unwrap_or(Value::Null);
-    let stock = get(format!("{}/stock", http_of("inventory"))).await.unwrap_or(Value::Null);
-    let notes = get(format!("{}/notifications", http_of("notification"))).await.unwrap_or(Value::Null);
-
-    let mut terminal = Vec::new();
-    let mut money = Vec::new();
-    let mut mail = Vec::new();
-    let ledger: HashMap<&str, (u64, u64)> = payments["payments"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            Some((p["orderId"].as_str()?, (p["chargedCents"].as_u64()?, p["refundedCents"].as_u64()?)))
-        })
-        .collect();
-    let mut sold: HashMap<String, u64> = HashMap::new();
-    for (id, _, _) in orders {
-        let Some(o) = finished.get(id) else {
-            terminal.push(id.clone());
-            continue;
-        };
-        let completed = o["state"] == "completed";
-        let amount = o["amountCents"].as_u64().unwrap_or(0);
-        let (charged, refunded) = ledger.get(id.as_str()).copied().unwrap_or((0, 0));
-        if charged.checked_sub(refunded) != Some(if completed { amount } else { 0 }) {
-            money.push(format!("{id} (charged {charged}, refunded {refunded}, {})", o["state"]));
-        }
-        let sent = notes["notifications"].get(id.as_str()).and_then(Value::as_u64).unwrap_or(0);
-        if sent != u64::from(completed) {
-            mail.push(format!("{id} ({sent} mails, {})", o["state"]));
-        }
-        if completed {
-            for line in o["items"].as_array().into_iter().flatten() {
-                *sold.entry(line["productId"].as_str().unwrap_or("").to_owned()).or_default() +=
-                    line["quantity"].as_u64().unwrap_or(0);
-            }
-        }
-    }
-    let mut stock_bad = Vec::new();
-    for (product, s) in stock["stock"].as_object().into_iter().flatten() {
-        let (available, reserved, initial) = (
-            s["available"].as_u64().unwrap_or(0),
-            s["reserved"].as_u64().unwrap_or(0),
-            s["initial"].as_u64().unwrap_or(0),
-        );
-        let completed = sold.get(product).copied().unwrap_or(0);
-        // What left `available` is exactly what completed orders bought, and nothing stays
-        // reserved: a completed order's reservation became a sale, every other was released.
-        if initial - available != completed || reserved != 0 || s["sold"].as_u64() != Some(completed) {
-            stock_bad.push(format!(
-                "{product} (initial {initial}, available {available}, reserved {reserved}, sold {}, completed {completed})",
-                s["sold"]
-            ));
-        }
-    }
-    let dead = dead_letters(amqp_url, namespace).await;
-    vec![
-        ("every saga is terminal (none stuck or running)".into(), terminal),
-        ("charged - refunded = amount if completed, else 0".into(), money),
-        ("stock: initial - available = sold = completed; none reserved".into(), stock_bad),
-        ("one confirmation per completed order, none otherwise".into(), mail),
-        ("nothing sits in the dead-letter queue".into(), dead),
-    ]
-}
-
-async fn dead_letters(amqp_url: &str, namespace: &str) -> Vec<String> {
-    let topology = sagaflow_events::Topology::new(namespace);
-    let Ok(connection) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
-    else {
-        return vec!["cannot reach the broker to look".into()];
-    };
-    let Ok(channel) = connection.create_channel().await else { return vec!["no channel".into()] };
-    let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-    match channel
-        .queue_declare(topology.dead_letter_queue().as_str().into(), options, Default::default())
-        .await
-    {
-        Ok(q) if q.message_count() == 0 => Vec::new(),
-        Ok(q) => vec![format!("{} messages in {}", q.message_count(), topology.dead_letter_queue())],
-        Err(e) => vec![format!("cannot inspect the dead-letter queue: {e}")],
     }
 }
 

@@ -6,14 +6,20 @@ use serde_json::Value;
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` when the system has an `API_TOKEN`.
+    token: Option<String>,
 }
 
 impl Api {
-    pub fn new(base: &str) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), token }
     }
 
     async fn call(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request
             .send()
             .await

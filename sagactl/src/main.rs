@@ -4,8 +4,13 @@
 //! - `demo`: brings up what is missing, places a seeded mix of orders, shows progress and a
 //!   summary, and stops everything it started.
 //! - `chaos`: load, SIGKILLs of every program and a broker restart, then every invariant.
+//! - `check`: every invariant of a running system, read through its HTTP endpoints.
 //! - `bench`: throughput, latency and cost against the broker's ceiling and the REST chain.
 //! - `status`, `list`, `cancel`, `retry`: the orchestrator's HTTP API, readable.
+//!
+//! Exit codes: 0 done (or every invariant held), 1 failed (or a violation), 2 a usage error,
+//! 3 `chaos` or `check` could not judge the system (a program did not come back, or its books
+//! could not be read).
 
 mod bench;
 mod chaos;
@@ -13,6 +18,9 @@ mod client;
 mod demo;
 mod supervisor;
 mod system;
+mod verdict;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +30,9 @@ struct Cli {
     /// The orchestrator's HTTP API.
     #[arg(long, global = true, env = "SAGAFLOW_API", default_value = "http://127.0.0.1:8080")]
     api: String,
+    /// The system's API_TOKEN, sent as `Authorization: Bearer`.
+    #[arg(long, global = true, env = "API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,8 +44,12 @@ enum Command {
     Up(supervisor::UpArgs),
     /// Place a seeded mix of orders against a running system, or one started for the demo.
     Demo(demo::DemoArgs),
-    /// Load, SIGKILLs and a broker restart; then check every invariant. Exits 1 on a violation.
+    /// Load, SIGKILLs and a broker restart; then check every invariant. Exits 1 on a violation,
+    /// 3 if the run could not be judged.
     Chaos(chaos::ChaosArgs),
+    /// Check every invariant of a running system (money, stock, mail, nothing stuck). Exits 1
+    /// on a violation, 3 if its books could not be read.
+    Check(CheckArgs),
     /// Measure throughput, latency and cost; write a table, report.json and latency.svg.
     Bench(bench::BenchArgs),
     /// One order: its steps and its timeline.
@@ -52,18 +67,49 @@ enum Command {
     Retry { order_id: String },
 }
 
+#[derive(Debug, Clone, clap::Args)]
+struct CheckArgs {
+    /// Payment's HTTP API.
+    #[arg(long, env = "SAGAFLOW_PAYMENT", default_value = "http://127.0.0.1:8081")]
+    payment: String,
+    /// Inventory's HTTP API.
+    #[arg(long, env = "SAGAFLOW_INVENTORY", default_value = "http://127.0.0.1:8082")]
+    inventory: String,
+    /// Notification's HTTP API.
+    #[arg(long, env = "SAGAFLOW_NOTIFICATION", default_value = "http://127.0.0.1:8083")]
+    notification: String,
+    /// The broker, to look at the dead-letter queue (with --namespace); skipped if not given.
+    #[arg(long)]
+    amqp_url: Option<String>,
+    /// The namespace whose dead-letter queue to look at.
+    #[arg(long, env = "SAGA_NAMESPACE", default_value = "sagaflow")]
+    namespace: String,
+    /// How long the programs may take to be healthy and their books to be read.
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+}
+
+/// `chaos` or `check` could not give a verdict.
+const NOT_JUDGED: u8 = 3;
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let api = client::Api::new(&cli.api);
+    let api = client::Api::new(&cli.api, cli.token.clone());
     let result = match cli.command {
         Command::Up(args) => supervisor::up(args).await,
         Command::Demo(args) => demo::run(args, &cli.api).await,
-        Command::Chaos(args) => match chaos::run(args).await {
-            Ok(true) => Ok(()),
-            Ok(false) => return std::process::ExitCode::FAILURE,
-            Err(e) => Err(e),
-        },
+        Command::Chaos(args) => {
+            return match chaos::run_seeds(args).await {
+                Ok(chaos::Ending::Passed) => ExitCode::SUCCESS,
+                Ok(chaos::Ending::Violations) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("sagactl: the chaos run could not be judged: {e:#}");
+                    ExitCode::from(NOT_JUDGED)
+                }
+            }
+        }
+        Command::Check(args) => return check(&cli.api, cli.token, args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Status { order_id } => api.status(&order_id).await,
         Command::List { state, limit } => api.list(state.as_deref(), limit).await,
@@ -71,10 +117,43 @@ async fn main() -> std::process::ExitCode {
         Command::Retry { order_id } => api.action(&order_id, "retry").await,
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sagactl: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
+    }
+}
+
+async fn check(api: &str, token: Option<String>, args: CheckArgs) -> ExitCode {
+    let endpoints = verdict::Endpoints {
+        orchestrator: api.trim_end_matches('/').to_owned(),
+        payment: args.payment,
+        inventory: args.inventory,
+        notification: args.notification,
+        token,
+        broker: args.amqp_url.map(|url| (url, args.namespace)),
+    };
+    let books =
+        match verdict::Books::read(&endpoints, None, std::time::Duration::from_secs(args.timeout_secs)).await
+        {
+            Ok(books) => books,
+            Err(e) => {
+                eprintln!("sagactl: cannot judge the system: {e}");
+                return ExitCode::from(NOT_JUDGED);
+            }
+        };
+    let verdict = books.judge();
+    println!("{} orders checked\n\n{:<58} RESULT", books.orders.len(), "INVARIANT");
+    for (name, bad) in &verdict.invariants {
+        match bad.len() {
+            0 => println!("{name:<58} pass"),
+            _ => println!("{name:<58} FAIL: {}", bad.iter().take(10).cloned().collect::<Vec<_>>().join(", ")),
+        }
+    }
+    if verdict.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -72,6 +72,7 @@ pub async fn run<D: Domain>(
         relay_window: args.tuning.relay_window,
         health: health.clone(),
         metrics: handler.metrics.bus.clone(),
+        store_id: db.id().to_owned(),
     };
     let router = router(&handler, &health, &pipeline_metrics);
     let router = sagaflow_runtime::http::harden(router, &args.http);
@@ -89,7 +90,7 @@ pub async fn run<D: Domain>(
     process
         .run(
             stop,
-            |http| tracing::info!(%participant, data_dir = %data_dir.display(), %http, "{participant} ready"),
+            move |http| tracing::info!(%participant, data_dir = %data_dir.display(), %http, "{participant} ready"),
         )
         .await?;
     tracing::info!(%participant, "{participant} stopped");

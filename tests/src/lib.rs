@@ -5,11 +5,17 @@
 //! - [`bus`]: a real AMQP client for tests: declares the namespace, plays participants, watches
 //!   public events, reads the dead-letter queue.
 //! - [`commands`]: commands as the orchestrator would send them.
+//! - [`disk`]: small file systems that fill up or lose what was not synced.
+//! - [`raw_http`]: HTTP as raw bytes on a socket, for hostile requests.
+//! - [`system`]: the four real programs on the real broker, and the views of their books.
 //! - [`wait`]: waiting on a condition with a deadline, never a fixed sleep.
 
 pub mod bus;
 pub mod commands;
+pub mod disk;
 pub mod procs;
+pub mod raw_http;
+pub mod system;
 pub mod wait;
 
 /// The broker tests use: `AMQP_URL` (set by `make test`) or the local default.

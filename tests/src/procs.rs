@@ -187,6 +187,19 @@ impl Program {
         self.spawn();
     }
 
+    /// Starts the program again and waits until it is healthy.
+    pub async fn restart_and_wait(&mut self) {
+        self.restart();
+        self.wait_healthy(Duration::from_secs(30)).await;
+    }
+
+    /// The exit status, once the program has exited by itself.
+    pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
     /// Waits until `GET /health` answers 200.
     pub async fn wait_healthy(&self, timeout: Duration) {
         let url = format!("{}/health", self.http);

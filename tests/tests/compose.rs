@@ -47,11 +47,41 @@ fn every_program_and_variable_in_the_compose_file_exists() {
             if key == "RUST_LOG" {
                 continue;
             }
+            // Secrets are documented without their values.
             assert!(
-                help.contains(&format!("[env: {key}=")),
+                help.contains(&format!("[env: {key}=")) || help.contains(&format!("[env: {key}]")),
                 "service {service}: {command} --help does not document {key}"
             );
         }
     }
     assert!(root.join("Dockerfile").exists());
+}
+
+/// The deployment is closed by default: ports on 127.0.0.1 only, no broker port for the world,
+/// no guest account, and a token on every program.
+#[test]
+fn the_compose_file_publishes_nothing_beyond_this_machine() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let published: Vec<&str> = compose
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("- \"") && l.ends_with('"') && l.contains(':'))
+        .collect();
+    assert!(!published.is_empty());
+    for port in &published {
+        assert!(port.starts_with("- \"127.0.0.1:"), "published beyond this machine: {port}");
+        assert!(!port.contains(":5672\""), "the broker's AMQP port is published: {port}");
+    }
+    assert!(
+        !compose.contains("guest:guest") && !compose.contains("USER: guest"),
+        "the broker keeps a guest account"
+    );
+    assert!(
+        compose.contains("RABBITMQ_DEFAULT_PASS: ${RABBITMQ_PASSWORD:?"),
+        "the broker password is not required"
+    );
+    for (service, (command, env)) in programs(&compose) {
+        assert!(env.iter().any(|k| k == "API_TOKEN"), "{service} ({command}) runs without API_TOKEN");
+    }
 }

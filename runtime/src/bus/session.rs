@@ -2,18 +2,24 @@
 //! jitter and start again. We do not use lapin's automatic recovery, which can hang after a
 //! broker restart; a fresh connection with everything redeclared is simpler to trust.
 //!
-//! Every queue is consumed **exclusively**: each process keeps its barrier or its sagas in its
-//! own store, so a second instance on the same namespace would miss the first one's records (a
-//! redelivered command could charge twice). The broker refuses a second exclusive consumer;
-//! a process that keeps being refused at start-up gives up with one clear line. One that was
-//! consuming before and is refused after a reconnect stands by and keeps trying: it never
-//! starts consuming beside another.
+//! **One process consumes a queue, and always with the same store.** Each process keeps its
+//! barrier or its sagas in its own store, so a second instance on the same namespace would
+//! miss the first one's records (a redelivered command could charge twice). Quorum queues
+//! ignore AMQP's exclusive consume, so before consuming a queue a process claims it:
+//! - its lock, an exclusive queue (`{queue}.lock`) that only one connection can hold and that
+//!   goes with the connection; a process refused the lock at start-up gives up with one clear
+//!   line, and one that consumed before and is refused after a reconnect stands by;
+//! - its owner, a durable queue (`{queue}.owner`) holding the id of the store that consumes
+//!   it; a process with another store stops instead of taking the queue over.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, Consumer, Event};
@@ -55,6 +61,11 @@ pub const EXCLUSIVE_GRACE: Duration = Duration::from_secs(15);
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error(
+        "{queue} belongs to the store {owner}, and this process's store is {ours}: taking it over would lose \
+         that store's records (start with the DATA_DIR that consumed it, or use another SAGA_NAMESPACE)"
+    )]
+    OtherStore { queue: String, owner: String, ours: String },
+    #[error(
         "another process consumes {queue} on this namespace; a second instance would miss the first one's \
          records, so this one does not start (stop the other, or give this one its own SAGA_NAMESPACE)"
     )]
@@ -72,14 +83,18 @@ pub struct Bus<J> {
     pub relay_window: usize,
     pub health: Health,
     pub metrics: Arc<BusMetrics>,
+    /// The id of the process's store: what its queues' owner must be.
+    pub store_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
-    #[error("another consumer holds {0}")]
+    #[error("another process holds the lock of {0}")]
     Exclusive(String),
+    #[error("{queue} belongs to the store {owner}")]
+    OtherStore { queue: String, owner: String },
     #[error("consumer of {0} ended")]
     ConsumerEnded(String),
     #[error("connection closed")]
@@ -106,6 +121,9 @@ impl<J: Send + 'static> Bus<J> {
                     self.health.set_bus(false);
                     self.metrics.disconnects.inc();
                     relay.session_failed(&self.outbox, &e.to_string());
+                    if let SessionError::OtherStore { queue, owner } = e {
+                        return Err(BusError::OtherStore { queue, owner, ours: self.store_id.clone() });
+                    }
                     if let SessionError::Exclusive(queue) = &e {
                         let since = *refused_since.get_or_insert_with(Instant::now);
                         if !consumed && since.elapsed() > EXCLUSIVE_GRACE {
@@ -147,27 +165,21 @@ impl<J: Send + 'static> Bus<J> {
 
         let mut consumers = JoinSet::new();
         if !stop_consuming.is_cancelled() {
+            for spec in &self.consumers {
+                self.claim(&connection, &publish, &spec.queue).await?;
+            }
             for (from, spec) in self.consumers.iter().enumerate() {
                 let channel = connection.create_channel().await?;
                 channel.basic_qos(spec.prefetch, BasicQosOptions::default()).await?;
                 let tag = format!("{}-{}", spec.queue, std::process::id());
-                let options = BasicConsumeOptions { exclusive: true, ..BasicConsumeOptions::default() };
                 let consumer = channel
                     .basic_consume(
                         spec.queue.as_str().into(),
                         tag.as_str().into(),
-                        options,
+                        BasicConsumeOptions::default(),
                         FieldTable::default(),
                     )
-                    .await
-                    .map_err(|e| match e.kind() {
-                        lapin::ErrorKind::ProtocolError(amqp)
-                            if amqp.kind() == &AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) =>
-                        {
-                            SessionError::Exclusive(spec.queue.clone())
-                        }
-                        _ => SessionError::Amqp(e),
-                    })?;
+                    .await?;
                 consumers.spawn(forward(
                     Forward {
                         channel,
@@ -215,6 +227,62 @@ impl<J: Send + 'static> Bus<J> {
         // already gone this fails fast; the timeout covers a half-open socket.
         let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into())).await;
         result
+    }
+}
+
+impl<J> Bus<J> {
+    /// Claims `queue` for this process: its lock for this connection, then its owner for this
+    /// process's store (see the module's comment).
+    async fn claim(
+        &self,
+        connection: &Connection,
+        publish: &lapin::Channel,
+        queue: &str,
+    ) -> Result<(), SessionError> {
+        let channel = connection.create_channel().await?;
+        let lock =
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+        channel
+            .queue_declare(self.topology.lock_queue(queue).as_str().into(), lock, FieldTable::default())
+            .await
+            .map_err(|e| match e.kind() {
+                lapin::ErrorKind::ProtocolError(amqp)
+                    if amqp.kind() == &AMQPErrorKind::Soft(AMQPSoftError::RESOURCELOCKED) =>
+                {
+                    SessionError::Exclusive(queue.to_owned())
+                }
+                _ => SessionError::Amqp(e),
+            })?;
+        let owner = self.topology.owner_queue(queue);
+        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        channel.queue_declare(owner.as_str().into(), durable, FieldTable::default()).await?;
+        match channel.basic_get(owner.as_str().into(), BasicGetOptions { no_ack: false }).await? {
+            Some(message) => {
+                let holder = String::from_utf8_lossy(&message.delivery.data).into_owned();
+                message
+                    .delivery
+                    .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                    .await?;
+                if holder != self.store_id {
+                    return Err(SessionError::OtherStore { queue: queue.to_owned(), owner: holder });
+                }
+            }
+            None => {
+                let properties = lapin::BasicProperties::default().with_delivery_mode(2);
+                publish
+                    .basic_publish(
+                        "".into(),
+                        owner.as_str().into(),
+                        BasicPublishOptions::default(),
+                        self.store_id.as_bytes(),
+                        properties,
+                    )
+                    .await?
+                    .await?;
+            }
+        }
+        let _ = channel.close(200, "claimed".into()).await;
+        Ok(())
     }
 }
 

@@ -1,0 +1,171 @@
+//! The whole system for one test: the real orchestrator, payment, inventory and notification
+//! binaries on the real broker, in a namespace and data folder of their own, and the views the
+//! tests read the books through.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::bus::TestBus;
+use crate::procs::Program;
+use crate::{amqp_url, unique_namespace, wait};
+
+/// Realistic retry budgets, for runs with crashes and outages.
+pub const STEADY: &[(&str, &str)] = &[
+    ("ATTEMPT_TIMEOUT_MS", "2000"),
+    ("ACTION_ATTEMPTS", "6"),
+    ("COMPENSATION_ATTEMPTS", "10"),
+    ("BACKOFF_INITIAL_MS", "100"),
+    ("BACKOFF_MAX_MS", "1000"),
+];
+
+/// Payment declines orders above this many cents.
+pub const DECLINE_OVER: u64 = 100_000;
+
+/// The built-in products plus one that is nearly sold out, so an out-of-stock order can be
+/// cheap enough to pass payment first.
+pub const CATALOG: &str = r#"{"products": [
+  {"id": "abc", "name": "Alpine backpack", "priceCents": 4999, "stock": 100000},
+  {"id": "xyz", "name": "Xylophone", "priceCents": 12950, "stock": 100000},
+  {"id": "jkl", "name": "Juggling kit", "priceCents": 1875, "stock": 100000},
+  {"id": "rare", "name": "Rare print", "priceCents": 100, "stock": 5}
+]}"#;
+
+/// The programs, in the order they are started.
+pub const PROGRAMS: [&str; 4] = ["orchestrator", "payment", "inventory", "notification"];
+
+/// Fields drop in order: programs stop before the test bus deletes the namespace.
+pub struct System {
+    pub orchestrator: Program,
+    pub payment: Program,
+    pub inventory: Program,
+    pub notification: Program,
+    pub bus: TestBus,
+    pub http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` when set.
+    pub token: Option<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl System {
+    pub async fn start(test: &str) -> Self {
+        Self::start_with(test, &[]).await
+    }
+
+    /// Starts the system with extra settings: (program or `*`, variable, value).
+    pub async fn start_with(test: &str, extra: &[(&str, &str, &str)]) -> Self {
+        let namespace = unique_namespace(test);
+        let url = amqp_url();
+        let bus = TestBus::connect(&url, &namespace).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let catalog = dir.path().join("catalog.json");
+        std::fs::write(&catalog, CATALOG).unwrap();
+        let catalog = catalog.display().to_string();
+        let decline = DECLINE_OVER.to_string();
+        let mut env: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+        env.entry("orchestrator").or_default().extend(STEADY.iter().copied());
+        env.entry("orchestrator").or_default().push(("CATALOG", &catalog));
+        env.entry("inventory").or_default().push(("CATALOG", &catalog));
+        env.entry("payment").or_default().push(("DECLINE_OVER_CENTS", &decline));
+        for (program, key, value) in extra {
+            for name in PROGRAMS.iter().filter(|p| *program == "*" || *program == **p) {
+                env.entry(name).or_default().push((key, value));
+            }
+        }
+        let token = extra.iter().find(|(_, k, _)| *k == "API_TOKEN").map(|(_, _, v)| (*v).to_owned());
+        let start = |name: &str| {
+            let data_dir = extra
+                .iter()
+                .find(|(p, k, _)| *p == name && *k == "DATA_DIR")
+                .map(|(_, _, v)| std::path::PathBuf::from(v))
+                .unwrap_or_else(|| dir.path().join(name));
+            Program::start(name, &namespace, &url, data_dir, env.get(name).map(Vec::as_slice).unwrap_or(&[]))
+        };
+        let system = Self {
+            orchestrator: start("orchestrator"),
+            payment: start("payment"),
+            inventory: start("inventory"),
+            notification: start("notification"),
+            bus,
+            http: reqwest::Client::new(),
+            token,
+            dir,
+        };
+        for p in system.programs() {
+            p.wait_healthy(Duration::from_secs(30)).await;
+        }
+        system
+    }
+
+    pub fn programs(&self) -> [&Program; 4] {
+        [&self.orchestrator, &self.payment, &self.inventory, &self.notification]
+    }
+
+    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// GET, as JSON (`Null` if the answer is not JSON).
+    pub async fn get(&self, base: &str, path: &str) -> Value {
+        let r = self.authorised(self.http.get(format!("{base}{path}"))).send().await.expect("GET");
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    /// POST a JSON body to the orchestrator: (status, answer).
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.orchestrator.http))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        let r = self.authorised(request).send().await.expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn place(&self, body: &str) -> u16 {
+        self.post("/orders", body).await.0
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        self.get(&self.orchestrator.http, &format!("/orders/{id}")).await
+    }
+
+    pub async fn wait_terminal(&self, id: &str) -> Value {
+        wait::until(&format!("order {id} to end"), Duration::from_secs(60), || async {
+            let order = self.order(id).await;
+            matches!(order["state"].as_str(), Some("completed" | "compensated")).then_some(order)
+        })
+        .await
+    }
+
+    /// Money per order: (charged, refunded), summed over the order's sagas.
+    pub async fn ledger(&self) -> HashMap<String, (u64, u64)> {
+        let payments = self.get(&self.payment.http, "/payments").await;
+        let mut ledger: HashMap<String, (u64, u64)> = HashMap::new();
+        for p in payments["payments"].as_array().into_iter().flatten() {
+            let entry = ledger.entry(p["orderId"].as_str().unwrap().to_owned()).or_default();
+            entry.0 += p["chargedCents"].as_u64().unwrap();
+            entry.1 += p["refundedCents"].as_u64().unwrap();
+        }
+        ledger
+    }
+
+    pub async fn stock(&self) -> Value {
+        self.get(&self.inventory.http, "/stock").await["stock"].clone()
+    }
+
+    pub async fn notifications(&self) -> Value {
+        self.get(&self.notification.http, "/notifications").await
+    }
+}
+
+/// An order as `POST /orders` takes it.
+pub fn order_json(id: &str, items: &[(&str, i64)]) -> String {
+    let items: Vec<Value> = items.iter().map(|(p, q)| json!({ "productId": p, "quantity": q })).collect();
+    json!({ "orderId": id, "userId": "user1", "items": items }).to_string()
+}
