@@ -42,6 +42,9 @@ pub enum AppError {
     Process(#[from] ProcessError),
 }
 
+/// The program's name, in its log lines.
+const PROGRAM: &str = "orchestrator";
+
 pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError> {
     let started = Instant::now();
     let server = HttpServer::bind(&config.http, DEFAULT_PORT).await?;
@@ -123,6 +126,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         health,
         max_batch: config.tuning.max_batch,
         metrics: pipeline_metrics,
+        watchdog: sagaflow_runtime::watchdog::Watchdog::start(PROGRAM),
     };
     let process = Process { server, router, bus, pipeline, inputs, tasks };
     process

@@ -9,6 +9,7 @@
 //! - [`bus`]: the broker connection with our own reconnect loop, consumers, the relay.
 //! - [`pipeline`]: the one loop: a batch in, applied, made durable, then acked and let out.
 //! - [`process`]: the order in which every program starts and stops.
+//! - [`watchdog`]: ends a process whose store stops answering, rather than let it hang.
 //! - [`health`]: what `/health` says: bus connected, store working.
 //! - [`http`]: a hardened HTTP server, JSON errors, the bearer token, common endpoints.
 //! - [`metrics`]: a small Prometheus registry.
@@ -26,6 +27,7 @@ pub mod pipeline;
 pub mod process;
 pub mod shutdown;
 pub mod telemetry;
+pub mod watchdog;
 
 /// Milliseconds since the Unix epoch: the one place a sagaflow process reads the wall clock for
 /// its state machines.

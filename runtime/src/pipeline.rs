@@ -31,6 +31,7 @@ use crate::db::{Db, DbError};
 use crate::health::Health;
 use crate::metrics::{Counter, Histogram, Render};
 use crate::outbox::Outbox;
+use crate::watchdog::Watchdog;
 
 /// One input of the pipeline.
 // Nearly every input is a message, so boxing it would only add an allocation per message.
@@ -160,6 +161,8 @@ pub struct Pipeline<A: Apply> {
     /// Most inputs per commit.
     pub max_batch: usize,
     pub metrics: Arc<PipelineMetrics>,
+    /// Watches every call into the store: a store that hangs ends the process.
+    pub watchdog: Watchdog,
 }
 
 /// A batch after applying: what the applied part owes, and the inputs held back.
@@ -203,7 +206,8 @@ impl<A: Apply> Pipeline<A> {
                 }
             };
             if !batch.is_empty() {
-                let (owed, held) = writer_thread(|| self.apply_batch(&mut batch))?;
+                let dog = self.watchdog.clone();
+                let (owed, held) = writer_thread(|| dog.watch(|| self.apply_batch(&mut batch)))?;
                 batch = held;
                 if let Some(unmade) = self.commit(owed).await? {
                     // Nothing of it is durable: hold all of it, in its order. What was applied
@@ -231,7 +235,8 @@ impl<A: Apply> Pipeline<A> {
             return Ok(None);
         }
         let started = Instant::now();
-        match writer_thread(|| self.applier.before_commit()) {
+        let dog = self.watchdog.clone();
+        match writer_thread(|| dog.watch(|| self.applier.before_commit())) {
             Ok(()) => {}
             // Local callers cannot be held like messages; only a process without them may hold.
             Err(ApplyError::Retry(e)) if owed.replies.is_empty() => {
@@ -254,7 +259,7 @@ impl<A: Apply> Pipeline<A> {
         }
         // Taken before the flush: entries staged while it runs wait for the next one.
         let upto = self.outbox.staged_upto();
-        writer_thread(|| self.db.make_durable())?;
+        writer_thread(|| dog.watch(|| self.db.make_durable()))?;
         // Durable: now the batch's messages may go out, be acknowledged, and be answered.
         self.outbox.mark_durable(upto);
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());

@@ -54,6 +54,7 @@ impl<A: Apply> Process<A> {
         let Self { server, router, bus, pipeline, inputs, tasks } = self;
         let outbox: Arc<Outbox> = pipeline.outbox.clone();
         let mut connected = bus.health.watch_bus();
+        let pipeline_watchdog = pipeline.watchdog.clone();
         let bus_stop = CancellationToken::new();
         // Consumers stop with `stop`; the connection (and the relay) only with `bus_stop`.
         let mut bus_task = tokio::spawn(bus.run(stop.clone(), bus_stop.clone()));
@@ -74,14 +75,18 @@ impl<A: Apply> Process<A> {
             }
         };
         stop.cancel();
+        // A store that failed is not shut down gracefully: nothing of its last batch was
+        // acknowledged, and closing it could hang (sled flushes in its destructor). The caller
+        // exits at once; the broker takes back what the process held.
+        pipeline_result?;
+        // From here on, the process must end within the watchdog's limit: a store that hangs
+        // (in a flush, or in its destructor) must not keep it alive.
+        let watchdog = pipeline_watchdog;
+        watchdog.stopping();
         // Let the relay publish what the last batches committed, briefly: whatever remains is
         // durable in the outbox and goes out on the next start.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while pipeline_result.is_ok()
-            && bus_result.is_none()
-            && outbox.depth() > 0
-            && Instant::now() < deadline
-        {
+        while bus_result.is_none() && outbox.depth() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         bus_stop.cancel();
@@ -90,12 +95,25 @@ impl<A: Apply> Process<A> {
             None => bus_task.await.unwrap_or(Ok(())),
         };
         // A pipeline that ended because the bus gave up ends with the bus's reason.
-        let result = bus_result.map_err(ProcessError::from).and(pipeline_result);
+        let result = bus_result.map_err(ProcessError::from);
         ready_task.abort();
         for task in tasks {
             let _ = task.await;
         }
         let _ = http_task.await;
         result
+    }
+}
+
+/// Ends a program: exit code 0 when it stopped as asked; on an error, one line naming the cause
+/// and exit code 1 at once. (At once: a store that failed may hang in its own destructor, which
+/// flushes, and a process that said it cannot go on must not linger.)
+pub fn exit<E: std::fmt::Display>(program: &str, result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{program} cannot go on: {e}");
+            std::process::exit(1)
+        }
     }
 }

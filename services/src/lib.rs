@@ -37,14 +37,3 @@ pub async fn run<D: domain::Domain>(
         service::run(domain, args, default_port, stop).await
     }
 }
-
-/// The process's exit: 0 when it stopped as asked, 1 with one line naming the cause otherwise.
-pub fn exit(program: &str, result: Result<(), service::ServiceError>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{program} cannot go on: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}

@@ -85,6 +85,7 @@ pub async fn run<D: Domain>(
         health,
         max_batch: args.tuning.max_batch,
         metrics: pipeline_metrics,
+        watchdog: sagaflow_runtime::watchdog::Watchdog::start(participant.into()),
     };
     let process = Process { server, router, bus, pipeline, inputs, tasks: Vec::new() };
     process

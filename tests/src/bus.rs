@@ -44,18 +44,7 @@ impl TestBus {
             .with_delivery_mode(2)
             .with_message_id(uuid::Uuid::new_v4().to_string().into())
             .with_correlation_id(correlation_id.into());
-        self.channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+        self.publish_raw(exchange, routing_key, body, properties).await;
     }
 
     /// An `OrderPlaced` on the intake exchange.

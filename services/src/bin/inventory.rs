@@ -28,7 +28,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let stop = sagaflow_runtime::shutdown::on_signal();
-    sagaflow_services::exit(
+    sagaflow_runtime::process::exit(
         "inventory",
         sagaflow_services::run(Inventory { catalog }, args.service, 8082, stop).await,
     )

@@ -30,5 +30,5 @@ async fn main() -> std::process::ExitCode {
     let stop = sagaflow_runtime::shutdown::on_signal();
     let mut service = args.service;
     service.data_dir = Some(data_dir);
-    sagaflow_services::exit("notification", sagaflow_services::run(domain, service, 8083, stop).await)
+    sagaflow_runtime::process::exit("notification", sagaflow_services::run(domain, service, 8083, stop).await)
 }

@@ -32,5 +32,5 @@ async fn main() -> std::process::ExitCode {
         seed: args.service.seed,
     };
     let stop = sagaflow_runtime::shutdown::on_signal();
-    sagaflow_services::exit("payment", sagaflow_services::run(domain, args.service, 8081, stop).await)
+    sagaflow_runtime::process::exit("payment", sagaflow_services::run(domain, args.service, 8081, stop).await)
 }
