@@ -140,8 +140,10 @@ pub async fn run(
         tokio::select! {
             confirmation = async { (&mut in_flight.front_mut().expect("not empty").1).await }, if !in_flight.is_empty() => {
                 let (id, _) = in_flight.pop_front().expect("not empty");
+                // A confirm that failed leaves `id` in flight: the session ends, and it is suspect.
+                let confirmation = confirmation?;
                 state.in_flight.remove(&id);
-                match confirmation? {
+                match confirmation {
                     Confirmation::Ack(_) | Confirmation::NotRequested => outbox.confirmed(id),
                     Confirmation::Nack(_) => {
                         tracing::warn!(id, "the broker nacked a message; it will be published again on its own");
