@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         timers_in_flight: Arc::default(),
         timer_wake: Arc::default(),
     };
+    let mut writes = sagaflow_runtime::writes::Writes::new();
     for i in 0..count {
         let id = format!("pop-{i:08}");
         let placed = OrderPlaced {
@@ -54,8 +55,12 @@ fn main() -> anyhow::Result<()> {
             user_id: Some("user1".into()),
             items: vec![WireItem { product_id: "abc".into(), quantity: 1 }],
         };
-        engine.place(new_saga(OrderId::parse(id)?, &placed, &catalog, None), 1_000 + i)?;
+        engine.place(&writes, new_saga(OrderId::parse(id)?, &placed, &catalog, None), 1_000 + i)?;
+        if i % 1_000 == 999 {
+            std::mem::take(&mut writes).commit()?;
+        }
     }
+    writes.commit()?;
     db.make_durable()?;
     println!(
         "{count} sagas in {:.1?}; outbox {}, timers {}, {} bytes on disk",

@@ -2,7 +2,7 @@
 //! pipeline, so it is the store's only writer and takes one input at a time.
 //!
 //! Every input, whatever its source (an order from HTTP or the bus, a reply, a timer, an
-//! operator's cancel or retry, a retention sweep), is one transaction: read the record, run the
+//! operator's cancel or retry, a retention sweep), is one unit of the batch's writes: read the record, run the
 //! core's transition, record the input in the history, write the record, stage the messages.
 //! What an input is worth is decided here and nowhere else:
 //! - a message that cannot be understood is dead-lettered;
@@ -24,6 +24,7 @@ use sagaflow_runtime::bus::Received;
 use sagaflow_runtime::now_millis;
 use sagaflow_runtime::pipeline::{Apply, ApplyError, Reply, Verdict};
 use sagaflow_runtime::telemetry::TraceParent;
+use sagaflow_runtime::writes::Writes;
 use sagaflow_saga::{
     Effect, HistoryEntry, Ignored, Input, Outcome, Saga, SagaDefinition, SagaEvent, Timer, Timestamp,
 };
@@ -139,39 +140,43 @@ pub struct Engine {
 impl Apply for Engine {
     type Job = Job;
 
-    fn apply_message(&mut self, message: &Received) -> Result<Verdict, ApplyError> {
+    fn apply_message(&mut self, message: &Received, writes: &Writes<'_>) -> Result<Verdict, ApplyError> {
         match message.from {
-            INTAKE => self.intake(message),
-            REPLIES => self.reply(message),
+            INTAKE => self.intake(message, writes),
+            REPLIES => self.reply(message, writes),
             other => Ok(Verdict::Reject(format!("no consumer {other}"))),
         }
     }
 
-    fn apply_job(&mut self, job: Job) -> Result<Reply, ApplyError> {
+    fn apply_job(&mut self, job: Job, writes: &Writes<'_>) -> Result<Reply, ApplyError> {
         Ok(match job {
             Job::Place { new, answer } => {
-                let result = answered(self.place(new, now_millis()))?;
+                let result = answered(self.place(writes, new, now_millis()))?;
                 Box::new(move || {
                     let _ = answer.send(result);
                 })
             }
             Job::Control { order_id, control, answer } => {
-                let result = answered(self.control(&order_id, control))?;
+                let result = answered(self.control(writes, &order_id, control))?;
                 Box::new(move || {
                     let _ = answer.send(result);
                 })
             }
             Job::Timer { order_id, key, timer } => {
                 let result =
-                    self.apply(&order_id, &Incoming::Timer { timer, key: key.clone() }, now_millis());
-                self.timers_in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                    self.apply(writes, &order_id, &Incoming::Timer { timer, key: key.clone() }, now_millis());
                 if let Err(e) = answered(result)? {
                     tracing::error!(order_id, error = %e, "a timer could not be applied");
                 }
-                Box::new(|| ())
+                // The timer task may hand this timer over again only once its removal is
+                // committed: until then it still reads it as due.
+                let in_flight = self.timers_in_flight.clone();
+                Box::new(move || {
+                    in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                })
             }
             Job::Sweep { cutoff, limit, answer } => {
-                let removed = self.sweep(cutoff, limit).map_err(ApplyError::fatal)?;
+                let removed = self.sweep(writes, cutoff, limit).map_err(ApplyError::fatal)?;
                 Box::new(move || {
                     let _ = answer.send(removed);
                 })
@@ -194,7 +199,7 @@ fn answered<T>(result: Result<T, StoreError>) -> Result<Result<T, StoreError>, A
 
 impl Engine {
     /// An `OrderPlaced` from the intake queue: starts a saga exactly as `POST /orders` does.
-    fn intake(&self, message: &Received) -> Result<Verdict, ApplyError> {
+    fn intake(&self, message: &Received, writes: &Writes<'_>) -> Result<Verdict, ApplyError> {
         let placed: OrderPlaced = match serde_json::from_slice(&message.body) {
             Ok(p) => p,
             Err(e) => return Ok(Verdict::Reject(format!("not an OrderPlaced message: {e}"))),
@@ -205,7 +210,7 @@ impl Engine {
             None => return Ok(Verdict::Reject("orderId is missing".into())),
         };
         let new = new_saga(order_id, &placed, &self.catalog, message.trace());
-        match answered(self.place(new, now_millis()))? {
+        match answered(self.place(writes, new, now_millis()))? {
             Ok(Placed::Created(_) | Placed::Existing(_)) => Ok(Verdict::Done),
             Ok(Placed::Conflict(existing)) => {
                 Ok(Verdict::Reject(format!("orderId {} already names a different order", existing.order_id)))
@@ -215,13 +220,13 @@ impl Engine {
     }
 
     /// A participant's reply.
-    fn reply(&self, message: &Received) -> Result<Verdict, ApplyError> {
+    fn reply(&self, message: &Received, writes: &Writes<'_>) -> Result<Verdict, ApplyError> {
         let reply: ReplyMessage = match serde_json::from_slice(&message.body) {
             Ok(r) => r,
             Err(e) => return Ok(Verdict::Reject(format!("not a reply message: {e}"))),
         };
         let order_id = reply.order_id.to_string();
-        match answered(self.apply(&order_id, &Incoming::Reply(reply), now_millis()))? {
+        match answered(self.apply(writes, &order_id, &Incoming::Reply(reply), now_millis()))? {
             Ok(Applied::UnknownSaga | Applied::OtherSaga) => {
                 self.metrics.replies_for_unknown_sagas.inc();
                 tracing::debug!(
@@ -236,9 +241,9 @@ impl Engine {
     }
 
     /// Creates a saga and starts it, or finds the one placed before with this order id.
-    pub fn place(&self, new: NewSaga, now: u64) -> Result<Placed, StoreError> {
+    pub fn place(&self, writes: &Writes<'_>, new: NewSaga, now: u64) -> Result<Placed, StoreError> {
         let definition = self.store.current_definition();
-        let placed = self.store.transaction(|tx| {
+        let placed = self.store.transaction(writes, |tx| {
             if let Some(existing) = tx.record(new.order_id.as_str())? {
                 return Ok(if existing.body_hash == new.body_hash {
                     Placed::Existing(existing)
@@ -293,16 +298,27 @@ impl Engine {
         Ok(placed)
     }
 
-    fn control(&self, order_id: &str, control: Control) -> Result<Controlled, StoreError> {
-        Ok(match self.apply(order_id, &Incoming::Control(control), now_millis())? {
+    fn control(
+        &self,
+        writes: &Writes<'_>,
+        order_id: &str,
+        control: Control,
+    ) -> Result<Controlled, StoreError> {
+        Ok(match self.apply(writes, order_id, &Incoming::Control(control), now_millis())? {
             Applied::UnknownSaga | Applied::OtherSaga => Controlled::UnknownSaga,
             Applied::Recorded { record, ignored, .. } => Controlled::Recorded { record, ignored },
         })
     }
 
     /// Applies one input to an existing saga, in one transaction.
-    fn apply(&self, order_id: &str, incoming: &Incoming, now: u64) -> Result<Applied, StoreError> {
-        let outcome = self.store.transaction(|tx| {
+    fn apply(
+        &self,
+        writes: &Writes<'_>,
+        order_id: &str,
+        incoming: &Incoming,
+        now: u64,
+    ) -> Result<Applied, StoreError> {
+        let outcome = self.store.transaction(writes, |tx| {
             let fired = match incoming {
                 Incoming::Timer { key, .. } => Some(key.as_slice()),
                 _ => None,
@@ -319,10 +335,7 @@ impl Engine {
                     return Ok(Applied::OtherSaga);
                 }
             }
-            let definition = self
-                .store
-                .definition_of(&record)
-                .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
+            let definition = self.store.definition_of(&record)?;
             let before = Indexed::of(&record);
             let input = core_input(&definition, incoming);
             let applied = record.saga.apply(&definition, &input, Timestamp(now));
@@ -410,12 +423,12 @@ impl Engine {
 
     /// Retention: removes finished sagas past the window, and tells each participant which it
     /// may forget, in the same transaction.
-    fn sweep(&self, cutoff: u64, limit: usize) -> Result<usize, StoreError> {
+    fn sweep(&self, writes: &Writes<'_>, cutoff: u64, limit: usize) -> Result<usize, StoreError> {
         let candidates = self.store.finished_before(cutoff, limit)?;
         if candidates.is_empty() {
             return Ok(0);
         }
-        let removed = self.store.transaction(|tx| {
+        let removed = self.store.transaction(writes, |tx| {
             let mut forgotten: BTreeMap<Participant, Vec<Forgotten>> = BTreeMap::new();
             let mut removed = 0usize;
             for id in &candidates {

@@ -13,10 +13,11 @@
 //! - `meta`: saga counts per state, and every saga definition in use by its fingerprint.
 //! - `outbox`: messages to publish (see `sagaflow_runtime::outbox`).
 //!
-//! **Everything one input changes is one transaction ([`Store::transaction`], [`Tx`])**: the
-//! new state, its history entry, the commands and events it emits and the timer it arms commit
-//! together or not at all. Durability comes from the pipeline's flush; nothing is acknowledged,
-//! answered or published before it.
+//! **Everything one input changes is one unit ([`Store::transaction`], [`Tx`])**: the new
+//! state, its history entry, the commands and events it emits and the timer it arms are kept
+//! together or not at all, in the batch's [`Writes`], which the pipeline commits as one sled
+//! transaction and makes durable with one flush. Nothing is acknowledged, answered or
+//! published before that.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -24,9 +25,8 @@ use std::sync::{Arc, RwLock};
 use sagaflow_runtime::bus::Message;
 use sagaflow_runtime::db::Db;
 use sagaflow_runtime::outbox::Outbox;
+use sagaflow_runtime::writes::Writes;
 use sagaflow_saga::{HistoryEntry, SagaDefinition, Status, Timer, Timestamp};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
 
 use crate::record::{SagaRecord, MAX_RECORD_BYTES};
 
@@ -52,20 +52,7 @@ impl StoreError {
     }
 }
 
-impl From<TransactionError<StoreError>> for StoreError {
-    fn from(e: TransactionError<StoreError>) -> Self {
-        match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Sled(e),
-        }
-    }
-}
-
-pub type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
-}
+pub type TxResult<T> = Result<T, StoreError>;
 
 pub struct Store {
     db: Arc<Db>,
@@ -166,20 +153,10 @@ impl Store {
         self.largest_record.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Runs `f` as one transaction over every tree.
-    pub fn transaction<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
-        let trees = (
-            &self.sagas,
-            &self.history,
-            &self.timers,
-            &self.by_state,
-            &self.by_created,
-            &self.meta,
-            self.outbox.tree(),
-        );
-        Ok(trees.transaction(|(sagas, history, timers, by_state, by_created, meta, outbox)| {
-            f(&Tx { sagas, history, timers, by_state, by_created, meta, outbox, store: self })
-        })?)
+    /// Runs `f` over the store as one unit of `writes`: what it writes is kept only if it
+    /// succeeds.
+    pub fn transaction<T>(&self, writes: &Writes<'_>, f: impl FnOnce(&Tx<'_>) -> TxResult<T>) -> TxResult<T> {
+        writes.scope(|writes| f(&Tx { writes, store: self }))
     }
 
     pub fn get(&self, order_id: &str) -> Result<Option<SagaRecord>, StoreError> {
@@ -299,31 +276,33 @@ impl Store {
     }
 }
 
-/// One transaction over every tree of the store.
+/// One unit of writes over every tree of the store.
 pub struct Tx<'a> {
-    sagas: &'a TransactionalTree,
-    history: &'a TransactionalTree,
-    timers: &'a TransactionalTree,
-    by_state: &'a TransactionalTree,
-    by_created: &'a TransactionalTree,
-    meta: &'a TransactionalTree,
-    outbox: &'a TransactionalTree,
+    writes: &'a Writes<'a>,
     store: &'a Store,
 }
 
 impl Tx<'_> {
     pub fn record(&self, order_id: &str) -> TxResult<Option<SagaRecord>> {
-        self.sagas.get(order_id)?.map(|bytes| decode(order_id, &bytes).map_err(abort)).transpose()
+        self.writes
+            .get(&self.store.sagas, order_id.as_bytes())?
+            .map(|bytes| decode(order_id, &bytes))
+            .transpose()
     }
 
     /// A new creation sequence: the listing order, and the name of the saga's history keys.
+    /// Never given twice, even across a crash (sled persists its id generator).
     pub fn next_seq(&self) -> TxResult<u64> {
-        Ok(self.by_created.generate_id()?)
+        Ok(self.store.db.sled().generate_id()?)
     }
 
     /// Writes a saga that did not exist, with its indexes.
     pub fn create(&self, record: &SagaRecord) -> TxResult<()> {
-        self.by_created.insert(&record.created_seq.to_be_bytes(), record.order_id.as_str())?;
+        self.writes.insert(
+            &self.store.by_created,
+            &record.created_seq.to_be_bytes(),
+            record.order_id.as_str(),
+        );
         self.write(None, record)
     }
 
@@ -331,42 +310,47 @@ impl Tx<'_> {
     /// its timer. `fired` is the timer index key of a timer that just fired, if one did.
     pub fn update(&self, before: Indexed, record: &SagaRecord, fired: Option<&[u8]>) -> TxResult<()> {
         if let Some(key) = fired {
-            self.timers.remove(key)?;
+            self.writes.remove(&self.store.timers, key);
         }
         self.write(Some(before), record)
     }
 
     fn write(&self, before: Option<Indexed>, record: &SagaRecord) -> TxResult<()> {
         let id = record.order_id.as_str();
+        let bytes = record.encode();
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(StoreError::RecordTooLarge { order_id: id.to_owned(), bytes: bytes.len() });
+        }
         let (old_status, old_timer) = match before {
             Some(b) => (Some(b.status), b.timer),
             None => (None, None),
         };
+        let (writes, store) = (self.writes, self.store);
         // The timer index holds exactly the saga's one armed timer.
         let timer = record.saga.timer();
         if old_timer != timer {
             if let Some((_, at)) = old_timer {
-                self.timers.remove(timer_key(at.0, id))?;
+                writes.remove(&store.timers, timer_key(at.0, id));
             }
             if let Some((timer, at)) = timer {
-                self.timers.insert(timer_key(at.0, id), serde_json::to_vec(&timer).expect("serialises"))?;
+                writes.insert(
+                    &store.timers,
+                    timer_key(at.0, id),
+                    serde_json::to_vec(&timer).expect("serialises"),
+                );
             }
         }
         let status = record.saga.status();
         if old_status != Some(status) {
             if let Some(old) = old_status {
-                self.by_state.remove(&state_key(old, record.created_seq))?;
+                writes.remove(&store.by_state, &state_key(old, record.created_seq));
                 self.add_count(old, -1)?;
             }
-            self.by_state.insert(&state_key(status, record.created_seq), id)?;
+            writes.insert(&store.by_state, &state_key(status, record.created_seq), id);
             self.add_count(status, 1)?;
         }
-        let bytes = record.encode();
-        if bytes.len() > MAX_RECORD_BYTES {
-            return Err(abort(StoreError::RecordTooLarge { order_id: id.to_owned(), bytes: bytes.len() }));
-        }
-        self.store.largest_record.fetch_max(bytes.len(), std::sync::atomic::Ordering::Relaxed);
-        self.sagas.insert(id, bytes)?;
+        store.largest_record.fetch_max(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+        writes.insert(&store.sagas, id, bytes);
         Ok(())
     }
 
@@ -374,7 +358,7 @@ impl Tx<'_> {
     /// writes in the same transaction).
     pub fn append_history(&self, record: &mut SagaRecord, entry: &HistoryEntry) -> TxResult<()> {
         let key = history_key(record.created_seq, record.history_len);
-        self.history.insert(key.to_vec(), serde_json::to_vec(entry).expect("serialises"))?;
+        self.writes.insert(&self.store.history, &key, serde_json::to_vec(entry).expect("serialises"));
         record.history_len = record.history_len.saturating_add(1);
         Ok(())
     }
@@ -383,34 +367,35 @@ impl Tx<'_> {
     pub fn remove(&self, record: &SagaRecord) -> TxResult<()> {
         let id = record.order_id.as_str();
         let status = record.saga.status();
-        self.sagas.remove(id)?;
-        self.by_state.remove(&state_key(status, record.created_seq))?;
-        self.by_created.remove(&record.created_seq.to_be_bytes())?;
+        let (writes, store) = (self.writes, self.store);
+        writes.remove(&store.sagas, id);
+        writes.remove(&store.by_state, &state_key(status, record.created_seq));
+        writes.remove(&store.by_created, &record.created_seq.to_be_bytes());
         if let Some((_, at)) = record.saga.timer() {
-            self.timers.remove(timer_key(at.0, id))?;
+            writes.remove(&store.timers, timer_key(at.0, id));
         }
         for index in 0..record.history_len {
-            self.history.remove(history_key(record.created_seq, index).to_vec())?;
+            writes.remove(&store.history, &history_key(record.created_seq, index));
         }
         self.add_count(status, -1)
     }
 
     /// Forgets a timer index entry whose saga is gone.
     pub fn forget_timer(&self, key: &[u8]) -> TxResult<()> {
-        self.timers.remove(key)?;
+        self.writes.remove(&self.store.timers, key);
         Ok(())
     }
 
     /// Stages a message in the outbox.
     pub fn stage(&self, message: &Message) -> TxResult<()> {
-        self.store.outbox.stage(self.outbox, message)?;
+        self.store.outbox.stage(self.writes, message);
         Ok(())
     }
 
     fn add_count(&self, status: Status, delta: i64) -> TxResult<()> {
         let key = count_key(status);
-        let current = self.meta.get(key.as_bytes())?.map(|v| decode_i64(&v)).unwrap_or(0);
-        self.meta.insert(key.as_bytes(), &(current + delta).to_be_bytes())?;
+        let current = self.writes.get(&self.store.meta, key.as_bytes())?.map(|v| decode_i64(&v)).unwrap_or(0);
+        self.writes.insert(&self.store.meta, key.as_bytes(), &(current + delta).to_be_bytes());
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! - [`telemetry`]: logging (`RUST_LOG`, `LOG_FORMAT=json`) and W3C trace context.
 //! - [`shutdown`]: SIGTERM and Ctrl-C as a cancellation token.
 //! - [`db`]: a process's sled store, and the `fdatasync` that makes a flush durable.
+//! - [`writes`]: a batch's writes, gathered in memory and committed as one transaction.
 //! - [`outbox`]: messages committed with state, and the entries the broker refused.
 //! - [`bus`]: the broker connection with our own reconnect loop, consumers, the relay.
 //! - [`pipeline`]: the one loop: a batch in, applied, made durable, then acked and let out.
@@ -28,6 +29,7 @@ pub mod process;
 pub mod shutdown;
 pub mod telemetry;
 pub mod watchdog;
+pub mod writes;
 
 /// Milliseconds since the Unix epoch: the one place a sagaflow process reads the wall clock for
 /// its state machines.

@@ -1,5 +1,6 @@
-//! The transactional outbox: messages that a state change must send are written in the same
-//! sled transaction as the change, so both happen or neither does. The relay
+//! The transactional outbox: messages that a state change must send are staged in the same
+//! [`Writes`] as the change, and committed in the same sled transaction, so both happen or
+//! neither does. The relay
 //! ([`crate::bus::relay`]) publishes what the outbox holds and removes an entry once the broker
 //! confirmed it.
 //!
@@ -17,11 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::watch;
 
 use crate::bus::message::Message;
 use crate::metrics::Counter;
+use crate::writes::Writes;
 
 /// The outbox of one process: a sled tree keyed by a monotonic id, the durable watermark, and
 /// the entries set aside.
@@ -29,7 +30,8 @@ pub struct Outbox {
     tree: sled::Tree,
     /// Entries the broker refused for good, with why: id -> [`ParkedEntry`].
     parked: sled::Tree,
-    /// The highest id written by a committed transaction so far.
+    /// The highest id staged so far. Ids start at 1: the watermark starts at 0 meaning
+    /// "nothing yet", and an entry with id 0 would never move it, so the relay would not wake.
     staged: AtomicU64,
     /// The highest id known to be on disk: the relay publishes up to here and no further.
     durable: watch::Sender<u64>,
@@ -78,33 +80,22 @@ impl Outbox {
         &self.tree
     }
 
-    /// Writes a message inside a transaction that includes the outbox tree.
-    pub fn stage(
-        &self,
-        tx: &TransactionalTree,
-        message: &Message,
-    ) -> Result<(), UnabortableTransactionError> {
-        // Ids start at 1: the watermark starts at 0 meaning "nothing yet", and an entry with
-        // id 0 would never move it, so the relay would not wake for it.
-        let id = tx.generate_id()? + 1;
-        tx.insert(&id.to_be_bytes(), message.encode())?;
-        // A transaction may run its closure again; fetch_max keeps this right either way.
-        self.staged.fetch_max(id, Ordering::AcqRel);
+    /// Stages a message with the batch's other writes: it is committed with them or not at all.
+    pub fn stage(&self, writes: &Writes<'_>, message: &Message) {
+        writes.insert(&self.tree, &self.next_id().to_be_bytes(), message.encode());
+    }
+
+    /// Stages one message on its own, outside any batch (tests and tools).
+    pub fn stage_alone(&self, message: &Message) -> sled::Result<()> {
+        self.tree.insert(self.next_id().to_be_bytes(), message.encode())?;
         Ok(())
     }
 
-    /// Stages one message in a transaction of its own, such as a dead letter.
-    pub fn stage_alone(&self, message: &Message) -> sled::Result<()> {
-        use sled::transaction::TransactionError;
-        self.tree
-            .transaction(|tx| {
-                self.stage(tx, message)?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => e,
-                TransactionError::Abort(never) => match never {},
-            })
+    /// A new entry id. Ids only grow while the process runs, and start above every entry on
+    /// disk. An id staged by an input that is then discarded is a gap the relay skips.
+    fn next_id(&self) -> u64 {
+        // The pipeline is the only stager, so ids come in the order entries are staged.
+        self.staged.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// The highest id staged so far. Take it *before* a flush and pass it to

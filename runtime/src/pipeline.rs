@@ -1,9 +1,10 @@
 //! The one loop every process runs, written once:
 //!
 //! 1. take what is waiting (received messages and local jobs, up to a batch limit);
-//! 2. apply each: one transaction per input over the process's state and its outbox;
-//! 3. make the batch durable: what it wrote outside the store first, then one flush with a
-//!    real `fdatasync` ([`Db::make_durable`]);
+//! 2. apply each into the batch's [`Writes`]: an input keeps its writes only if it succeeds;
+//! 3. make the batch durable: what it wrote outside the store first, then its writes as one
+//!    sled transaction ([`Writes::commit`]) and one flush with a real `fdatasync`
+//!    ([`Db::make_durable`]): one log write and one sync per batch, whatever its size;
 //! 4. release the batch's outbox entries to the relay, acknowledge its messages, and answer its
 //!    local callers.
 //!
@@ -32,6 +33,7 @@ use crate::health::Health;
 use crate::metrics::{Counter, Histogram, Render};
 use crate::outbox::Outbox;
 use crate::watchdog::Watchdog;
+use crate::writes::Writes;
 
 /// One input of the pipeline.
 // Nearly every input is a message, so boxing it would only add an allocation per message.
@@ -78,10 +80,13 @@ pub trait Apply: Send + 'static {
     /// held like a message.
     type Job: Send + 'static;
 
-    fn apply_message(&mut self, message: &Received) -> Result<Verdict, ApplyError>;
+    /// Applies a message into `writes`, which are kept only if the verdict is
+    /// [`Verdict::Done`].
+    fn apply_message(&mut self, message: &Received, writes: &Writes<'_>) -> Result<Verdict, ApplyError>;
 
-    /// Applies a job; the reply runs once the batch is durable.
-    fn apply_job(&mut self, job: Self::Job) -> Result<Reply, ApplyError>;
+    /// Applies a job into `writes`; the reply runs once the batch is durable. An applier that
+    /// answers a job with an error discards that job's writes itself ([`Writes::scope`]).
+    fn apply_job(&mut self, job: Self::Job, writes: &Writes<'_>) -> Result<Reply, ApplyError>;
 
     /// Makes durable what the batch wrote outside the store, before the flush that records it
     /// as done (notification's mails).
@@ -100,8 +105,6 @@ pub enum PipelineError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Store(#[from] DbError),
-    #[error("cannot stage a dead letter: {0}")]
-    DeadLetter(sled::Error),
 }
 
 #[derive(Debug)]
@@ -165,8 +168,8 @@ pub struct Pipeline<A: Apply> {
     pub watchdog: Watchdog,
 }
 
-/// A batch after applying: what the applied part owes, and the inputs held back.
-type Split<J> = (Owed<J>, Vec<Input<J>>);
+/// A batch after applying: its writes, what the applied part owes, and the inputs held back.
+type Split<J> = (Writes<'static>, Owed<J>, Vec<Input<J>>);
 
 /// What a batch owes once it is durable, in the order its inputs came. (The order matters:
 /// acks are folded per consumer, and a tag below one acked before would be refused.)
@@ -207,9 +210,9 @@ impl<A: Apply> Pipeline<A> {
             };
             if !batch.is_empty() {
                 let dog = self.watchdog.clone();
-                let (owed, held) = writer_thread(|| dog.watch(|| self.apply_batch(&mut batch)))?;
+                let (writes, owed, held) = writer_thread(|| dog.watch(|| self.apply_batch(&mut batch)))?;
                 batch = held;
-                if let Some(unmade) = self.commit(owed).await? {
+                if let Some(unmade) = self.commit(writes, owed).await? {
                     // Nothing of it is durable: hold all of it, in its order. What was applied
                     // is recognised as a duplicate when it is applied again.
                     batch.splice(0..0, unmade);
@@ -230,8 +233,12 @@ impl<A: Apply> Pipeline<A> {
 
     /// Makes the batch durable, then lets out what it owes. Returns its inputs instead when
     /// what it wrote outside the store cannot be made durable now.
-    async fn commit(&mut self, owed: Owed<A::Job>) -> Result<Option<Vec<Input<A::Job>>>, PipelineError> {
-        if owed.messages.is_empty() && owed.replies.is_empty() {
+    async fn commit(
+        &mut self,
+        writes: Writes<'static>,
+        owed: Owed<A::Job>,
+    ) -> Result<Option<Vec<Input<A::Job>>>, PipelineError> {
+        if owed.messages.is_empty() && owed.replies.is_empty() && writes.is_empty() {
             return Ok(None);
         }
         let started = Instant::now();
@@ -252,14 +259,19 @@ impl<A: Apply> Pipeline<A> {
             if let Some(reason) = reject {
                 tracing::warn!(queue = message.queue, reason, "dead-lettering a message");
                 let letter = dead_letter(&self.topology, &message, &reason);
-                self.outbox.stage_alone(&letter).map_err(PipelineError::DeadLetter)?;
+                self.outbox.stage(&writes, &letter);
                 self.metrics.dead_lettered.inc();
             }
             acks.push(receipt);
         }
-        // Taken before the flush: entries staged while it runs wait for the next one.
+        // Everything is staged by now: the batch's entries are exactly those up to here.
         let upto = self.outbox.staged_upto();
-        writer_thread(|| dog.watch(|| self.db.make_durable()))?;
+        writer_thread(|| {
+            dog.watch(|| {
+                writes.commit()?;
+                self.db.make_durable()
+            })
+        })?;
         // Durable: now the batch's messages may go out, be acknowledged, and be answered.
         self.outbox.mark_durable(upto);
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -276,14 +288,19 @@ impl<A: Apply> Pipeline<A> {
     /// Applies inputs in order. Returns what the applied ones owe, and the inputs held back
     /// from the first one the store could not take.
     fn apply_batch(&mut self, batch: &mut Vec<Input<A::Job>>) -> Result<Split<A::Job>, PipelineError> {
+        let writes = Writes::new();
         let mut owed = Owed { messages: Vec::new(), replies: Vec::new() };
         let mut inputs = std::mem::take(batch).into_iter();
         while let Some(input) = inputs.next() {
+            let own = writes.child();
             match input {
-                Input::Message(message, receipt) => match self.applier.apply_message(&message) {
+                Input::Message(message, receipt) => match self.applier.apply_message(&message, &own) {
                     Ok(verdict) => {
                         let reject = match verdict {
-                            Verdict::Done => None,
+                            Verdict::Done => {
+                                own.keep();
+                                None
+                            }
                             Verdict::Reject(reason) => Some(reason),
                         };
                         owed.messages.push((Input::Message(message, receipt), reject));
@@ -297,18 +314,22 @@ impl<A: Apply> Pipeline<A> {
                         self.health.store_failing(&e);
                         let mut held = vec![Input::Message(message, receipt)];
                         held.extend(inputs);
-                        return Ok((owed, held));
+                        drop(own);
+                        return Ok((writes, owed, held));
                     }
                     Err(fatal) => return Err(fatal.into()),
                 },
-                Input::Job(job) => match self.applier.apply_job(job) {
-                    Ok(reply) => owed.replies.push(reply),
+                Input::Job(job) => match self.applier.apply_job(job, &own) {
+                    Ok(reply) => {
+                        own.keep();
+                        owed.replies.push(reply);
+                    }
                     Err(ApplyError::Retry(e)) => return Err(ApplyError::Fatal(e.into()).into()),
                     Err(fatal) => return Err(fatal.into()),
                 },
             }
         }
-        Ok((owed, Vec::new()))
+        Ok((writes, owed, Vec::new()))
     }
 }
 

@@ -12,10 +12,9 @@ use sagaflow_events::{
     Catalog, CommandBody, CommandMessage, Forgotten, Participant, ProductId, ReplyOutcome,
 };
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
 
 use crate::barrier::Answer;
-use crate::domain::{abort, get_json, put_json, scan_json, Domain, DomainError, TxResult};
+use crate::domain::{abort, get_json, put_json, scan_json, Books, Domain, DomainError, TxResult};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -84,7 +83,7 @@ impl Domain for Inventory {
         Ok(())
     }
 
-    fn act(&self, books: &TransactionalTree, command: &CommandMessage) -> TxResult<Answer> {
+    fn act(&self, books: &Books<'_>, command: &CommandMessage) -> TxResult<Answer> {
         let CommandBody::ReserveStock { items } = &command.body else {
             return Ok(Answer::refused("not a reservation"));
         };
@@ -116,35 +115,30 @@ impl Domain for Inventory {
         }
         let mut reserved = Vec::with_capacity(moves.len());
         for (product, quantity, stock) in moves {
-            put_json(books, &stock_key(&product), &stock)?;
+            put_json(books, &stock_key(&product), &stock);
             reserved.push((product, quantity));
         }
-        put_json(books, &key, &reserved)?;
+        put_json(books, &key, &reserved);
         // `OrderCompleted` names the order: remember which saga holds its reservation.
-        put_json(books, &order_key(command.order_id.as_str()), &command.saga_id.as_str())?;
+        put_json(books, &order_key(command.order_id.as_str()), &command.saga_id.as_str());
         Ok(Answer::success())
     }
 
-    fn undo(
-        &self,
-        books: &TransactionalTree,
-        command: &CommandMessage,
-        action_happened: bool,
-    ) -> TxResult<()> {
+    fn undo(&self, books: &Books<'_>, command: &CommandMessage, action_happened: bool) -> TxResult<()> {
         if !action_happened {
             return Ok(());
         }
         settle_reservation(books, command.saga_id.as_str(), false)
     }
 
-    fn forget(&self, books: &TransactionalTree, saga: &Forgotten) -> TxResult<()> {
+    fn forget(&self, books: &Books<'_>, saga: &Forgotten) -> TxResult<()> {
         // Normally nothing is left: a completed order's reservation was sold when its
         // `OrderCompleted` came, a compensated one's released. If that event was missed, the
         // saga's outcome still says where the stock goes.
         settle_reservation(books, saga.saga_id.as_str(), saga.completed)?;
         let key = order_key(saga.order_id.as_str());
         if get_json::<String>(books, &key)?.as_deref() == Some(saga.saga_id.as_str()) {
-            books.remove(key.as_bytes())?;
+            books.remove(&key);
         }
         Ok(())
     }
@@ -155,7 +149,7 @@ impl Domain for Inventory {
 
     /// `OrderCompleted`: the order's reservation becomes a sale. Events name orders, and an
     /// order id may have had several sagas; only a reservation of this order is sold.
-    fn on_event(&self, books: &TransactionalTree, event: &sagaflow_events::PublicEvent) -> TxResult<()> {
+    fn on_event(&self, books: &Books<'_>, event: &sagaflow_events::PublicEvent) -> TxResult<()> {
         let sagaflow_events::PublicEvent::OrderCompleted { order_id, .. } = event else { return Ok(()) };
         let Some(saga_id) = get_json::<String>(books, &order_key(order_id.as_str()))? else { return Ok(()) };
         settle_reservation(books, &saga_id, true)
@@ -177,7 +171,7 @@ impl Domain for Inventory {
 /// Ends a saga's reservation: each reserved quantity leaves `reserved` for `sold` or back to
 /// `available`. The record goes in the same transaction, so a repeated release or event finds
 /// nothing to move. A move that would break the books aborts the whole transaction.
-fn settle_reservation(books: &TransactionalTree, saga_id: &str, to_sold: bool) -> TxResult<()> {
+fn settle_reservation(books: &Books<'_>, saga_id: &str, to_sold: bool) -> TxResult<()> {
     let key = reservation_key(saga_id);
     let Some(reserved) = get_json::<Vec<(ProductId, u64)>>(books, &key)? else { return Ok(()) };
     for (product, quantity) in reserved {
@@ -189,8 +183,8 @@ fn settle_reservation(books: &TransactionalTree, saga_id: &str, to_sold: bool) -
                 stock.reserved
             )));
         };
-        put_json(books, &stock_key, &settled)?;
+        put_json(books, &stock_key, &settled);
     }
-    books.remove(key.as_bytes())?;
+    books.remove(&key);
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! What every participant does with what it receives, written once, as the participant's
 //! [`Apply`] for the shared pipeline:
 //!
-//! - a command: checked ([`CommandMessage::check_for`]), then, in one sled transaction, the
-//!   barrier record, the domain's books and the reply in the outbox;
+//! - a command: checked ([`CommandMessage::check_for`]), then, as one unit of the batch's
+//!   writes, the barrier record, the domain's books and the reply in the outbox;
 //! - a `ForgetSagas` from the orchestrator's retention: the barrier records and books of those
 //!   sagas go, and commands sent before they ended are refused from then on;
 //! - a public event the domain follows (inventory: `OrderCompleted`).
@@ -22,12 +22,11 @@ use sagaflow_runtime::metrics::{Counter, Render};
 use sagaflow_runtime::outbox::Outbox;
 use sagaflow_runtime::pipeline::{Apply, ApplyError, Reply, Verdict};
 use sagaflow_runtime::telemetry::TraceParent;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use sagaflow_runtime::writes::Writes;
 
 use crate::barrier::{expired, Answer, BarrierRecord, Decision, HANGING_REASON};
 use crate::config::draw;
-use crate::domain::{Domain, DomainError};
+use crate::domain::{Books, Domain, DomainError};
 
 /// The participant's consumers, in the order the bus is given them.
 pub const COMMANDS: usize = 0;
@@ -164,6 +163,7 @@ impl<D: Domain> Handler<D> {
         &mut self,
         body: &[u8],
         trace: Option<TraceParent>,
+        writes: &Writes<'_>,
     ) -> Result<Verdict, ApplyError> {
         let command: CommandMessage = match serde_json::from_slice(body) {
             Ok(c) => c,
@@ -172,12 +172,17 @@ impl<D: Domain> Handler<D> {
         if let Err(e) = command.check_for(self.domain.participant()) {
             return Ok(Verdict::Reject(format!("{INVALID_COMMAND}: {e}")));
         }
-        self.handle(&command, trace.map(|t| t.child()).unwrap_or_else(TraceParent::new_trace))?;
+        self.handle(&command, trace.map(|t| t.child()).unwrap_or_else(TraceParent::new_trace), writes)?;
         Ok(Verdict::Done)
     }
 
-    /// Handles one checked command in one transaction and returns the reply it staged.
-    pub fn handle(&self, command: &CommandMessage, trace: TraceParent) -> Result<ReplyMessage, ApplyError> {
+    /// Handles one checked command as one unit of `writes`, and returns the reply it staged.
+    pub fn handle(
+        &self,
+        command: &CommandMessage,
+        trace: TraceParent,
+        writes: &Writes<'_>,
+    ) -> Result<ReplyMessage, ApplyError> {
         // A flaky dependency fails before anything is decided, so nothing is recorded and a
         // retry may succeed. The draw includes the attempt so that retries draw again.
         if self.fail_rate > 0.0
@@ -189,72 +194,66 @@ impl<D: Domain> Handler<D> {
                 payment_id: None,
                 missing_products: Vec::new(),
             };
-            return self.reply_alone(command, answer, &trace);
+            return Ok(self.reply_alone(command, answer, &trace, writes));
         }
         let key = format!("{}/{}", command.saga_id, command.step);
         let now = sagaflow_runtime::now_millis();
-        let result =
-            (&self.barrier, &self.books, self.outbox.tree()).transaction(|(barrier, books, outbox)| {
-                let mut record: BarrierRecord = match barrier.get(key.as_bytes())? {
-                    Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                        ConflictableTransactionError::Abort(DomainError::Corrupt {
-                            key: key.clone(),
-                            error: e.to_string(),
-                        })
-                    })?,
-                    None => BarrierRecord::default(),
-                };
-                let decision = match command.phase {
-                    sagaflow_events::Phase::Action => record.decide_action(),
-                    sagaflow_events::Phase::Compensation => record.decide_compensation(),
-                };
-                let (answer, kind) = match decision {
-                    Decision::Repeat(answer) => (answer, Kind::Duplicate),
-                    Decision::RefuseHanging => (Answer::refused(HANGING_REASON), Kind::Hanging),
-                    // No record, and sent before sagas this participant forgot ended: a late
-                    // duplicate of one of them. Acting would act twice.
-                    _ if record.is_new() && expired(command.sent_at, self.forgotten_before) => {
-                        (Answer::refused(EXPIRED), Kind::Expired)
-                    }
-                    Decision::Act => {
-                        let answer = self.domain.act(books, command)?;
-                        record.action = Some(answer.clone());
-                        let kind = if answer.outcome == ReplyOutcome::Succeeded {
-                            Kind::Applied
-                        } else {
-                            Kind::Refused
-                        };
-                        (answer, kind)
-                    }
-                    Decision::Undo { action_happened } => {
-                        self.domain.undo(books, command, action_happened)?;
-                        let answer = Answer::success();
-                        record.compensation = Some(answer.clone());
-                        (answer, if action_happened { Kind::Applied } else { Kind::Null })
-                    }
-                };
-                if matches!(kind, Kind::Applied | Kind::Refused | Kind::Null) {
-                    record.touched_at = now;
-                    barrier.insert(key.as_bytes(), serde_json::to_vec(&record).expect("serialises"))?;
+        let result = writes.scope(|writes| {
+            let books = Books::new(writes, &self.books);
+            let mut record: BarrierRecord = match writes.get(&self.barrier, key.as_bytes())? {
+                Some(bytes) => serde_json::from_slice(&bytes)
+                    .map_err(|e| DomainError::Corrupt { key: key.clone(), error: e.to_string() })?,
+                None => BarrierRecord::default(),
+            };
+            let decision = match command.phase {
+                sagaflow_events::Phase::Action => record.decide_action(),
+                sagaflow_events::Phase::Compensation => record.decide_compensation(),
+            };
+            let (answer, kind) = match decision {
+                Decision::Repeat(answer) => (answer, Kind::Duplicate),
+                Decision::RefuseHanging => (Answer::refused(HANGING_REASON), Kind::Hanging),
+                // No record, and sent before sagas this participant forgot ended: a late
+                // duplicate of one of them. Acting would act twice.
+                _ if record.is_new() && expired(command.sent_at, self.forgotten_before) => {
+                    (Answer::refused(EXPIRED), Kind::Expired)
                 }
-                let reply = reply_to(command, answer);
-                self.outbox.stage(outbox, &self.reply_message(&reply, &trace))?;
-                Ok((reply, kind))
-            });
+                Decision::Act => {
+                    let answer = self.domain.act(&books, command)?;
+                    record.action = Some(answer.clone());
+                    let kind =
+                        if answer.outcome == ReplyOutcome::Succeeded { Kind::Applied } else { Kind::Refused };
+                    (answer, kind)
+                }
+                Decision::Undo { action_happened } => {
+                    self.domain.undo(&books, command, action_happened)?;
+                    let answer = Answer::success();
+                    record.compensation = Some(answer.clone());
+                    (answer, if action_happened { Kind::Applied } else { Kind::Null })
+                }
+            };
+            if matches!(kind, Kind::Applied | Kind::Refused | Kind::Null) {
+                record.touched_at = now;
+                writes.insert(
+                    &self.barrier,
+                    key.as_bytes(),
+                    serde_json::to_vec(&record).expect("serialises"),
+                );
+            }
+            let reply = reply_to(command, answer);
+            self.outbox.stage(writes, &self.reply_message(&reply, &trace));
+            Ok::<_, DomainError>((reply, kind))
+        });
         let (reply, kind) = match result {
             Ok(done) => done,
-            Err(TransactionError::Abort(DomainError::Unavailable(e))) => return Err(ApplyError::Retry(e)),
-            Err(TransactionError::Abort(refusal)) => {
+            Err(DomainError::Unavailable(e)) => return Err(ApplyError::Retry(e)),
+            Err(DomainError::Store(e)) => return Err(ApplyError::fatal(e)),
+            Err(refusal) => {
                 // The books cannot take it: refused, nothing applied, and the reason goes back.
                 tracing::warn!(saga_id = %command.saga_id, error = %refusal, "command refused");
                 self.metrics.refused.inc();
-                return self.reply_alone(
-                    command,
-                    Answer::refused(&format!("{INVALID_COMMAND}: {refusal}")),
-                    &trace,
-                );
+                let answer = Answer::refused(&format!("{INVALID_COMMAND}: {refusal}"));
+                return Ok(self.reply_alone(command, answer, &trace, writes));
             }
-            Err(TransactionError::Storage(e)) => return Err(ApplyError::fatal(e)),
         };
         match kind {
             Kind::Applied => self.metrics.applied.inc(),
@@ -273,57 +272,57 @@ impl<D: Domain> Handler<D> {
         command: &CommandMessage,
         answer: Answer,
         trace: &TraceParent,
-    ) -> Result<ReplyMessage, ApplyError> {
+        writes: &Writes<'_>,
+    ) -> ReplyMessage {
         let reply = reply_to(command, answer);
-        self.outbox.stage_alone(&self.reply_message(&reply, trace)).map_err(ApplyError::fatal)?;
-        Ok(reply)
+        self.outbox.stage(writes, &self.reply_message(&reply, trace));
+        reply
     }
 
     /// Forgets the sagas the orchestrator removed. A record written after the saga supposedly
     /// ended is kept: the message is wrong about it (or forged).
-    pub fn forget(&mut self, message: &ForgetSagas) -> Result<Verdict, ApplyError> {
+    pub fn forget(&mut self, message: &ForgetSagas, writes: &Writes<'_>) -> Result<Verdict, ApplyError> {
         let now = sagaflow_runtime::now_millis();
         if message.finished_before > now.saturating_add(CLOCK_SLACK_MS) {
             return Ok(Verdict::Reject("a ForgetSagas about sagas that end in the future".into()));
         }
         let step = self.domain.participant().to_string();
         let watermark = message.finished_before.max(self.forgotten_before);
-        let result = (&self.barrier, &self.books).transaction(|(barrier, books)| {
+        let result = writes.scope(|writes| {
+            let books = Books::new(writes, &self.books);
             let mut forgotten = 0u64;
             for saga in message.sagas.iter() {
                 let key = format!("{}/{step}", saga.saga_id);
-                if let Some(bytes) = barrier.get(key.as_bytes())? {
+                if let Some(bytes) = writes.get(&self.barrier, key.as_bytes())? {
                     let record: BarrierRecord = serde_json::from_slice(&bytes).unwrap_or_default();
                     if record.touched_at > message.finished_before {
                         continue;
                     }
-                    barrier.remove(key.as_bytes())?;
+                    writes.remove(&self.barrier, key.as_bytes());
                 }
-                self.domain.forget(books, saga)?;
+                self.domain.forget(&books, saga)?;
                 forgotten += 1;
             }
-            books.insert(FORGOTTEN_BEFORE, &watermark.to_be_bytes())?;
-            Ok(forgotten)
+            books.insert(FORGOTTEN_BEFORE, watermark.to_be_bytes().to_vec());
+            Ok::<_, DomainError>(forgotten)
         });
         match result {
             Ok(n) => {
+                // The watermark is cached before the batch is durable: a crash loses both, and
+                // the message comes again.
                 self.forgotten_before = watermark;
                 self.metrics.forgotten.add(n);
                 Ok(Verdict::Done)
             }
-            Err(TransactionError::Abort(DomainError::Unavailable(e))) => Err(ApplyError::Retry(e)),
-            Err(TransactionError::Abort(e)) => Ok(Verdict::Reject(format!("cannot forget: {e}"))),
-            Err(TransactionError::Storage(e)) => Err(ApplyError::fatal(e)),
+            Err(e) => verdict_of(e, "cannot forget"),
         }
     }
 
-    /// Applies a public event the domain follows, in one transaction on its books.
-    fn apply_event(&self, event: &PublicEvent) -> Result<Verdict, ApplyError> {
-        match self.books.transaction(|books| self.domain.on_event(books, event)) {
+    /// Applies a public event the domain follows, as one unit of `writes`.
+    fn apply_event(&self, event: &PublicEvent, writes: &Writes<'_>) -> Result<Verdict, ApplyError> {
+        match writes.scope(|writes| self.domain.on_event(&Books::new(writes, &self.books), event)) {
             Ok(()) => Ok(Verdict::Done),
-            Err(TransactionError::Abort(DomainError::Unavailable(e))) => Err(ApplyError::Retry(e)),
-            Err(TransactionError::Abort(e)) => Ok(Verdict::Reject(format!("could not apply the event: {e}"))),
-            Err(TransactionError::Storage(e)) => Err(ApplyError::fatal(e)),
+            Err(e) => verdict_of(e, "could not apply the event"),
         }
     }
 
@@ -338,23 +337,23 @@ impl<D: Domain> Apply for Handler<D> {
     /// Participants take work only from the bus.
     type Job = std::convert::Infallible;
 
-    fn apply_message(&mut self, message: &Received) -> Result<Verdict, ApplyError> {
+    fn apply_message(&mut self, message: &Received, writes: &Writes<'_>) -> Result<Verdict, ApplyError> {
         match message.from {
             EVENTS => match serde_json::from_slice::<PublicEvent>(&message.body) {
-                Ok(event) => self.apply_event(&event),
+                Ok(event) => self.apply_event(&event, writes),
                 Err(e) => Ok(Verdict::Reject(format!("not a public event: {e}"))),
             },
             _ if message.kind.as_deref() == Some(sagaflow_events::topology::kinds::FORGET_SAGAS) => {
                 match serde_json::from_slice::<ForgetSagas>(&message.body) {
-                    Ok(forget) => self.forget(&forget),
+                    Ok(forget) => self.forget(&forget, writes),
                     Err(e) => Ok(Verdict::Reject(format!("not a ForgetSagas message: {e}"))),
                 }
             }
-            _ => self.receive_command(&message.body, message.trace()),
+            _ => self.receive_command(&message.body, message.trace(), writes),
         }
     }
 
-    fn apply_job(&mut self, job: Self::Job) -> Result<Reply, ApplyError> {
+    fn apply_job(&mut self, job: Self::Job, _: &Writes<'_>) -> Result<Reply, ApplyError> {
         match job {}
     }
 
@@ -363,6 +362,16 @@ impl<D: Domain> Apply for Handler<D> {
             std::thread::sleep(self.latency);
         }
         self.domain.make_durable().map_err(|e| ApplyError::Retry(e.to_string()))
+    }
+}
+
+/// What a domain error makes of a message: a store that cannot take it now holds it, a broken
+/// store stops the process, and anything else dead-letters it with the reason.
+fn verdict_of(e: DomainError, what: &str) -> Result<Verdict, ApplyError> {
+    match e {
+        DomainError::Unavailable(e) => Err(ApplyError::Retry(e)),
+        DomainError::Store(e) => Err(ApplyError::fatal(e)),
+        e => Ok(Verdict::Reject(format!("{what}: {e}"))),
     }
 }
 

@@ -11,11 +11,10 @@ use sagaflow_events::{
     CommandBody, CommandMessage, Forgotten, OrderId, Participant, PaymentId, ReplyOutcome,
 };
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
 
 use crate::barrier::Answer;
 use crate::config::draw;
-use crate::domain::{abort, get_json, put_json, scan_json, Domain, DomainError, TxResult};
+use crate::domain::{abort, get_json, put_json, scan_json, Books, Domain, DomainError, TxResult};
 
 /// Money for one saga. `refunded` is 0 or `charged`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +46,7 @@ impl Domain for Payment {
         Participant::Payment
     }
 
-    fn act(&self, books: &TransactionalTree, command: &CommandMessage) -> TxResult<Answer> {
+    fn act(&self, books: &Books<'_>, command: &CommandMessage) -> TxResult<Answer> {
         let CommandBody::ChargePayment { user_id, amount_cents } = &command.body else {
             return Ok(Answer::refused("not a charge"));
         };
@@ -72,7 +71,7 @@ impl Domain for Payment {
             refunded_cents: 0,
             payment_id: payment_id.clone(),
         };
-        put_json(books, &key, &ledger)?;
+        put_json(books, &key, &ledger);
         Ok(Answer {
             outcome: ReplyOutcome::Succeeded,
             payment_id: Some(payment_id),
@@ -80,12 +79,7 @@ impl Domain for Payment {
         })
     }
 
-    fn undo(
-        &self,
-        books: &TransactionalTree,
-        command: &CommandMessage,
-        action_happened: bool,
-    ) -> TxResult<()> {
+    fn undo(&self, books: &Books<'_>, command: &CommandMessage, action_happened: bool) -> TxResult<()> {
         if !action_happened {
             return Ok(());
         }
@@ -105,11 +99,12 @@ impl Domain for Payment {
             }
         }
         ledger.refunded_cents = ledger.charged_cents;
-        put_json(books, &key, &ledger)
+        put_json(books, &key, &ledger);
+        Ok(())
     }
 
-    fn forget(&self, books: &TransactionalTree, saga: &Forgotten) -> TxResult<()> {
-        books.remove(key(saga.saga_id.as_str()).as_bytes())?;
+    fn forget(&self, books: &Books<'_>, saga: &Forgotten) -> TxResult<()> {
+        books.remove(&key(saga.saga_id.as_str()));
         Ok(())
     }
 

@@ -23,11 +23,12 @@ use sagaflow_events::{
     StepName, UserId,
 };
 use sagaflow_runtime::db::Db;
+use sagaflow_runtime::writes::Writes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceArgs;
-use crate::domain::Domain;
+use crate::domain::{Books, Domain, DomainError, TxResult};
 
 /// The order as the chain passes it on, priced by the caller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +46,19 @@ struct Hop<D> {
     state: sled::Tree,
     next: Option<String>,
     http: reqwest::Client,
+    /// Requests run concurrently; their reads and writes of the books must not interleave.
+    writer: std::sync::Mutex<()>,
+}
+
+impl<D: Domain> Hop<D> {
+    /// Runs `f` on the books and commits what it wrote, one request at a time.
+    fn write<T>(&self, f: impl FnOnce(&Books<'_>) -> TxResult<T>) -> Result<T, DomainError> {
+        let _one_writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let writes = Writes::new();
+        let out = f(&Books::new(&writes, &self.state))?;
+        writes.commit()?;
+        Ok(out)
+    }
 }
 
 /// Serves the chain endpoint until `stop`. No bus: in this design there is none.
@@ -66,6 +80,7 @@ pub async fn run<D: Domain>(
         state,
         next: args.chain_next.clone(),
         http: reqwest::Client::new(),
+        writer: Default::default(),
     });
     let view = hop.clone();
     let router = Router::new()
@@ -83,7 +98,7 @@ pub async fn run<D: Domain>(
 async fn handle<D: Domain>(State(hop): State<Arc<Hop<D>>>, Json(order): Json<ChainOrder>) -> Response {
     let participant = hop.domain.participant();
     let action = command(participant, &order, Phase::Action);
-    let answer = match hop.state.transaction(|tx| hop.domain.act(tx, &action)) {
+    let answer = match hop.write(|books| hop.domain.act(books, &action)) {
         Ok(answer) => answer,
         Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, "error", &e.to_string()),
     };
@@ -111,7 +126,7 @@ async fn handle<D: Domain>(State(hop): State<Arc<Hop<D>>>, Json(order): Json<Cha
     };
     // The rest of the chain did not happen: undo this hop before answering.
     if let Some(undo) = undo_command(participant, &order) {
-        if let Err(e) = hop.state.transaction(|tx| hop.domain.undo(tx, &undo, true)) {
+        if let Err(e) = hop.write(|books| hop.domain.undo(books, &undo, true)) {
             return self::answer(StatusCode::INTERNAL_SERVER_ERROR, "error", &format!("undo failed: {e}"));
         }
         let _ = flush(&hop.db).await;

@@ -22,6 +22,7 @@ use sagaflow_events::{
     UserId,
 };
 use sagaflow_runtime::pipeline::Verdict;
+use sagaflow_runtime::writes::Writes;
 use sagaflow_services::domain::{scan_json, Domain};
 use sagaflow_services::inventory::{Inventory, Stock};
 use sagaflow_services::notification::{Notification, Sent};
@@ -117,21 +118,36 @@ impl Books {
 
     /// Sends `bytes` to the participant, as the bus would, and checks every invariant after.
     fn send(&mut self, participant: Participant, bytes: &[u8]) -> Verdict {
+        // As the pipeline does: the input's writes are kept only if it is done, then committed.
+        let writes = Writes::new();
+        let own = writes.child();
         let verdict = match participant {
-            Participant::Payment => self.payment.receive_command(bytes, None),
-            Participant::Inventory => self.inventory.receive_command(bytes, None),
-            Participant::Notification => self.notification.receive_command(bytes, None),
+            Participant::Payment => self.payment.receive_command(bytes, None, &own),
+            Participant::Inventory => self.inventory.receive_command(bytes, None, &own),
+            Participant::Notification => self.notification.receive_command(bytes, None, &own),
         }
         .expect("a command never breaks the store");
+        if verdict == Verdict::Done {
+            own.keep();
+        }
         self.notification.domain.make_durable().expect("mails sync");
+        writes.commit().expect("the batch commits");
         self.check(participant, bytes);
         verdict
     }
 
     fn forget(&mut self, message: &ForgetSagas) {
-        self.payment.forget(message).expect("forgetting never breaks the store");
-        self.inventory.forget(message).expect("forgetting never breaks the store");
-        self.notification.forget(message).expect("forgetting never breaks the store");
+        // Each participant has its own store, so each its own batch.
+        for forget in [
+            &mut |w: &Writes<'_>| self.payment.forget(message, w),
+            &mut |w: &Writes<'_>| self.inventory.forget(message, w),
+            &mut |w: &Writes<'_>| self.notification.forget(message, w),
+        ] as [&mut dyn FnMut(&Writes<'_>) -> _; 3]
+        {
+            let writes = Writes::new();
+            forget(&writes).expect("forgetting never breaks the store");
+            writes.commit().expect("the batch commits");
+        }
         let ledgers: BTreeMap<String, Ledger> =
             scan_json(self.payment.books(), "ledger/").into_iter().collect();
         self.ledgers.retain(|saga, _| ledgers.contains_key(saga));
