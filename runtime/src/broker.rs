@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 pub struct PrivateBroker {
     pub port: u16,
     dist_port: u16,
+    /// Where the node serves its Prometheus metrics, if asked to (the bench counts the
+    /// messages the broker itself saw there).
+    metrics_port: Option<u16>,
     node: String,
     dir: PathBuf,
     /// Delete `dir` when dropped (a temporary node).
@@ -98,14 +101,34 @@ impl PrivateBroker {
 
     /// Starts a node keeping its data under `dir`.
     pub fn start_in(dir: PathBuf, temporary: bool) -> Option<Self> {
+        Self::start_node(dir, temporary, None)
+    }
+
+    /// Starts a node under `dir` that also serves Prometheus metrics on 127.0.0.1.
+    pub fn start_with_metrics(dir: PathBuf) -> Option<Self> {
+        Self::start_node(dir, false, Some(free_port()))
+    }
+
+    fn start_node(dir: PathBuf, temporary: bool, metrics_port: Option<u16>) -> Option<Self> {
         if !installed() {
             return None;
         }
         let port = free_port();
         let dist_port = free_port();
-        let broker = Self { port, dist_port, node: format!("sagaflow-{port}@localhost"), dir, temporary };
+        let node = format!("sagaflow-{port}@localhost");
+        let broker = Self { port, dist_port, metrics_port, node, dir, temporary };
         broker.boot();
         Some(broker)
+    }
+
+    /// The process id of the node's Erlang VM, from its pid file.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.path("node.pid")).ok()?.trim().parse().ok()
+    }
+
+    /// The node's Prometheus endpoint, if it serves one.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.metrics_port.map(|port| format!("http://127.0.0.1:{port}/metrics"))
     }
 
     pub fn url(&self) -> String {
@@ -137,10 +160,17 @@ impl PrivateBroker {
     fn boot(&self) {
         std::fs::create_dir_all(self.path("mnesia")).expect("mnesia dir");
         std::fs::create_dir_all(self.path("log")).expect("log dir");
-        std::fs::write(self.path("enabled_plugins"), "[].\n").expect("plugins file");
-        // Our own (empty) config file shadows the system one, which may pin a listener to 5672;
-        // the listener comes from RABBITMQ_NODE_PORT and RABBITMQ_NODE_IP_ADDRESS.
-        std::fs::write(self.path("rabbitmq.conf"), "# private test node\n").expect("config file");
+        // Our own config file shadows the system one, which may pin a listener to 5672; the
+        // listener comes from RABBITMQ_NODE_PORT and RABBITMQ_NODE_IP_ADDRESS.
+        let (plugins, config) = match self.metrics_port {
+            Some(port) => (
+                "[rabbitmq_prometheus].\n".to_owned(),
+                format!("prometheus.tcp.port = {port}\nprometheus.tcp.ip = 127.0.0.1\n"),
+            ),
+            None => ("[].\n".to_owned(), "# private test node\n".to_owned()),
+        };
+        std::fs::write(self.path("enabled_plugins"), plugins).expect("plugins file");
+        std::fs::write(self.path("rabbitmq.conf"), config).expect("config file");
         // As root, the Debian wrapper runs the node as `rabbitmq`: it must own its folders.
         let _ = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(&self.dir).status();
         let _ = Command::new("chmod").args(["755"]).arg(&self.dir).status();

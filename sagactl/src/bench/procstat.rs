@@ -1,45 +1,78 @@
-//! CPU time and memory of the processes under test, read from /proc (Linux).
+//! What the processes under test cost while a phase runs, read from /proc with the `procfs`
+//! crate: CPU time (user + system), bytes written to storage, context switches (every thread
+//! of the process), and the largest resident set.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Clock ticks per second of /proc/<pid>/stat's times. 100 on every Linux we run on; reading
-/// sysconf would need libc for one number.
-const TICKS_PER_SECOND: f64 = 100.0;
+use procfs::process::Process;
 
 /// One process's use over a phase.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct Usage {
     /// CPU time over wall time, in percent of one core.
     pub cpu_percent: f64,
+    /// CPU time (user and system) used in the phase, in ms.
+    pub cpu_ms: f64,
+    /// Bytes the process caused to be written to storage in the phase.
+    pub written_bytes: u64,
+    /// Voluntary and involuntary context switches of all its threads in the phase.
+    pub context_switches: u64,
     /// The largest resident set seen while sampling, in MiB.
     pub max_rss_mib: f64,
+}
+
+/// A process's counters at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    cpu_ms: f64,
+    written_bytes: u64,
+    context_switches: u64,
+}
+
+fn counters(pid: u32) -> Option<Counters> {
+    let process = Process::new(pid as i32).ok()?;
+    let stat = process.stat().ok()?;
+    let ticks = procfs::ticks_per_second() as f64;
+    let cpu_ms = (stat.utime + stat.stime) as f64 * 1000.0 / ticks;
+    let written_bytes = process.io().map(|io| io.write_bytes).unwrap_or(0);
+    // /proc/<pid>/status counts the main thread only; every thread is a task of its own.
+    let context_switches = process
+        .tasks()
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| t.status().ok())
+                .map(|s| s.voluntary_ctxt_switches.unwrap_or(0) + s.nonvoluntary_ctxt_switches.unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0);
+    Some(Counters { cpu_ms, written_bytes, context_switches })
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    Process::new(pid as i32).ok()?.status().ok()?.vmrss
 }
 
 /// Samples a set of named processes while a phase runs.
 pub struct Sampler {
     started: Instant,
-    start_ticks: BTreeMap<String, (u32, u64)>,
+    start: BTreeMap<String, (u32, Counters)>,
     max_rss_kib: BTreeMap<String, u64>,
 }
 
 impl Sampler {
     pub fn start(pids: &[(String, u32)]) -> Self {
-        let mut start_ticks = BTreeMap::new();
-        for (name, pid) in pids {
-            if let Some(ticks) = cpu_ticks(*pid) {
-                start_ticks.insert(name.clone(), (*pid, ticks));
-            }
-        }
-        let mut sampler = Self { started: Instant::now(), start_ticks, max_rss_kib: BTreeMap::new() };
+        let start =
+            pids.iter().filter_map(|(name, pid)| Some((name.clone(), (*pid, counters(*pid)?)))).collect();
+        let mut sampler = Self { started: Instant::now(), start, max_rss_kib: BTreeMap::new() };
         sampler.sample();
         sampler
     }
 
     /// Records the current resident sets; call every few hundred milliseconds.
     pub fn sample(&mut self) {
-        for (name, (pid, _)) in &self.start_ticks {
+        for (name, (pid, _)) in &self.start {
             if let Some(rss) = rss_kib(*pid) {
                 let max = self.max_rss_kib.entry(name.clone()).or_default();
                 *max = (*max).max(rss);
@@ -50,14 +83,18 @@ impl Sampler {
     pub fn finish(mut self) -> BTreeMap<String, Usage> {
         self.sample();
         let wall = self.started.elapsed().as_secs_f64().max(0.001);
-        self.start_ticks
+        self.start
             .iter()
             .map(|(name, (pid, start))| {
                 // A process that died during the phase (the outage experiment) reports what it
                 // used until then as zero rather than a wrong number.
-                let used = cpu_ticks(*pid).map(|t| t.saturating_sub(*start)).unwrap_or(0);
+                let end = counters(*pid).unwrap_or(*start);
+                let cpu_ms = (end.cpu_ms - start.cpu_ms).max(0.0);
                 let usage = Usage {
-                    cpu_percent: round1(100.0 * used as f64 / TICKS_PER_SECOND / wall),
+                    cpu_percent: round1(cpu_ms / 10.0 / wall),
+                    cpu_ms: round1(cpu_ms),
+                    written_bytes: end.written_bytes.saturating_sub(start.written_bytes),
+                    context_switches: end.context_switches.saturating_sub(start.context_switches),
                     max_rss_mib: round1(self.max_rss_kib.get(name).copied().unwrap_or(0) as f64 / 1024.0),
                 };
                 (name.clone(), usage)
@@ -82,42 +119,18 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; the fields after its last ')' are fixed.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The RabbitMQ node's Erlang VM: the `beam.smp` whose command line names `node`, or, for the
-/// shared broker, the one that names no private node of ours.
-pub fn broker_pid(private_node: Option<&str>) -> Option<u32> {
-    let mut found = None;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if !cmdline.contains("beam.smp") {
-            continue;
-        }
-        let matches = match private_node {
-            Some(node) => cmdline.contains(node),
-            None => !cmdline.contains("sagaflow-"),
-        };
-        if matches {
-            found = Some(pid);
-        }
-    }
-    found
+/// The shared RabbitMQ node's Erlang VM: the `beam.smp` that is not one of our private nodes
+/// (theirs are named `sagaflow-*` in their environment).
+pub fn shared_broker_pid() -> Option<u32> {
+    procfs::process::all_processes().ok()?.flatten().find_map(|process| {
+        let is_beam = process.cmdline().ok()?.first()?.ends_with("beam.smp");
+        let ours = process
+            .environ()
+            .ok()?
+            .get(std::ffi::OsStr::new("RABBITMQ_NODENAME"))
+            .is_some_and(|n| n.to_string_lossy().starts_with("sagaflow-"));
+        (is_beam && !ours).then_some(process.pid() as u32)
+    })
 }
 
 #[cfg(test)]
@@ -125,7 +138,8 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let me = std::process::id();
-        assert!(super::cpu_ticks(me).is_some());
+        let c = super::counters(me).unwrap();
+        assert!(c.cpu_ms >= 0.0 && c.context_switches > 0);
         assert!(super::rss_kib(me).unwrap() > 0);
     }
 }

@@ -1,0 +1,130 @@
+//! What a load phase cost, per completed saga: each process's CPU time, bytes written and
+//! context switches (from /proc, [`procstat`]), and the messages the broker itself counted
+//! (from its Prometheus endpoint, on the bench's private node). CPU per saga is steadier than
+//! throughput on a shared machine, so it is what a change is judged by.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::procstat::{Sampler, Usage};
+
+/// The load generator: measured, but not part of the system's cost.
+pub const LOAD_GENERATOR: &str = "sagactl (load)";
+
+/// One process's cost in a phase.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessCost {
+    pub cpu_ms_per_saga: f64,
+    pub bytes_written_per_saga: f64,
+    pub context_switches_per_saga: f64,
+    /// CPU time over wall time, in percent of one core.
+    pub cpu_percent: f64,
+    pub max_rss_mib: f64,
+}
+
+/// Messages as the broker counted them, per completed saga.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerMessages {
+    /// Published to the broker by the system.
+    pub published_per_saga: f64,
+    /// Published, and routed to no queue: paid for and dropped.
+    pub unroutable_per_saga: f64,
+    /// Delivered to the system's consumers (quorum queues; the bench's own watcher, on a
+    /// classic queue, is not counted).
+    pub delivered_per_saga: f64,
+}
+
+/// The broker's counters at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct BrokerCounters {
+    received: f64,
+    unroutable: f64,
+    delivered: f64,
+}
+
+async fn broker_counters(metrics_url: &str) -> Option<BrokerCounters> {
+    let text = reqwest::get(metrics_url).await.ok()?.text().await.ok()?;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).ok()?;
+    let sum = |name: &str, queue_type: Option<&str>| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| queue_type.is_none_or(|q| s.labels.get("queue_type") == Some(q)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    Some(BrokerCounters {
+        received: sum("rabbitmq_global_messages_received_total", None),
+        unroutable: sum("rabbitmq_global_messages_unroutable_dropped_total", None)
+            + sum("rabbitmq_global_messages_unroutable_returned_total", None),
+        delivered: sum("rabbitmq_global_messages_delivered_total", Some("rabbit_quorum_queue")),
+    })
+}
+
+/// Measures a phase: start it before the load, finish it after.
+pub struct Meter {
+    pub sampler: Sampler,
+    broker_url: Option<String>,
+    broker_start: Option<BrokerCounters>,
+}
+
+/// A phase's cost.
+#[derive(Debug, Clone, Default)]
+pub struct Cost {
+    pub processes: BTreeMap<String, ProcessCost>,
+    /// All the system's processes together (the load generator not included).
+    pub cpu_ms_per_saga: f64,
+    pub broker: Option<BrokerMessages>,
+    /// Raw use, for what is not per saga (memory of the stored-sagas runs).
+    pub usage: BTreeMap<String, Usage>,
+}
+
+impl Meter {
+    pub async fn start(pids: &[(String, u32)], broker_metrics: Option<&str>) -> Self {
+        let broker_start = match broker_metrics {
+            Some(url) => broker_counters(url).await,
+            None => None,
+        };
+        Self { sampler: Sampler::start(pids), broker_url: broker_metrics.map(str::to_owned), broker_start }
+    }
+
+    pub async fn finish(self, completed: usize) -> Cost {
+        let usage = self.sampler.finish();
+        let per = |x: f64| round2(x / completed.max(1) as f64);
+        let processes: BTreeMap<String, ProcessCost> = usage
+            .iter()
+            .map(|(name, u)| {
+                let cost = ProcessCost {
+                    cpu_ms_per_saga: per(u.cpu_ms),
+                    bytes_written_per_saga: per(u.written_bytes as f64).round(),
+                    context_switches_per_saga: per(u.context_switches as f64),
+                    cpu_percent: u.cpu_percent,
+                    max_rss_mib: u.max_rss_mib,
+                };
+                (name.clone(), cost)
+            })
+            .collect();
+        let system_cpu: f64 = usage.iter().filter(|(n, _)| *n != LOAD_GENERATOR).map(|(_, u)| u.cpu_ms).sum();
+        let broker = match (&self.broker_url, self.broker_start) {
+            (Some(url), Some(start)) => broker_counters(url).await.map(|end| BrokerMessages {
+                published_per_saga: per(end.received - start.received),
+                unroutable_per_saga: per(end.unroutable - start.unroutable),
+                delivered_per_saga: per(end.delivered - start.delivered),
+            }),
+            _ => None,
+        };
+        Cost { processes, cpu_ms_per_saga: per(system_cpu), broker, usage }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
