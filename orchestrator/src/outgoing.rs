@@ -40,7 +40,11 @@ pub fn messages(
                     key: topology.command_routing_key(participant),
                 };
                 let body = serde_json::to_vec(&wire).expect("commands serialise");
-                out.push(Message::json(route, order_id, &command.command, body).with_trace(&trace.child()));
+                out.push(
+                    Message::json(route, order_id, &command.command, body)
+                        .with_trace(&trace.child())
+                        .batchable(),
+                );
             }
             Effect::Publish { event } => {
                 let Some(public) = public_event(definition, record, event) else { continue };
@@ -65,7 +69,7 @@ pub fn forget(
     let route =
         Route { exchange: topology.commands_exchange(), key: topology.command_routing_key(participant) };
     let body = serde_json::to_vec(&ForgetSagas { finished_before, sagas }).expect("serialises");
-    Some(Message::json(route, "", FORGET_SAGAS, body))
+    Some(Message::json(route, "", FORGET_SAGAS, body).batchable())
 }
 
 /// The participants a definition's steps talk to.

@@ -27,7 +27,7 @@ use sagaflow_events::Topology;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{dead_letter, Acks, Receipt, Received};
+use crate::bus::{dead_letter, Acks, Delivery, Receipt, Received};
 use crate::db::{Db, DbError};
 use crate::health::Health;
 use crate::metrics::{Counter, Histogram, Render};
@@ -39,8 +39,9 @@ use crate::writes::Writes;
 // Nearly every input is a message, so boxing it would only add an allocation per message.
 #[allow(clippy::large_enum_variant)]
 pub enum Input<J> {
-    /// A message from the bus, and what acknowledges it.
-    Message(Received, Receipt),
+    /// A delivery from the bus (one message, or the items of a batch), and what acknowledges
+    /// it.
+    Message(Delivery, Receipt),
     /// Work from inside the process (the orchestrator's HTTP requests, timers, sweeps).
     Job(J),
 }
@@ -80,8 +81,8 @@ pub trait Apply: Send + 'static {
     /// held like a message.
     type Job: Send + 'static;
 
-    /// Applies a message into `writes`, which are kept only if the verdict is
-    /// [`Verdict::Done`].
+    /// Applies a message (one item of a batch is a message of its own) into `writes`, which
+    /// are kept only if the verdict is [`Verdict::Done`].
     fn apply_message(&mut self, message: &Received, writes: &Writes<'_>) -> Result<Verdict, ApplyError>;
 
     /// Applies a job into `writes`; the reply runs once the batch is durable. An applier that
@@ -169,15 +170,22 @@ pub struct Pipeline<A: Apply> {
 }
 
 /// A batch after applying: its writes, what the applied part owes, and the inputs held back.
-type Split<J> = (Writes<'static>, Owed<J>, Vec<Input<J>>);
+type Split<J> = (Writes<'static>, Owed, Vec<Input<J>>);
 
 /// What a batch owes once it is durable, in the order its inputs came. (The order matters:
 /// acks are folded per consumer, and a tag below one acked before would be refused.)
-struct Owed<J> {
-    /// Applied messages, and those to dead-letter with their reason. Dead letters are staged
-    /// only when the batch commits, so that a batch applied again does not stage them twice.
-    messages: Vec<(Input<J>, Option<String>)>,
+struct Owed {
+    /// Applied deliveries, with the items to dead-letter. Dead letters are staged only when
+    /// the batch commits, so that a batch applied again does not stage them twice.
+    messages: Vec<Delivered>,
     replies: Vec<Reply>,
+}
+
+/// A delivery applied, and which of its items to dead-letter, with why.
+struct Delivered {
+    delivery: Delivery,
+    receipt: Receipt,
+    rejected: Vec<(usize, String)>,
 }
 
 impl<A: Apply> Pipeline<A> {
@@ -236,7 +244,7 @@ impl<A: Apply> Pipeline<A> {
     async fn commit(
         &mut self,
         writes: Writes<'static>,
-        owed: Owed<A::Job>,
+        owed: Owed,
     ) -> Result<Option<Vec<Input<A::Job>>>, PipelineError> {
         if owed.messages.is_empty() && owed.replies.is_empty() && writes.is_empty() {
             return Ok(None);
@@ -249,19 +257,23 @@ impl<A: Apply> Pipeline<A> {
             Err(ApplyError::Retry(e)) if owed.replies.is_empty() => {
                 tracing::error!(error = e, "cannot make the batch durable; holding it");
                 self.health.store_failing(&e);
-                return Ok(Some(owed.messages.into_iter().map(|(input, _)| input).collect()));
+                let held = owed.messages.into_iter().map(|d| Input::Message(d.delivery, d.receipt));
+                return Ok(Some(held.collect()));
             }
             Err(e) => return Err(e.into()),
         }
         let mut acks = Acks::default();
-        for (input, reject) in owed.messages {
-            let Input::Message(message, receipt) = input else { continue };
-            if let Some(reason) = reject {
-                tracing::warn!(queue = message.queue, reason, "dead-lettering a message");
-                let letter = dead_letter(&self.topology, &message, &reason);
-                self.outbox.stage(&writes, &letter);
-                self.metrics.dead_lettered.inc();
+        let mut items = owed.replies.len();
+        for Delivered { delivery, receipt, rejected } in owed.messages {
+            match &delivery {
+                Delivery::Unreadable { envelope, reason } => self.dead_letter(&writes, envelope, reason),
+                _ => {
+                    for (index, reason) in &rejected {
+                        self.dead_letter(&writes, &delivery.items()[*index], reason);
+                    }
+                }
             }
+            items += delivery.items().len().max(1);
             acks.push(receipt);
         }
         // Everything is staged by now: the batch's entries are exactly those up to here.
@@ -275,7 +287,7 @@ impl<A: Apply> Pipeline<A> {
         // Durable: now the batch's messages may go out, be acknowledged, and be answered.
         self.outbox.mark_durable(upto);
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-        self.metrics.batch_sizes.observe((acks.len() + owed.replies.len()) as f64);
+        self.metrics.batch_sizes.observe(items as f64);
         self.metrics.commits.inc();
         acks.send().await;
         for reply in owed.replies {
@@ -283,6 +295,13 @@ impl<A: Apply> Pipeline<A> {
         }
         self.applier.after_commit();
         Ok(None)
+    }
+
+    /// Stages the dead letter of a message with the batch's writes.
+    fn dead_letter(&self, writes: &Writes<'_>, message: &Received, reason: &str) {
+        tracing::warn!(queue = message.queue, reason, "dead-lettering a message");
+        self.outbox.stage(writes, &dead_letter(&self.topology, message, reason));
+        self.metrics.dead_lettered.inc();
     }
 
     /// Applies inputs in order. Returns what the applied ones owe, and the inputs held back
@@ -294,31 +313,37 @@ impl<A: Apply> Pipeline<A> {
         while let Some(input) = inputs.next() {
             let own = writes.child();
             match input {
-                Input::Message(message, receipt) => match self.applier.apply_message(&message, &own) {
-                    Ok(verdict) => {
-                        let reject = match verdict {
-                            Verdict::Done => {
-                                own.keep();
-                                None
+                Input::Message(delivery, receipt) => {
+                    let mut rejected = Vec::new();
+                    let mut failing = None;
+                    for (index, item) in delivery.items().iter().enumerate() {
+                        let item_writes = own.child();
+                        match self.applier.apply_message(item, &item_writes) {
+                            Ok(Verdict::Done) => item_writes.keep(),
+                            Ok(Verdict::Reject(reason)) => rejected.push((index, reason)),
+                            Err(ApplyError::Retry(e)) => {
+                                failing = Some(e);
+                                break;
                             }
-                            Verdict::Reject(reason) => Some(reason),
-                        };
-                        owed.messages.push((Input::Message(message, receipt), reject));
+                            Err(fatal) => return Err(fatal.into()),
+                        }
                     }
-                    Err(ApplyError::Retry(e)) => {
+                    if let Some(e) = failing {
                         tracing::error!(
-                            queue = message.queue,
                             error = e,
                             "the store cannot take a message; holding it and what follows"
                         );
                         self.health.store_failing(&e);
-                        let mut held = vec![Input::Message(message, receipt)];
-                        held.extend(inputs);
+                        // A delivery is applied whole or not at all: the items before the one
+                        // that failed are dropped with it and applied again with it.
                         drop(own);
+                        let mut held = vec![Input::Message(delivery, receipt)];
+                        held.extend(inputs);
                         return Ok((writes, owed, held));
                     }
-                    Err(fatal) => return Err(fatal.into()),
-                },
+                    own.keep();
+                    owed.messages.push(Delivered { delivery, receipt, rejected });
+                }
                 Input::Job(job) => match self.applier.apply_job(job, &own) {
                     Ok(reply) => {
                         own.keep();

@@ -329,7 +329,7 @@ impl<D: Domain> Handler<D> {
     fn reply_message(&self, reply: &ReplyMessage, trace: &TraceParent) -> Message {
         let route = Route { exchange: self.topology.replies_exchange(), key: String::new() };
         let body = serde_json::to_vec(reply).expect("replies serialise");
-        Message::json(route, reply.order_id.as_str(), "reply", body).with_trace(trace)
+        Message::json(route, reply.order_id.as_str(), "reply", body).with_trace(trace).batchable()
     }
 }
 

@@ -792,3 +792,75 @@ async fn class_12_a_second_instance_refuses_to_start() {
     assert_eq!(s.place(&order_json("twice-1", &[("abc", 1)])).await, 202);
     assert_eq!(s.wait_terminal("twice-1").await["state"], "completed");
 }
+
+/// 13. Commands and replies that the relay finds ready together travel as one batch (issue
+/// 11). A batch is input like any other: an item that cannot be understood is dead-lettered
+/// alone, with its reason, and the items around it are applied; an envelope that cannot be read
+/// is dead-lettered whole, as it came. (Code before batches dead-letters the first envelope
+/// whole, so its charges never happen.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_13_a_bad_item_of_a_batch_is_dead_lettered_alone() {
+    let s = System::start("hostile-batch").await;
+    let t = &s.bus.topology;
+    let charge = |saga: &str| {
+        serde_json::json!({
+            "sagaId": saga, "orderId": saga, "step": "payment", "phase": "action", "attempt": 1,
+            "idempotencyKey": format!("{saga}/payment/action"), "sentAt": 1, "command": "chargePayment",
+            "userId": "u", "amountCents": 250,
+        })
+    };
+    let item = |id: &str, body: Value| serde_json::json!({ "messageId": id, "correlationId": "batch", "kind": "command", "body": body });
+    let batch = serde_json::json!([
+        item("good-1", charge("batch-1")),
+        item("bad-item", serde_json::json!({ "command": "chargePayment", "amountCents": -5 })),
+        item("good-2", charge("batch-2")),
+        // The same charge again, in the same batch: applied once.
+        item("good-2-again", charge("batch-2")),
+    ]);
+    let batch_properties = || {
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_type("sagaflow.batch".into())
+            .with_message_id("envelope".into())
+    };
+    let body = serde_json::to_vec(&batch).unwrap();
+    s.bus.publish_raw(&t.commands_exchange(), "payment", &body, batch_properties()).await;
+    s.bus
+        .publish_raw(&t.commands_exchange(), "inventory", b"[{\"messageId\": broken", batch_properties())
+        .await;
+
+    let payments = wait::until("both good items to be charged", Duration::from_secs(20), || async {
+        let payments = s.get(&s.payment.http, "/payments").await;
+        let charged: Vec<(String, u64)> = payments["payments"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["sagaId"].as_str().is_some_and(|id| id.starts_with("batch-")))
+            .map(|p| (p["sagaId"].as_str().unwrap().to_owned(), p["chargedCents"].as_u64().unwrap()))
+            .collect();
+        (charged.len() == 2).then_some(charged)
+    })
+    .await;
+    assert!(payments.iter().all(|(_, cents)| *cents == 250), "each charged once: {payments:?}");
+
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while letters.len() < 2 && Instant::now() < deadline {
+        letters.extend(s.bus.take_dead_letter_messages().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let message_id =
+        |l: &sagaflow_tests::bus::Taken| l.properties.message_id().as_ref().map(|m| m.to_string());
+    let bad =
+        letters.iter().find(|l| message_id(l).as_deref() == Some("bad-item")).expect("the bad item, alone");
+    let bad_body: Value = serde_json::from_slice(&bad.body).unwrap();
+    assert_eq!(bad_body["amountCents"], -5, "the item's own body: {bad_body}");
+    assert!(bad.header(sagaflow_events::headers::DEAD_LETTER_REASON).is_some());
+    let broken =
+        letters.iter().find(|l| message_id(l).as_deref() == Some("envelope")).expect("the broken envelope");
+    assert_eq!(broken.body, b"[{\"messageId\": broken", "whole, as it came");
+    assert_eq!(letters.len(), 2, "nothing else is dead-lettered");
+
+    // And the system goes on.
+    assert_eq!(s.place(&order_json("after-batch", &[("abc", 1)])).await, 202);
+    assert_eq!(s.wait_terminal("after-batch").await["state"], "completed");
+}

@@ -173,6 +173,10 @@ pub struct Message {
     pub timestamp: Option<u64>,
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
     pub headers: Headers,
+    /// May travel with other messages for the same route in one broker message
+    /// ([`super::batch`]): commands and replies, never public events.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batchable: bool,
     /// Not part of the JSON form: the outbox stores it raw after the rest (see [`Message::encode`]).
     #[serde(skip)]
     pub body: Vec<u8>,
@@ -198,8 +202,15 @@ impl Message {
             content_type: Some("application/json".into()),
             timestamp: Some(crate::now_millis() / 1000),
             headers: Headers::default(),
+            batchable: false,
             body,
         }
+    }
+
+    /// Lets the message travel in a batch with others for the same route.
+    pub fn batchable(mut self) -> Self {
+        self.batchable = true;
+        self
     }
 
     /// Sets the `traceparent` header: only ever a parsed, 55-character W3C value.

@@ -13,9 +13,11 @@
 //! - [`dead_letter`]: a message that cannot be understood, as an entry for the dead-letter
 //!   exchange with its original bytes and the reason.
 //! - [`acks`]: the acknowledgements a batch owes, folded per consumer.
+//! - [`batch`]: several messages for one queue as one broker message, and back.
 
 pub mod acks;
 pub mod amqp;
+pub mod batch;
 pub mod dead_letter;
 pub mod message;
 pub mod relay;
@@ -23,6 +25,7 @@ pub mod session;
 pub mod topology;
 
 pub use acks::Acks;
+pub use batch::Delivery;
 pub use dead_letter::dead_letter;
 pub use message::{HeaderValue, Headers, Message, Received, Route};
 pub use session::{Bus, BusError, BusMetrics, ConsumerSpec};

@@ -1,5 +1,6 @@
 //! The relay: publishes durable outbox entries with publisher confirms, and removes each once
-//! the broker confirmed it.
+//! the broker confirmed it. Entries for the same route that are ready together go as one
+//! batch ([`batch`]); one that is alone goes alone.
 //!
 //! A sliding window keeps up to `window` publishes awaiting their confirms while newer durable
 //! entries keep going out. (Waiting for a whole batch's confirms before publishing the next put
@@ -18,8 +19,8 @@ use std::sync::Arc;
 use lapin::options::BasicPublishOptions;
 use lapin::{Channel, Confirmation, PublisherConfirm};
 
-use super::amqp;
 use super::message::Message;
+use super::{amqp, batch};
 use crate::outbox::Outbox;
 
 /// Failures an entry may cause alone before it is parked. More than one, so that a broker
@@ -94,7 +95,8 @@ pub async fn run(
 ) -> Result<(), lapin::Error> {
     let window = window.max(1);
     let mut durable = outbox.watch_durable();
-    let mut in_flight: VecDeque<(u64, PublisherConfirm)> = VecDeque::with_capacity(window);
+    // Each publish, with the outbox entries it carries (several when it is a batch).
+    let mut in_flight: VecDeque<(Vec<u64>, PublisherConfirm)> = VecDeque::with_capacity(window);
     let mut next: u64 = 0;
     loop {
         // Suspects first, each alone, once nothing else is in flight.
@@ -123,13 +125,15 @@ pub async fn run(
             }
         }
         let upto = *durable.borrow_and_update();
-        let room = window - in_flight.len();
+        let room = window.saturating_sub(state.in_flight.len());
         if room > 0 && next <= upto && state.suspects.is_empty() {
-            let batch = outbox.read(next, upto, room);
-            if let Some(&(last, _)) = batch.last() {
-                for (id, message) in &batch {
-                    state.in_flight.insert(*id);
-                    in_flight.push_back((*id, publish(channel, message).await?));
+            let entries = outbox.read(next, upto, room);
+            if let Some(&(last, _)) = entries.last() {
+                let (ids, messages): (Vec<u64>, Vec<Message>) = entries.into_iter().unzip();
+                for (carried, message) in batch::group(&messages) {
+                    let carried: Vec<u64> = carried.into_iter().map(|i| ids[i]).collect();
+                    state.in_flight.extend(carried.iter().copied());
+                    in_flight.push_back((carried, publish(channel, &message).await?));
                 }
                 next = last + 1;
                 continue;
@@ -139,13 +143,27 @@ pub async fn run(
         // drain: wait for a confirm or new entries.
         tokio::select! {
             confirmation = async { (&mut in_flight.front_mut().expect("not empty").1).await }, if !in_flight.is_empty() => {
-                let (id, _) = in_flight.pop_front().expect("not empty");
-                // A confirm that failed leaves `id` in flight: the session ends, and it is suspect.
+                let (ids, _) = in_flight.pop_front().expect("not empty");
+                // A confirm that failed leaves its entries in flight: the session ends, and
+                // they are suspects.
                 let confirmation = confirmation?;
-                state.in_flight.remove(&id);
+                for id in &ids {
+                    state.in_flight.remove(id);
+                }
                 match confirmation {
-                    Confirmation::Ack(_) | Confirmation::NotRequested => outbox.confirmed(id),
+                    Confirmation::Ack(_) | Confirmation::NotRequested => {
+                        for id in ids {
+                            outbox.confirmed(id);
+                        }
+                    }
+                    // A batch that is nacked says nothing about which item is to blame: each
+                    // goes again alone, and only a refusal of an entry alone is its strike.
+                    Confirmation::Nack(_) if ids.len() > 1 => {
+                        tracing::warn!(entries = ids.len(), "the broker nacked a batch; its messages will be published again on their own");
+                        state.suspects.extend(ids);
+                    }
                     Confirmation::Nack(_) => {
+                        let id = ids[0];
                         tracing::warn!(id, "the broker nacked a message; it will be published again on its own");
                         if state.strike(id) {
                             outbox.park(id, &format!("the broker nacked it {STRIKES} times"));

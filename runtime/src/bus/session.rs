@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::relay::{self, RelayState};
-use super::{amqp, Receipt};
+use super::{amqp, Delivery, Receipt};
 use crate::config::AmqpUrl;
 use crate::health::Health;
 use crate::metrics::Counter;
@@ -314,7 +314,7 @@ async fn forward<J>(
                     if delivery.redelivered {
                         f.metrics.redeliveries.inc();
                     }
-                    let received = amqp::received(f.from, &f.queue, &delivery);
+                    let received = Delivery::of(amqp::received(f.from, &f.queue, &delivery));
                     let receipt = Receipt { consumer: f.from, tag: delivery.delivery_tag, acker: delivery.acker };
                     if f.sink.send(Input::Message(received, receipt)).await.is_err() {
                         return Ok(());
