@@ -213,35 +213,39 @@ async fn serve_double(
     let replies = topology.replies_exchange();
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
-        let command: CommandMessage = serde_json::from_slice(&delivery.data).expect("commands parse");
-        let answer = script(&command);
-        let outcome = state.lock().unwrap().handle(&command, answer);
-        if let Some((outcome, payment_id)) = outcome {
-            let reply = ReplyMessage {
-                saga_id: command.saga_id.clone(),
-                order_id: command.order_id.clone(),
-                step: command.step.clone(),
-                phase: command.phase,
-                attempt: command.attempt,
-                idempotency_key: command.idempotency_key.clone(),
-                outcome,
-                payment_id,
-                missing_products: vec![],
-            };
-            let body = serde_json::to_vec(&reply).expect("serialise");
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_correlation_id(command.order_id.as_str().into());
-            channel
-                .basic_publish(
-                    replies.as_str().into(),
-                    "".into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    properties,
-                )
-                .await?
-                .await?;
+        // Commands ready together come as one batch: each item is a command of its own.
+        let received = sagaflow_runtime::bus::amqp::received(0, "double", &delivery);
+        for item in sagaflow_runtime::bus::Delivery::of(received).items() {
+            let command: CommandMessage = serde_json::from_slice(&item.body).expect("commands parse");
+            let answer = script(&command);
+            let outcome = state.lock().unwrap().handle(&command, answer);
+            if let Some((outcome, payment_id)) = outcome {
+                let reply = ReplyMessage {
+                    saga_id: command.saga_id.clone(),
+                    order_id: command.order_id.clone(),
+                    step: command.step.clone(),
+                    phase: command.phase,
+                    attempt: command.attempt,
+                    idempotency_key: command.idempotency_key.clone(),
+                    outcome,
+                    payment_id,
+                    missing_products: vec![],
+                };
+                let body = serde_json::to_vec(&reply).expect("serialise");
+                let properties = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_correlation_id(command.order_id.as_str().into());
+                channel
+                    .basic_publish(
+                        replies.as_str().into(),
+                        "".into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        properties,
+                    )
+                    .await?
+                    .await?;
+            }
         }
         delivery.ack(BasicAckOptions::default()).await?;
     }

@@ -71,8 +71,12 @@ impl Rig {
                 .await
                 .unwrap()
             {
+                // Replies ready together come as one batch.
                 Some(m) => {
-                    got.push(serde_json::from_slice::<ReplyMessage>(&m.delivery.data).expect("replies parse"))
+                    let received = sagaflow_runtime::bus::amqp::received(0, "replies", &m.delivery);
+                    for item in sagaflow_runtime::bus::Delivery::of(received).items() {
+                        got.push(serde_json::from_slice::<ReplyMessage>(&item.body).expect("replies parse"));
+                    }
                 }
                 None => tokio::time::sleep(Duration::from_millis(50)).await,
             }
