@@ -5,7 +5,7 @@
 //! - `finished`: N completed sagas (what `sagactl bench` measures the cost of).
 //!
 //! ```sh
-//! cargo run --release -p sagaflow-orchestrator --example populate_store -- /tmp/store 100000 started
+//! cargo run --release -p sagaflow-devkit --example populate_store -- /tmp/store 100000 started
 //! DATA_DIR=/tmp/store target/release/orchestrator   # the log shows open_ms and ready_ms
 //! ```
 
@@ -25,8 +25,8 @@ fn main() -> anyhow::Result<()> {
     let path = dir.join("sagas.sled");
     let started = std::time::Instant::now();
     if kind == "finished" {
-        sagaflow_orchestrator::populate::fill(&path, count, "pop")?;
-        let (record, _) = sagaflow_orchestrator::populate::completed_saga(0);
+        sagaflow_devkit::populate::fill(&path, count, "pop")?;
+        let (record, _) = sagaflow_devkit::populate::completed_saga(0);
         println!(
             "{count} finished sagas in {:.1?}; one record is {} bytes",
             started.elapsed(),

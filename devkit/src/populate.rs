@@ -10,10 +10,11 @@ use sagaflow_events::{Catalog, OrderId, OrderPlaced, SagaId, WireItem};
 use sagaflow_runtime::db::Db;
 use sagaflow_saga::{HistoryEntry, Input, Outcome, Phase, Saga, Timestamp};
 
-use crate::engine::new_saga;
-use crate::order_saga::{RetrySettings, StepOrder};
-use crate::record::SagaRecord;
-use crate::store::{Store, StoreError};
+use sagaflow_orchestrator::engine::new_saga;
+use sagaflow_orchestrator::order_saga::{RetrySettings, StepOrder};
+use sagaflow_orchestrator::record::SagaRecord;
+use sagaflow_orchestrator::store::{Store, StoreError};
+use sagaflow_runtime::writes::Writes;
 
 /// A one-item order that completed every step, as a finished record and its history.
 pub fn completed_saga(now: u64) -> (SagaRecord, Vec<HistoryEntry>) {
@@ -61,12 +62,38 @@ pub fn completed_saga(now: u64) -> (SagaRecord, Vec<HistoryEntry>) {
     (record, history)
 }
 
-/// Adds `count` finished sagas to the store at `path` (`{prefix}-00000000` onwards).
+/// Adds `count` finished sagas to the store at `path` (`{prefix}-00000000` onwards), each a
+/// copy of [`completed_saga`] under its own ids, written through the store's own transactions
+/// (so indexes and counts are what running them leaves), 10,000 to a commit.
 pub fn fill(path: &Path, count: u64, prefix: &str) -> Result<usize, StoreError> {
     let definition =
         StepOrder::default().definition(&RetrySettings::default()).expect("the default definition is valid");
     let store = Store::open(Arc::new(Db::open(path)?), definition)?;
     let (template, history) = completed_saga(sagaflow_runtime::now_millis());
-    let ids = (0..count).map(|i| OrderId::parse(format!("{prefix}-{i:08}")).expect("a valid id"));
-    store.import_finished(&template, &history, ids)
+    let mut imported = 0;
+    while imported < count {
+        let chunk = (count - imported).min(10_000);
+        let writes = Writes::new();
+        for i in imported..imported + chunk {
+            let order_id = OrderId::parse(format!("{prefix}-{i:08}")).expect("a valid id");
+            store.transaction(&writes, |tx| {
+                let mut record = template.clone();
+                record.created_seq = tx.next_seq()?;
+                record.saga_id = SagaId::generate();
+                if let Some(order) = record.order.as_mut() {
+                    order.order_id = order_id.clone();
+                }
+                record.order_id = order_id;
+                record.history_len = 0;
+                for entry in &history {
+                    tx.append_history(&mut record, entry)?;
+                }
+                tx.create(&record)
+            })?;
+        }
+        writes.commit()?;
+        imported += chunk;
+    }
+    store.db().make_durable()?;
+    Ok(imported as usize)
 }

@@ -2,7 +2,7 @@
 //! compare the two on equal terms (`sagactl bench`).
 //!
 //! `POST /chain/orders` runs this service's action on the same ledger or stock code, makes it
-//! durable, then calls the next service in the chain (`--chain-next`) and waits. If the next
+//! durable, then calls the next service in the chain (`CHAIN_NEXT`) and waits. If the next
 //! hop refuses or cannot be reached, this hop undoes its own action before answering: the
 //! classic synchronous chain with compensation on the way back. What it lacks is what the saga
 //! adds: nothing retries, nothing remembers an order whose caller gave up, and an outage of any
@@ -27,8 +27,8 @@ use sagaflow_runtime::writes::Writes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServiceArgs;
-use crate::domain::{Books, Domain, DomainError, TxResult};
+use sagaflow_runtime::http::HttpArgs;
+use sagaflow_services::domain::{Books, Domain, DomainError, TxResult};
 
 /// The order as the chain passes it on, priced by the caller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,16 +61,24 @@ impl<D: Domain> Hop<D> {
     }
 }
 
+/// Where a hop serves, keeps its books, and calls next.
+pub struct HopArgs {
+    pub http: HttpArgs,
+    pub data_dir: std::path::PathBuf,
+    /// The next hop's base URL, if this is not the last.
+    pub next: Option<String>,
+}
+
 /// Serves the chain endpoint until `stop`. No bus: in this design there is none.
 pub async fn run<D: Domain>(
     domain: D,
-    args: ServiceArgs,
+    args: HopArgs,
     default_port: u16,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let participant = domain.participant();
     let server = sagaflow_runtime::http::HttpServer::bind(&args.http, default_port).await?;
-    let db = Arc::new(Db::open(&args.data_dir(participant).join("store.sled"))?);
+    let db = Arc::new(Db::open(&args.data_dir.join("store.sled"))?);
     let state = db.sled().open_tree("state")?;
     domain.seed(&state)?;
     let path = domain.path();
@@ -78,7 +86,7 @@ pub async fn run<D: Domain>(
         domain,
         db: db.clone(),
         state,
-        next: args.chain_next.clone(),
+        next: args.next.clone(),
         http: reqwest::Client::new(),
         writer: Default::default(),
     });
@@ -89,7 +97,7 @@ pub async fn run<D: Domain>(
         .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok", "mode": "rest-chain" })) }))
         .fallback(sagaflow_runtime::http::not_found)
         .with_state(hop);
-    tracing::info!(%participant, next = ?args.chain_next, "{participant} ready in REST chain mode");
+    tracing::info!(%participant, next = ?args.next, "{participant} ready in REST chain mode");
     server.serve(router, stop).await;
     db.make_durable()?;
     Ok(())

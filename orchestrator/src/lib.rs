@@ -12,7 +12,6 @@
 //! - [`api`] and [`view`]: the HTTP API and its JSON shapes.
 //! - [`metrics`]: what `/metrics` shows.
 //! - [`retention`]: removes finished sagas older than the retention window.
-//! - [`populate`]: stores full of finished sagas, for the bench.
 
 pub mod api;
 pub mod app;
@@ -21,7 +20,6 @@ pub mod engine;
 pub mod metrics;
 pub mod order_saga;
 pub mod outgoing;
-pub mod populate;
 pub mod record;
 pub mod retention;
 pub mod store;

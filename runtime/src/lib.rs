@@ -14,9 +14,7 @@
 //! - [`health`]: what `/health` says: bus connected, store working.
 //! - [`http`]: a hardened HTTP server, JSON errors, the bearer token, common endpoints.
 //! - [`metrics`]: a small Prometheus registry.
-//! - [`broker`]: the broker step, and private RabbitMQ nodes for tests and demos.
 
-pub mod broker;
 pub mod bus;
 pub mod config;
 pub mod db;

@@ -130,10 +130,10 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
 
     // Own the broker when we can, so that we may restart it.
     let broker_dir = dir.join("broker");
-    let broker = tokio::task::spawn_blocking(move || -> Result<sagaflow_runtime::broker::Broker, String> {
-        match sagaflow_runtime::broker::PrivateBroker::start_in(broker_dir.clone(), false) {
-            Some(node) => Ok(sagaflow_runtime::broker::Broker { url: node.url(), private: Some(node) }),
-            None => sagaflow_runtime::broker::find_or_start(&broker_dir),
+    let broker = tokio::task::spawn_blocking(move || -> Result<sagaflow_devkit::broker::Broker, String> {
+        match sagaflow_devkit::broker::PrivateBroker::start_in(broker_dir.clone(), false) {
+            Some(node) => Ok(sagaflow_devkit::broker::Broker { url: node.url(), private: Some(node) }),
+            None => sagaflow_devkit::broker::find_or_start(&broker_dir),
         }
     })
     .await?
@@ -146,7 +146,7 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
     let catalog = dir.join("catalog.json");
     std::fs::write(&catalog, demo::CATALOG)?;
     let catalog = catalog.display().to_string();
-    let ports = [0; 4].map(|_| sagaflow_runtime::broker::free_port());
+    let ports = [0; 4].map(|_| sagaflow_devkit::broker::free_port());
     // Generous budgets: a killed participant comes back within seconds, and a saga should not
     // give up (or get stuck) because of that.
     let extra = [

@@ -26,7 +26,11 @@ pub struct UpArgs {
 /// One program to run.
 #[derive(Debug, Clone)]
 pub struct Program {
+    /// What the logs and the outage call it (`payment`, ...).
     pub name: &'static str,
+    /// The executable, beside `sagactl` or on the PATH: the name, or a stand-in such as the
+    /// bench's `rest-chain-hop`.
+    pub binary: &'static str,
     pub env: Vec<(String, String)>,
     pub http: String,
 }
@@ -72,7 +76,7 @@ pub fn plan(
                     .filter(|(p, _, _)| *p == name || *p == "*")
                     .map(|(_, k, v)| ((*k).to_owned(), (*v).to_owned())),
             );
-            Program { name, env, http: format!("http://127.0.0.1:{port}") }
+            Program { name, binary: name, env, http: format!("http://127.0.0.1:{port}") }
         })
         .collect()
 }
@@ -168,7 +172,7 @@ async fn supervise(program: Program, logs: Logs, life: Lifecycle, stop: Cancella
     let Lifecycle { restarts, pid, pause } = life;
     let mut backoff = Duration::from_millis(200);
     loop {
-        let mut command = tokio::process::Command::new(binary(program.name));
+        let mut command = tokio::process::Command::new(binary(program.binary));
         command
             .envs(program.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -251,7 +255,7 @@ async fn copy_lines(name: &'static str, pipe: Box<dyn tokio::io::AsyncRead + Unp
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)?;
     let broker_dir = std::path::absolute(args.data_dir.join("broker"))?;
-    let broker = tokio::task::spawn_blocking(move || sagaflow_runtime::broker::find_or_start(&broker_dir))
+    let broker = tokio::task::spawn_blocking(move || sagaflow_devkit::broker::find_or_start(&broker_dir))
         .await?
         .map_err(anyhow::Error::msg)?;
     eprintln!(

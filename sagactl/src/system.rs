@@ -10,16 +10,16 @@ use crate::supervisor::{self, Logs, Program, Supervisor};
 pub struct StartedSystem {
     pub programs: Vec<Program>,
     pub supervisor: Supervisor,
-    pub broker: sagaflow_runtime::broker::Broker,
+    pub broker: sagaflow_devkit::broker::Broker,
     pub namespace: String,
     pub dir: PathBuf,
 }
 
 impl StartedSystem {
     /// Finds or starts a broker (its private node, if any, under `dir/broker`).
-    pub async fn broker(dir: &Path) -> anyhow::Result<sagaflow_runtime::broker::Broker> {
+    pub async fn broker(dir: &Path) -> anyhow::Result<sagaflow_devkit::broker::Broker> {
         let broker_dir = dir.join("broker");
-        tokio::task::spawn_blocking(move || sagaflow_runtime::broker::find_or_start(&broker_dir))
+        tokio::task::spawn_blocking(move || sagaflow_devkit::broker::find_or_start(&broker_dir))
             .await?
             .map_err(anyhow::Error::msg)
     }
@@ -27,12 +27,12 @@ impl StartedSystem {
     /// Starts the four programs on `broker` with data and logs in `dir`; `extra` adds settings
     /// per program as (program or "*", variable, value).
     pub async fn start_on(
-        broker: sagaflow_runtime::broker::Broker,
+        broker: sagaflow_devkit::broker::Broker,
         dir: &Path,
         namespace: &str,
         extra: &[(&str, &str, &str)],
     ) -> anyhow::Result<Self> {
-        let ports = [0; 4].map(|_| sagaflow_runtime::broker::free_port());
+        let ports = [0; 4].map(|_| sagaflow_devkit::broker::free_port());
         let programs = supervisor::plan(namespace, &broker.url, dir, ports, extra);
         let supervisor = Supervisor::start(&programs, Logs::Files(dir.to_path_buf()));
         let system =
@@ -54,7 +54,7 @@ impl StartedSystem {
     }
 
     /// Stops the programs and deletes the namespace; hands the broker back for another run.
-    pub async fn stop_programs(self) -> sagaflow_runtime::broker::Broker {
+    pub async fn stop_programs(self) -> sagaflow_devkit::broker::Broker {
         self.supervisor.stop().await;
         // A namespace made for one run should not stay behind on a shared broker.
         if let Ok(connection) =

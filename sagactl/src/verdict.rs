@@ -304,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_ledger_that_cannot_be_read_is_an_error_not_a_verdict() {
-        let nowhere = format!("http://127.0.0.1:{}", sagaflow_runtime::broker::free_port());
+        let nowhere = format!("http://127.0.0.1:{}", sagaflow_devkit::broker::free_port());
         let at = Endpoints {
             orchestrator: nowhere.clone(),
             payment: nowhere.clone(),

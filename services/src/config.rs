@@ -26,13 +26,6 @@ pub struct ServiceArgs {
     pub seed: u64,
     #[command(flatten)]
     pub tuning: TuningArgs,
-    /// Bench only: serve `POST /chain/orders` as one hop of a synchronous REST chain instead of
-    /// consuming commands from the bus (the design `sagactl bench` compares sagaflow with).
-    #[arg(long, env = "REST_CHAIN", default_value_t = false)]
-    pub rest_chain: bool,
-    /// Bench only: the next hop of the REST chain (its base URL), if this is not the last.
-    #[arg(long, env = "CHAIN_NEXT")]
-    pub chain_next: Option<String>,
 }
 
 impl ServiceArgs {

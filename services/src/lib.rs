@@ -11,7 +11,6 @@
 //! - [`payment`], [`inventory`], [`notification`]: the three domains, each with its invariant.
 //! - [`service`]: runs one participant until stopped.
 //! - [`config`]: the flags every service takes.
-//! - [`rest_chain`]: the same domains as hops of a synchronous REST chain, for the bench only.
 
 pub mod barrier;
 pub mod config;
@@ -20,20 +19,14 @@ pub mod inventory;
 pub mod notification;
 pub mod participant;
 pub mod payment;
-pub mod rest_chain;
 pub mod service;
 
-/// Runs a participant in the mode its flags ask for: on the bus, as a saga participant, or as a
-/// hop of the REST chain that `sagactl bench` compares with.
+/// Runs a participant on the bus until `stop`.
 pub async fn run<D: domain::Domain>(
     domain: D,
     args: config::ServiceArgs,
     default_port: u16,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), service::ServiceError> {
-    if args.rest_chain {
-        Ok(rest_chain::run(domain, args, default_port, stop).await?)
-    } else {
-        service::run(domain, args, default_port, stop).await
-    }
+    service::run(domain, args, default_port, stop).await
 }

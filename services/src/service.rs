@@ -32,8 +32,6 @@ pub enum ServiceError {
     Store(#[from] sled::Error),
     #[error(transparent)]
     Process(#[from] ProcessError),
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
 }
 
 /// Runs a participant on the bus until `stop`.

@@ -22,7 +22,7 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-pub use sagaflow_runtime::broker::free_port;
+pub use sagaflow_devkit::broker::free_port;
 
 /// One running program. Killed when dropped.
 pub struct Program {

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use sagaflow_devkit::broker::PrivateBroker;
 use sagaflow_events::{CommandBody, Participant, Phase};
-use sagaflow_runtime::broker::PrivateBroker;
 use sagaflow_tests::bus::{Answer, TestBus};
 use sagaflow_tests::procs::Program;
 use sagaflow_tests::{amqp_url, unique_namespace, wait};

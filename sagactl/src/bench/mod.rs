@@ -5,7 +5,7 @@
 //! 1. [`ceiling`]: raw publish-with-confirms and consume-with-acks on quorum queues.
 //! 2. The saga system at peak (closed loop), then open-loop latency at 25/50/75 % of that peak,
 //!    then Payment down for 10 s under load.
-//! 3. The same for the REST chain (the services in `REST_CHAIN` mode).
+//! 3. The same for the REST chain (`rest-chain-hop`, from the devkit, for each service).
 //! 4. Cost as work grows: recovery and throughput with 0, 100k and 1M finished sagas stored.
 //! 5. Retention: a long run with a short window, to show the store stays bounded.
 //!
@@ -320,7 +320,7 @@ struct Bench {
 impl Bench {
     async fn start_saga_system(
         &self,
-        broker: sagaflow_runtime::broker::Broker,
+        broker: sagaflow_devkit::broker::Broker,
         name: &str,
         more: &[(&str, &str, &str)],
     ) -> anyhow::Result<StartedSystem> {
@@ -337,8 +337,8 @@ impl Bench {
 
     async fn saga_design(
         &self,
-        broker: sagaflow_runtime::broker::Broker,
-    ) -> anyhow::Result<(Design, sagaflow_runtime::broker::Broker)> {
+        broker: sagaflow_devkit::broker::Broker,
+    ) -> anyhow::Result<(Design, sagaflow_devkit::broker::Broker)> {
         let system = self.start_saga_system(broker, "saga", &[]).await?;
         let result = async { self.design(&system, saga_target(&system).await?, None).await }.await;
         let broker = system.stop_programs().await;
@@ -347,23 +347,26 @@ impl Bench {
 
     async fn rest_chain_design(
         &self,
-        broker: sagaflow_runtime::broker::Broker,
+        broker: sagaflow_devkit::broker::Broker,
         outage_rate: f64,
-    ) -> anyhow::Result<(Design, sagaflow_runtime::broker::Broker)> {
+    ) -> anyhow::Result<(Design, sagaflow_devkit::broker::Broker)> {
         let dir = self.dir.join("rest-chain");
         std::fs::create_dir_all(&dir)?;
-        let ports = [0; 4].map(|_| sagaflow_runtime::broker::free_port());
+        let ports = [0; 4].map(|_| sagaflow_devkit::broker::free_port());
         let (inventory, notification) =
             (format!("http://127.0.0.1:{}", ports[2]), format!("http://127.0.0.1:{}", ports[3]));
         let extra = [
-            ("*", "REST_CHAIN", "true"),
             ("*", "RUST_LOG", "warn"),
             ("inventory", "CATALOG", self.catalog.as_str()),
             ("payment", "CHAIN_NEXT", inventory.as_str()),
             ("inventory", "CHAIN_NEXT", notification.as_str()),
         ];
-        let programs: Vec<_> =
+        let mut programs: Vec<_> =
             crate::supervisor::plan("unused", &broker.url, &dir, ports, &extra).into_iter().skip(1).collect();
+        for hop in &mut programs {
+            hop.binary = "rest-chain-hop";
+            hop.env.push(("PARTICIPANT".to_owned(), hop.name.to_owned()));
+        }
         let supervisor =
             crate::supervisor::Supervisor::start(&programs, crate::supervisor::Logs::Files(dir.clone()));
         let system = StartedSystem {
@@ -503,16 +506,15 @@ impl Bench {
     /// Recovery, throughput and memory with `n` finished sagas already stored.
     async fn with_stored(
         &self,
-        broker: sagaflow_runtime::broker::Broker,
+        broker: sagaflow_devkit::broker::Broker,
         n: u64,
-    ) -> anyhow::Result<(Stored, sagaflow_runtime::broker::Broker)> {
+    ) -> anyhow::Result<(Stored, sagaflow_devkit::broker::Broker)> {
         let name = format!("stored-{n}");
         let store_path = self.dir.join(&name).join("orchestrator").join("sagas.sled");
         std::fs::create_dir_all(&store_path)?;
         let filled = std::time::Instant::now();
         let path = store_path.clone();
-        tokio::task::spawn_blocking(move || sagaflow_orchestrator::populate::fill(&path, n, "stored"))
-            .await??;
+        tokio::task::spawn_blocking(move || sagaflow_devkit::populate::fill(&path, n, "stored")).await??;
         let fill_secs = round2(filled.elapsed().as_secs_f64());
         let system = self.start_saga_system(broker, &name, &[]).await?;
         let result = async {
@@ -549,8 +551,8 @@ impl Bench {
     /// A steady load with a 5 s retention window; the store's size is sampled as it runs.
     async fn retention(
         &self,
-        broker: sagaflow_runtime::broker::Broker,
-    ) -> anyhow::Result<(Retention, sagaflow_runtime::broker::Broker)> {
+        broker: sagaflow_devkit::broker::Broker,
+    ) -> anyhow::Result<(Retention, sagaflow_devkit::broker::Broker)> {
         const RETAIN: u64 = 5;
         let retain = RETAIN.to_string();
         let system = self
@@ -618,14 +620,14 @@ fn result(label: &str, offered: f64, rate: f64, samples: &[Sample], cost: Cost) 
 /// The bench's broker: a private node of its own when RabbitMQ is installed, so that its CPU
 /// is the system's alone and its counters count only the system's messages; else the broker
 /// step's.
-async fn bench_broker(dir: &Path) -> anyhow::Result<sagaflow_runtime::broker::Broker> {
+async fn bench_broker(dir: &Path) -> anyhow::Result<sagaflow_devkit::broker::Broker> {
     let broker_dir = dir.join("broker");
     let private = tokio::task::spawn_blocking(move || {
-        sagaflow_runtime::broker::PrivateBroker::start_with_metrics(broker_dir)
+        sagaflow_devkit::broker::PrivateBroker::start_with_metrics(broker_dir)
     })
     .await?;
     match private {
-        Some(node) => Ok(sagaflow_runtime::broker::Broker { url: node.url(), private: Some(node) }),
+        Some(node) => Ok(sagaflow_devkit::broker::Broker { url: node.url(), private: Some(node) }),
         None => StartedSystem::broker(dir).await,
     }
 }
