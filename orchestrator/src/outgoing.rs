@@ -50,7 +50,11 @@ pub fn messages(
                 let Some(public) = public_event(definition, record, event) else { continue };
                 let route = Route { exchange: topology.events_exchange(), key: public.routing_key() };
                 let body = serde_json::to_vec(&public).expect("events serialise");
-                out.push(Message::json(route, order_id, public.name(), body).with_trace(&trace.child()));
+                out.push(
+                    Message::json(route, order_id, public.name(), body)
+                        .with_trace(&trace.child())
+                        .skip_while_unbound(),
+                );
             }
             Effect::ArmTimer { .. } | Effect::Finished { .. } => {}
         }

@@ -31,6 +31,12 @@ pub struct TuningArgs {
     /// Messages the relay keeps in flight awaiting publisher confirms.
     #[arg(long, env = "RELAY_WINDOW", default_value_t = 512)]
     pub relay_window: usize,
+    /// A public event that no queue is bound to comes back from the broker; for this many
+    /// milliseconds afterwards the events with its routing key are not sent at all, then one is
+    /// sent again to look. A queue bound to the events exchange gets every event from at most
+    /// this long after it was bound. 0 sends every event.
+    #[arg(long, env = "EVENTS_UNBOUND_RECHECK_MS", default_value_t = 1000)]
+    pub events_unbound_recheck_ms: u64,
 }
 
 impl CommonArgs {

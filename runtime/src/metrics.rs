@@ -150,6 +150,11 @@ impl Render {
     pub fn transport(&mut self, bus: &crate::bus::BusMetrics, outbox: &crate::outbox::Outbox) -> &mut Self {
         self.counter("sagaflow_deliveries_total", "Messages received.", &bus.deliveries)
             .counter("sagaflow_redeliveries_total", "Messages the broker delivered again.", &bus.redeliveries)
+            .counter(
+                "sagaflow_events_skipped_total",
+                "Public events not sent because no queue was bound to their route.",
+                &bus.events_skipped,
+            )
             .counter("sagaflow_bus_connects_total", "Connections made to the broker.", &bus.connects)
             .counter(
                 "sagaflow_published_total",

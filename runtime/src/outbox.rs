@@ -156,6 +156,11 @@ impl Outbox {
         }
     }
 
+    /// Removes `id` without publishing it: a public event that no queue is bound to.
+    pub fn skipped(&self, id: u64) {
+        let _ = self.tree.remove(id.to_be_bytes());
+    }
+
     /// Moves `id` aside with `reason`, so that what follows it can flow.
     pub fn park(&self, id: u64, reason: &str) {
         use sled::Transactional;

@@ -39,6 +39,7 @@ async fn an_entry_the_broker_keeps_refusing_is_parked_and_the_rest_flows() {
         sink,
         outbox: outbox.clone(),
         relay_window: 16,
+        events_unbound_recheck: Duration::from_secs(1),
         health: Health::default(),
         metrics: Arc::default(),
         store_id: "relay-test".into(),
@@ -69,6 +70,109 @@ async fn an_entry_the_broker_keeps_refusing_is_parked_and_the_rest_flows() {
     })
     .await;
     assert_eq!(outbox.metrics.parked.get(), 1);
+    stop.cancel();
+    let _ = task.await;
+}
+
+/// Public events that no queue is bound to are returned by the broker once, then skipped for
+/// the recheck interval instead of paid for one by one; a queue bound later gets every event
+/// from at most that long after it was bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_nobody_listens_to_are_skipped_until_someone_binds() {
+    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+
+    let namespace = unique_namespace("relay-unbound");
+    let url = amqp_url();
+    let bus = TestBus::connect(&url, &namespace).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let outbox = Outbox::open(&db).unwrap();
+    let route = Route { exchange: bus.topology.events_exchange(), key: "NobodyListens".into() };
+    let stage = |n: usize| {
+        for i in 0..n {
+            let event =
+                Message::json(route.clone(), "o", "NobodyListens", format!("{{\"n\":{i}}}").into_bytes());
+            outbox.stage_alone(&event.skip_while_unbound()).unwrap();
+        }
+        outbox.mark_durable(outbox.staged_upto());
+    };
+    let recheck = Duration::from_millis(1500);
+    let (sink, _inputs) = tokio::sync::mpsc::channel::<Input<()>>(8);
+    let metrics: Arc<sagaflow_runtime::bus::BusMetrics> = Arc::default();
+    let relay = Bus {
+        url: url.parse().unwrap(),
+        topology: bus.topology.clone(),
+        consumers: Vec::new(),
+        sink,
+        outbox: outbox.clone(),
+        relay_window: 16,
+        events_unbound_recheck: recheck,
+        health: Health::default(),
+        metrics: metrics.clone(),
+        store_id: "relay-unbound-test".into(),
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone(), stop.clone()));
+    let drained = || async {
+        wait::until("the outbox to empty", Duration::from_secs(20), || async {
+            (outbox.depth() == 0).then_some(())
+        })
+        .await
+    };
+
+    // The first goes out and comes back unroutable; the next ones are not sent at all.
+    stage(1);
+    drained().await;
+    assert_eq!(metrics.events_skipped.get(), 0);
+    stage(20);
+    drained().await;
+    assert_eq!(metrics.events_skipped.get(), 20, "skipped while nobody is bound");
+
+    // Someone binds: within the recheck interval an event is sent again, and from then on all.
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{namespace}.listener");
+    let options = QueueDeclareOptions { auto_delete: true, ..QueueDeclareOptions::default() };
+    channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await.unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            route.exchange.as_str().into(),
+            route.key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let bound = std::time::Instant::now();
+    let get = || async {
+        channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap().is_some()
+    };
+    loop {
+        stage(1);
+        drained().await;
+        if get().await {
+            break;
+        }
+        assert!(bound.elapsed() < recheck + Duration::from_secs(3), "no event arrived after binding");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let skipped = metrics.events_skipped.get();
+    stage(5);
+    drained().await;
+    let mut received = 0;
+    for _ in 0..50 {
+        if get().await {
+            received += 1;
+        } else if received == 5 {
+            break;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(received, 5, "every event once someone is bound");
+    assert_eq!(metrics.events_skipped.get(), skipped);
     stop.cancel();
     let _ = task.await;
 }

@@ -23,7 +23,7 @@ pub const MAX_HEADERS: usize = 64;
 
 /// Where a message goes: an exchange and a routing key. (A Kafka transport maps these to a
 /// topic and a key.)
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Route {
     pub exchange: String,
     pub key: String,
@@ -177,6 +177,10 @@ pub struct Message {
     /// ([`super::batch`]): commands and replies, never public events.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub batchable: bool,
+    /// A public event: when the broker says no queue is bound to its route, the relay skips
+    /// the events for that route for a while instead of paying for each ([`super::relay`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_while_unbound: bool,
     /// Not part of the JSON form: the outbox stores it raw after the rest (see [`Message::encode`]).
     #[serde(skip)]
     pub body: Vec<u8>,
@@ -203,6 +207,7 @@ impl Message {
             timestamp: Some(crate::now_millis() / 1000),
             headers: Headers::default(),
             batchable: false,
+            skip_while_unbound: false,
             body,
         }
     }
@@ -210,6 +215,12 @@ impl Message {
     /// Lets the message travel in a batch with others for the same route.
     pub fn batchable(mut self) -> Self {
         self.batchable = true;
+        self
+    }
+
+    /// Marks a public event, which the relay may skip while no queue is bound to its route.
+    pub fn skip_while_unbound(mut self) -> Self {
+        self.skip_while_unbound = true;
         self
     }
 

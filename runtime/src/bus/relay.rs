@@ -12,15 +12,24 @@
 //! that the broker nacks that often, is the cause whatever the refusal was (a frame too large,
 //! a property the broker rejects, one we have not thought of): it is parked with the broker's
 //! reason ([`Outbox::park`]) and everything behind it flows on.
+//!
+//! **Public events nobody listens to cost almost nothing.** An event goes out `mandatory`; when
+//! the broker returns it (no queue bound to its routing key), the relay skips the events for
+//! that route for [`UnboundEvents::recheck`], then sends one again to look. An event is
+//! fire-and-forget for whoever is bound when it is published; this moves that moment by at most
+//! the recheck interval. (The queues sagaflow itself consumes are bound before any process
+//! publishes, so no internal consumer ever misses one.)
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lapin::options::BasicPublishOptions;
 use lapin::{Channel, Confirmation, PublisherConfirm};
 
-use super::message::Message;
+use super::message::{Message, Route};
 use super::{amqp, batch};
+use crate::metrics::Counter;
 use crate::outbox::Outbox;
 
 /// Failures an entry may cause alone before it is parked. More than one, so that a broker
@@ -38,6 +47,24 @@ pub struct RelayState {
     probing: Option<u64>,
     /// Failures each suspect caused while alone in flight.
     strikes: HashMap<u64, u32>,
+    /// Routes of public events that the broker returned unroutable, and until when to skip
+    /// them.
+    unbound: HashMap<Route, Instant>,
+}
+
+/// How the relay treats public events that no queue is bound to.
+pub struct UnboundEvents<'a> {
+    /// How long to skip a route's events after the broker returned one; zero sends them all.
+    pub recheck: Duration,
+    /// Counts the events skipped.
+    pub skipped: &'a Counter,
+}
+
+impl UnboundEvents<'_> {
+    /// True when `message` is not worth sending now.
+    fn skips(&self, state: &RelayState, message: &Message, now: Instant) -> bool {
+        message.skip_while_unbound && state.unbound.get(&message.route).is_some_and(|until| now < *until)
+    }
 }
 
 impl RelayState {
@@ -73,12 +100,17 @@ impl RelayState {
     }
 }
 
-async fn publish(channel: &Channel, message: &Message) -> Result<PublisherConfirm, lapin::Error> {
+/// Publishes `message`; `mandatory` asks the broker to return it if no queue takes it.
+async fn publish(
+    channel: &Channel,
+    message: &Message,
+    mandatory: bool,
+) -> Result<PublisherConfirm, lapin::Error> {
     channel
         .basic_publish(
             message.route.exchange.as_str().into(),
             message.route.key.as_str().into(),
-            BasicPublishOptions::default(),
+            BasicPublishOptions { mandatory, ..BasicPublishOptions::default() },
             &message.body,
             amqp::properties(message),
         )
@@ -91,12 +123,15 @@ pub async fn run(
     outbox: &Arc<Outbox>,
     channel: &Channel,
     window: usize,
+    unbound: &UnboundEvents<'_>,
     state: &mut RelayState,
 ) -> Result<(), lapin::Error> {
     let window = window.max(1);
     let mut durable = outbox.watch_durable();
-    // Each publish, with the outbox entries it carries (several when it is a batch).
-    let mut in_flight: VecDeque<(Vec<u64>, PublisherConfirm)> = VecDeque::with_capacity(window);
+    // Each publish, with the outbox entries it carries (several when it is a batch), and the
+    // route of a public event sent to learn whether it is bound.
+    let mut in_flight: VecDeque<(Vec<u64>, Option<Route>, PublisherConfirm)> =
+        VecDeque::with_capacity(window);
     let mut next: u64 = 0;
     loop {
         // Suspects first, each alone, once nothing else is in flight.
@@ -108,7 +143,7 @@ pub async fn run(
                 };
                 state.probing = Some(id);
                 state.in_flight.insert(id);
-                let confirmation = publish(channel, &message).await?.await?;
+                let confirmation = publish(channel, &message, false).await?.await?;
                 state.probing = None;
                 state.in_flight.remove(&id);
                 match confirmation {
@@ -129,11 +164,24 @@ pub async fn run(
         if room > 0 && next <= upto && state.suspects.is_empty() {
             let entries = outbox.read(next, upto, room);
             if let Some(&(last, _)) = entries.last() {
-                let (ids, messages): (Vec<u64>, Vec<Message>) = entries.into_iter().unzip();
+                let now = Instant::now();
+                let (ids, messages): (Vec<u64>, Vec<Message>) = entries
+                    .into_iter()
+                    .filter(|(id, message)| {
+                        let skip = unbound.skips(state, message, now);
+                        if skip {
+                            outbox.skipped(*id);
+                            unbound.skipped.inc();
+                        }
+                        !skip
+                    })
+                    .unzip();
                 for (carried, message) in batch::group(&messages) {
                     let carried: Vec<u64> = carried.into_iter().map(|i| ids[i]).collect();
                     state.in_flight.extend(carried.iter().copied());
-                    in_flight.push_back((carried, publish(channel, &message).await?));
+                    let mandatory = message.skip_while_unbound && !unbound.recheck.is_zero();
+                    let confirm = publish(channel, &message, mandatory).await?;
+                    in_flight.push_back((carried, mandatory.then(|| message.route.clone()), confirm));
                 }
                 next = last + 1;
                 continue;
@@ -142,8 +190,8 @@ pub async fn run(
         // Nothing to publish now, the window is full, or a suspect waits for the window to
         // drain: wait for a confirm or new entries.
         tokio::select! {
-            confirmation = async { (&mut in_flight.front_mut().expect("not empty").1).await }, if !in_flight.is_empty() => {
-                let (ids, _) = in_flight.pop_front().expect("not empty");
+            confirmation = async { (&mut in_flight.front_mut().expect("not empty").2).await }, if !in_flight.is_empty() => {
+                let (ids, route, _) = in_flight.pop_front().expect("not empty");
                 // A confirm that failed leaves its entries in flight: the session ends, and
                 // they are suspects.
                 let confirmation = confirmation?;
@@ -151,7 +199,19 @@ pub async fn run(
                     state.in_flight.remove(id);
                 }
                 match confirmation {
-                    Confirmation::Ack(_) | Confirmation::NotRequested => {
+                    Confirmation::Ack(returned) => {
+                        if let Some(route) = route {
+                            if returned.is_some() {
+                                state.unbound.insert(route, Instant::now() + unbound.recheck);
+                            } else {
+                                state.unbound.remove(&route);
+                            }
+                        }
+                        for id in ids {
+                            outbox.confirmed(id);
+                        }
+                    }
+                    Confirmation::NotRequested => {
                         for id in ids {
                             outbox.confirmed(id);
                         }

@@ -51,6 +51,8 @@ pub struct BusMetrics {
     pub deliveries: Counter,
     /// Deliveries the broker marked as redelivered: what crashes and reconnects cost.
     pub redeliveries: Counter,
+    /// Public events not sent because no queue was bound to their route.
+    pub events_skipped: Counter,
 }
 
 /// How long a process that never consumed may be refused its queues before it gives up: long
@@ -81,6 +83,9 @@ pub struct Bus<J> {
     pub outbox: Arc<Outbox>,
     /// Messages the relay keeps in flight, awaiting confirms.
     pub relay_window: usize,
+    /// How long the relay skips public events for a route that no queue is bound to (zero:
+    /// never).
+    pub events_unbound_recheck: Duration,
     pub health: Health,
     pub metrics: Arc<BusMetrics>,
     /// The id of the process's store: what its queues' owner must be.
@@ -199,7 +204,11 @@ impl<J: Send + 'static> Bus<J> {
         self.metrics.connects.inc();
         tracing::info!(url = %self.url, namespace = self.topology.namespace(), "bus connected");
 
-        let relay = relay::run(&self.outbox, &publish, self.relay_window, relay_state);
+        let unbound = relay::UnboundEvents {
+            recheck: self.events_unbound_recheck,
+            skipped: &self.metrics.events_skipped,
+        };
+        let relay = relay::run(&self.outbox, &publish, self.relay_window, &unbound, relay_state);
         tokio::pin!(relay);
         let result = loop {
             tokio::select! {
