@@ -14,6 +14,7 @@
 //!   exchange with its original bytes and the reason.
 //! - [`acks`]: the acknowledgements a batch owes, folded per consumer.
 //! - [`batch`]: several messages for one queue as one broker message, and back.
+//! - [`unbound`]: public events that nobody listens to, held back instead of paid for.
 
 pub mod acks;
 pub mod amqp;
@@ -23,6 +24,7 @@ pub mod message;
 pub mod relay;
 pub mod session;
 pub mod topology;
+pub mod unbound;
 
 pub use acks::Acks;
 pub use batch::Delivery;

@@ -13,21 +13,19 @@
 //! a property the broker rejects, one we have not thought of): it is parked with the broker's
 //! reason ([`Outbox::park`]) and everything behind it flows on.
 //!
-//! **Public events nobody listens to cost almost nothing.** An event goes out `mandatory`; when
-//! the broker returns it (no queue bound to its routing key), the relay skips the events for
-//! that route for [`UnboundEvents::recheck`], then sends one again to look. An event is
-//! fire-and-forget for whoever is bound when it is published; this moves that moment by at most
-//! the recheck interval. (The queues sagaflow itself consumes are bound before any process
-//! publishes, so no internal consumer ever misses one.)
+//! **Public events nobody listens to cost almost nothing** ([`Unbound`]): held back while the
+//! broker says no queue is bound to their route, and dropped only once a later look proves
+//! nobody was bound when they were made.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lapin::options::BasicPublishOptions;
 use lapin::{Channel, Confirmation, PublisherConfirm};
 
 use super::message::{Message, Route};
+use super::unbound::{Look, Unbound};
 use super::{amqp, batch};
 use crate::metrics::Counter;
 use crate::outbox::Outbox;
@@ -47,24 +45,14 @@ pub struct RelayState {
     probing: Option<u64>,
     /// Failures each suspect caused while alone in flight.
     strikes: HashMap<u64, u32>,
-    /// Routes of public events that the broker returned unroutable, and until when to skip
-    /// them.
-    unbound: HashMap<Route, Instant>,
 }
 
-/// How the relay treats public events that no queue is bound to.
-pub struct UnboundEvents<'a> {
-    /// How long to skip a route's events after the broker returned one; zero sends them all.
-    pub recheck: Duration,
-    /// Counts the events skipped.
-    pub skipped: &'a Counter,
-}
-
-impl UnboundEvents<'_> {
-    /// True when `message` is not worth sending now.
-    fn skips(&self, state: &RelayState, message: &Message, now: Instant) -> bool {
-        message.skip_while_unbound && state.unbound.get(&message.route).is_some_and(|until| now < *until)
-    }
+/// A publish awaiting its confirm: the outbox entries it carries (several for a batch), and,
+/// for a `mandatory` public event, its route and what it answers for.
+struct Published {
+    ids: Vec<u64>,
+    mandatory: Option<(Route, Option<Look>)>,
+    confirm: PublisherConfirm,
 }
 
 impl RelayState {
@@ -117,22 +105,37 @@ async fn publish(
         .await
 }
 
+/// Publishes `message`, which carries the outbox entries `ids`, and counts them in flight.
+async fn send(
+    channel: &Channel,
+    state: &mut RelayState,
+    ids: Vec<u64>,
+    message: Message,
+    mandatory: bool,
+    look: Option<Look>,
+) -> Result<Published, lapin::Error> {
+    state.in_flight.extend(ids.iter().copied());
+    let confirm = publish(channel, &message, mandatory).await?;
+    Ok(Published { ids, mandatory: mandatory.then_some((message.route, look)), confirm })
+}
+
 /// Publishes until the channel fails (then returns the error, and the bus reconnects) or the
 /// outbox is dropped.
 pub async fn run(
     outbox: &Arc<Outbox>,
     channel: &Channel,
     window: usize,
-    unbound: &UnboundEvents<'_>,
+    unbound: &mut Unbound,
+    skipped: &Counter,
     state: &mut RelayState,
 ) -> Result<(), lapin::Error> {
     let window = window.max(1);
     let mut durable = outbox.watch_durable();
-    // Each publish, with the outbox entries it carries (several when it is a batch), and the
-    // route of a public event sent to learn whether it is bound.
-    let mut in_flight: VecDeque<(Vec<u64>, Option<Route>, PublisherConfirm)> =
-        VecDeque::with_capacity(window);
+    let mut in_flight: VecDeque<Published> = VecDeque::with_capacity(window);
     let mut next: u64 = 0;
+    // This session reads the outbox from the start, held entries included.
+    unbound.clear();
+
     loop {
         // Suspects first, each alone, once nothing else is in flight.
         if in_flight.is_empty() {
@@ -161,37 +164,32 @@ pub async fn run(
         }
         let upto = *durable.borrow_and_update();
         let room = window.saturating_sub(state.in_flight.len());
+        if room > 0 && state.suspects.is_empty() {
+            if let Some((id, message, look)) = unbound.due_look(Instant::now()) {
+                in_flight.push_back(send(channel, state, vec![id], message, true, Some(look)).await?);
+                continue;
+            }
+        }
         if room > 0 && next <= upto && state.suspects.is_empty() {
             let entries = outbox.read(next, upto, room);
             if let Some(&(last, _)) = entries.last() {
-                let now = Instant::now();
-                let (ids, messages): (Vec<u64>, Vec<Message>) = entries
-                    .into_iter()
-                    .filter(|(id, message)| {
-                        let skip = unbound.skips(state, message, now);
-                        if skip {
-                            outbox.skipped(*id);
-                            unbound.skipped.inc();
-                        }
-                        !skip
-                    })
-                    .unzip();
+                let (ids, messages): (Vec<u64>, Vec<Message>) =
+                    entries.into_iter().filter_map(|(id, message)| unbound.hold(id, message)).unzip();
                 for (carried, message) in batch::group(&messages) {
                     let carried: Vec<u64> = carried.into_iter().map(|i| ids[i]).collect();
-                    state.in_flight.extend(carried.iter().copied());
-                    let mandatory = message.skip_while_unbound && !unbound.recheck.is_zero();
-                    let confirm = publish(channel, &message, mandatory).await?;
-                    in_flight.push_back((carried, mandatory.then(|| message.route.clone()), confirm));
+                    let mandatory = unbound.mandatory(&message);
+                    in_flight.push_back(send(channel, state, carried, message, mandatory, None).await?);
                 }
                 next = last + 1;
                 continue;
             }
         }
+        let next_look = unbound.next_look();
         // Nothing to publish now, the window is full, or a suspect waits for the window to
         // drain: wait for a confirm or new entries.
         tokio::select! {
-            confirmation = async { (&mut in_flight.front_mut().expect("not empty").2).await }, if !in_flight.is_empty() => {
-                let (ids, route, _) = in_flight.pop_front().expect("not empty");
+            confirmation = async { (&mut in_flight.front_mut().expect("not empty").confirm).await }, if !in_flight.is_empty() => {
+                let Published { ids, mandatory, .. } = in_flight.pop_front().expect("not empty");
                 // A confirm that failed leaves its entries in flight: the session ends, and
                 // they are suspects.
                 let confirmation = confirmation?;
@@ -199,18 +197,27 @@ pub async fn run(
                     state.in_flight.remove(id);
                 }
                 match confirmation {
-                    Confirmation::Ack(returned) => {
-                        if let Some(route) = route {
-                            if returned.is_some() {
-                                state.unbound.insert(route, Instant::now() + unbound.recheck);
-                            } else {
-                                state.unbound.remove(&route);
+                    Confirmation::Ack(returned) => match mandatory {
+                        Some((route, look)) => {
+                            let answer = unbound.answered(route, ids[0], look, returned.is_some(), Instant::now());
+                            for id in answer.drop {
+                                outbox.skipped(id);
+                                skipped.inc();
+                            }
+                            if returned.is_none() {
+                                outbox.confirmed(ids[0]);
+                            }
+                            // Released in order, before anything newer for their route.
+                            for (id, message) in answer.release {
+                                in_flight.push_back(send(channel, state, vec![id], message, true, None).await?);
                             }
                         }
-                        for id in ids {
-                            outbox.confirmed(id);
+                        None => {
+                            for id in ids {
+                                outbox.confirmed(id);
+                            }
                         }
-                    }
+                    },
                     Confirmation::NotRequested => {
                         for id in ids {
                             outbox.confirmed(id);
@@ -233,6 +240,7 @@ pub async fn run(
                     }
                 }
             }
+            () = tokio::time::sleep_until(next_look.unwrap_or_else(Instant::now).into()), if next_look.is_some() && room > 0 && state.suspects.is_empty() => {}
             changed = durable.changed(), if room > 0 && state.suspects.is_empty() => {
                 if changed.is_err() {
                     return Ok(());

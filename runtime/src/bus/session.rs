@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::relay::{self, RelayState};
+use super::unbound::Unbound;
 use super::{amqp, Delivery, Receipt};
 use crate::config::AmqpUrl;
 use crate::health::Health;
@@ -204,11 +205,9 @@ impl<J: Send + 'static> Bus<J> {
         self.metrics.connects.inc();
         tracing::info!(url = %self.url, namespace = self.topology.namespace(), "bus connected");
 
-        let unbound = relay::UnboundEvents {
-            recheck: self.events_unbound_recheck,
-            skipped: &self.metrics.events_skipped,
-        };
-        let relay = relay::run(&self.outbox, &publish, self.relay_window, &unbound, relay_state);
+        let mut unbound = Unbound::new(self.events_unbound_recheck);
+        let skipped = &self.metrics.events_skipped;
+        let relay = relay::run(&self.outbox, &publish, self.relay_window, &mut unbound, skipped, relay_state);
         tokio::pin!(relay);
         let result = loop {
             tokio::select! {
