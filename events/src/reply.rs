@@ -27,6 +27,23 @@ pub struct ReplyMessage {
     pub missing_products: Vec<ProductId>,
 }
 
+impl ReplyMessage {
+    /// The reply to `command`, echoing its envelope so the orchestrator can match the attempt.
+    pub fn answering(command: &crate::CommandMessage, outcome: ReplyOutcome) -> Self {
+        Self {
+            saga_id: command.saga_id.clone(),
+            order_id: command.order_id.clone(),
+            step: command.step.clone(),
+            phase: command.phase,
+            attempt: command.attempt,
+            idempotency_key: command.idempotency_key.clone(),
+            outcome,
+            payment_id: None,
+            missing_products: Vec::new(),
+        }
+    }
+}
+
 /// Tagged by `outcome`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "camelCase")]

@@ -378,14 +378,8 @@ fn verdict_of(e: DomainError, what: &str) -> Result<Verdict, ApplyError> {
 /// The reply to `command`, echoing its envelope so the orchestrator can match the attempt.
 fn reply_to(command: &CommandMessage, answer: Answer) -> ReplyMessage {
     ReplyMessage {
-        saga_id: command.saga_id.clone(),
-        order_id: command.order_id.clone(),
-        step: command.step.clone(),
-        phase: command.phase,
-        attempt: command.attempt,
-        idempotency_key: command.idempotency_key.clone(),
-        outcome: answer.outcome,
         payment_id: answer.payment_id,
         missing_products: answer.missing_products,
+        ..ReplyMessage::answering(command, answer.outcome)
     }
 }

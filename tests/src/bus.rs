@@ -220,17 +220,7 @@ async fn serve_double(
             let answer = script(&command);
             let outcome = state.lock().unwrap().handle(&command, answer);
             if let Some((outcome, payment_id)) = outcome {
-                let reply = ReplyMessage {
-                    saga_id: command.saga_id.clone(),
-                    order_id: command.order_id.clone(),
-                    step: command.step.clone(),
-                    phase: command.phase,
-                    attempt: command.attempt,
-                    idempotency_key: command.idempotency_key.clone(),
-                    outcome,
-                    payment_id,
-                    missing_products: vec![],
-                };
+                let reply = ReplyMessage { payment_id, ..ReplyMessage::answering(&command, outcome) };
                 let body = serde_json::to_vec(&reply).expect("serialise");
                 let properties = BasicProperties::default()
                     .with_delivery_mode(2)

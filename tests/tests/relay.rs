@@ -5,13 +5,30 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sagaflow_runtime::bus::{Bus, Message, Route};
+use sagaflow_runtime::bus::{Bus, BusMetrics, Message, Route};
 use sagaflow_runtime::health::Health;
 use sagaflow_runtime::outbox::Outbox;
 use sagaflow_runtime::pipeline::Input;
 use sagaflow_tests::bus::TestBus;
 use sagaflow_tests::{amqp_url, unique_namespace, wait};
 use tokio_util::sync::CancellationToken;
+
+/// A bus that only relays (no consumers), over `outbox`, on the test's namespace.
+fn relay_only(bus: &TestBus, outbox: &Arc<Outbox>, recheck: Duration, metrics: Arc<BusMetrics>) -> Bus<()> {
+    let (sink, _inputs) = tokio::sync::mpsc::channel::<Input<()>>(8);
+    Bus {
+        url: amqp_url().parse().unwrap(),
+        topology: bus.topology.clone(),
+        consumers: Vec::new(),
+        sink,
+        outbox: outbox.clone(),
+        relay_window: 16,
+        events_unbound_recheck: recheck,
+        health: Health::default(),
+        metrics,
+        store_id: "relay-test".into(),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_the_broker_keeps_refusing_is_parked_and_the_rest_flows() {
@@ -31,19 +48,7 @@ async fn an_entry_the_broker_keeps_refusing_is_parked_and_the_rest_flows() {
     }
     outbox.mark_durable(outbox.staged_upto());
 
-    let (sink, _inputs) = tokio::sync::mpsc::channel::<Input<()>>(8);
-    let relay = Bus {
-        url: url.parse().unwrap(),
-        topology: bus.topology.clone(),
-        consumers: Vec::new(),
-        sink,
-        outbox: outbox.clone(),
-        relay_window: 16,
-        events_unbound_recheck: Duration::from_secs(1),
-        health: Health::default(),
-        metrics: Arc::default(),
-        store_id: "relay-test".into(),
-    };
+    let relay = relay_only(&bus, &outbox, Duration::from_secs(1), Arc::default());
     let stop = CancellationToken::new();
     let task = tokio::spawn(relay.run(stop.clone(), stop.clone()));
 
@@ -98,20 +103,8 @@ async fn events_nobody_listens_to_are_dropped_and_a_new_listener_misses_none() {
         outbox.mark_durable(outbox.staged_upto());
     };
     let recheck = Duration::from_millis(1000);
-    let (sink, _inputs) = tokio::sync::mpsc::channel::<Input<()>>(8);
-    let metrics: Arc<sagaflow_runtime::bus::BusMetrics> = Arc::default();
-    let relay = Bus {
-        url: url.parse().unwrap(),
-        topology: bus.topology.clone(),
-        consumers: Vec::new(),
-        sink,
-        outbox: outbox.clone(),
-        relay_window: 16,
-        events_unbound_recheck: recheck,
-        health: Health::default(),
-        metrics: metrics.clone(),
-        store_id: "relay-unbound-test".into(),
-    };
+    let metrics: Arc<BusMetrics> = Arc::default();
+    let relay = relay_only(&bus, &outbox, recheck, metrics.clone());
     let stop = CancellationToken::new();
     let task = tokio::spawn(relay.run(stop.clone(), stop.clone()));
     let drained = || async {
