@@ -1,7 +1,6 @@
 //! The HTTP API (axum). Reads go straight to the store; everything that changes a saga goes
 //! through the engine, so it is committed, made durable and only then answered.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -23,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{new_saga, Control, Controlled, Job, Placed};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{ListFilter, Store, StoreError};
 use crate::view;
 
 /// The most history entries one answer shows (the newest).
@@ -139,12 +138,42 @@ async fn show_order(State(s): State<ApiState>, Path(raw): Path<String>) -> Resul
     Ok(Json(view::detail(&record, &history, definition.as_deref())).into_response())
 }
 
+/// `GET /orders`'s query. Every parameter is optional; one this does not name is a 400, not
+/// silently ignored, and so is one given twice.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+    reason: Option<String>,
+    user_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// A point in time as RFC 3339 (`2026-11-26T10:00:00Z`) or epoch milliseconds.
+fn parse_time(name: &str, raw: &str) -> Result<u64, ApiError> {
+    if let Ok(millis) = raw.parse::<u64>() {
+        return Ok(millis);
+    }
+    humantime::parse_rfc3339_weak(raw)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| {
+            ApiError::Malformed(format!(
+                "{name} must be an RFC 3339 time (2026-11-26T10:00:00Z) or epoch milliseconds, not {raw:?}"
+            ))
+        })
+}
+
 async fn list_orders(
     State(s): State<ApiState>,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let state = match query.get("state") {
+    let state = match &query.state {
         Some(raw) => {
             Some(raw.parse::<Status>().ok().filter(|s| *s != Status::NotStarted).ok_or_else(|| {
                 ApiError::Malformed(format!(
@@ -154,19 +183,32 @@ async fn list_orders(
         }
         None => None,
     };
-    let limit = match query.get("limit") {
+    let limit = match &query.limit {
         Some(raw) => raw.parse::<usize>().ok().filter(|l| (1..=1000).contains(l)).ok_or_else(|| {
             ApiError::Malformed(format!("limit must be a number from 1 to 1000, not {raw:?}"))
         })?,
         None => 50,
     };
-    let after = match query.get("after") {
+    let after = match &query.after {
         Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
             ApiError::Malformed(format!("after must be a cursor from a previous page, not {raw:?}"))
         })?),
         None => None,
     };
-    let (page, next) = s.store.list(state, limit, after)?;
+    let bounded = |name: &str, value: Option<String>| match value {
+        Some(v) if v.is_empty() || v.len() > 128 => {
+            Err(ApiError::Malformed(format!("{name} must be 1 to 128 characters")))
+        }
+        v => Ok(v),
+    };
+    let filter = ListFilter {
+        state,
+        reason: bounded("reason", query.reason)?,
+        user_id: bounded("userId", query.user_id)?,
+        since: query.since.as_deref().map(|raw| parse_time("since", raw)).transpose()?,
+        until: query.until.as_deref().map(|raw| parse_time("until", raw)).transpose()?,
+    };
+    let (page, next) = s.store.list(&filter, limit, after)?;
     let orders: Vec<_> = page.iter().map(view::summary).collect();
     Ok(Json(json!({ "orders": orders, "next": next.map(|n| n.to_string()) })).into_response())
 }

@@ -183,11 +183,11 @@ impl Store {
     /// (a creation sequence from a previous page). Returns the page and the next cursor.
     pub fn list(
         &self,
-        state: Option<Status>,
+        filter: &ListFilter,
         limit: usize,
         after: Option<u64>,
     ) -> Result<(Vec<SagaRecord>, Option<u64>), StoreError> {
-        let ids: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match state {
+        let ids: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match filter.state {
             None => {
                 let end = after.unwrap_or(u64::MAX);
                 Box::new(self.by_created.range(..end.to_be_bytes()).rev())
@@ -202,18 +202,27 @@ impl Store {
             }
         };
         let mut page = Vec::new();
+        // The last saga looked at: where the next page starts, when there may be more.
+        let mut last_scanned = None;
         let mut more = false;
-        for entry in ids {
-            let (_, id) = entry?;
-            if page.len() == limit {
+        for (scanned, entry) in ids.enumerate() {
+            if page.len() == limit || scanned == MAX_SCANNED_PER_PAGE {
                 more = true;
                 break;
             }
-            if let Some(record) = self.get(&String::from_utf8_lossy(&id))? {
+            let (key, id) = entry?;
+            last_scanned =
+                key.len().checked_sub(8).and_then(|at| key[at..].try_into().ok()).map(u64::from_be_bytes);
+            let Some(record) = self.get(&String::from_utf8_lossy(&id))? else { continue };
+            if filter.since.is_some_and(|since| record.created_at < since) {
+                // Newest first: everything further down is older still.
+                break;
+            }
+            if filter.matches(&record) {
                 page.push(record);
             }
         }
-        let next = if more { page.last().map(|r| r.created_seq) } else { None };
+        let next = if more { last_scanned } else { None };
         Ok((page, next))
     }
 
@@ -273,6 +282,34 @@ impl Store {
     /// Armed timers, for metrics.
     pub fn armed_timers(&self) -> usize {
         self.timers.len()
+    }
+}
+
+/// Most sagas one page of a filtered list looks at. A filter that matches few sagas returns
+/// a short page and a cursor to go on from, so that no request scans the whole store.
+pub const MAX_SCANNED_PER_PAGE: usize = 10_000;
+
+/// Which sagas a list shows. Every field narrows it; none set lists every saga.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<Status>,
+    /// The saga's reason (`payment_declined`, `timed_out`, ...).
+    pub reason: Option<String>,
+    pub user_id: Option<String>,
+    /// Created at or after, in epoch milliseconds.
+    pub since: Option<u64>,
+    /// Created before, in epoch milliseconds.
+    pub until: Option<u64>,
+}
+
+impl ListFilter {
+    fn matches(&self, record: &SagaRecord) -> bool {
+        self.reason.as_deref().is_none_or(|r| record.saga.reason() == Some(r))
+            && self
+                .user_id
+                .as_deref()
+                .is_none_or(|u| record.order.as_ref().is_some_and(|o| o.user_id.as_str() == u))
+            && self.until.is_none_or(|until| record.created_at < until)
     }
 }
 

@@ -70,12 +70,22 @@ impl Api {
         Ok(())
     }
 
-    pub async fn list(&self, state: Option<&str>, limit: usize) -> anyhow::Result<()> {
-        let mut url = format!("{}/orders?limit={limit}", self.base);
-        if let Some(state) = state {
-            url.push_str(&format!("&state={state}"));
-        }
-        let page = self.call(self.http.get(url)).await?;
+    pub async fn list(&self, args: &ListArgs) -> anyhow::Result<()> {
+        let limit = args.limit.to_string();
+        let query: Vec<(&str, &str)> = [
+            ("limit", Some(limit.as_str())),
+            ("state", args.state.as_deref()),
+            ("reason", args.reason.as_deref()),
+            ("userId", args.user.as_deref()),
+            ("since", args.since.as_deref()),
+            ("until", args.until.as_deref()),
+            ("after", args.after.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect();
+        // reqwest percent-encodes every value.
+        let page = self.call(self.http.get(format!("{}/orders", self.base)).query(&query)).await?;
         println!("{:<38} {:<13} {:<18} {:>10}  CREATED", "ORDER", "STATE", "REASON", "AMOUNT");
         for o in page["orders"].as_array().into_iter().flatten() {
             let amount =
@@ -128,4 +138,29 @@ fn describe(input: &Value) -> String {
         "cancel" => format!("cancel ({})", input["reason"].as_str().unwrap_or("")),
         other => other.to_owned(),
     }
+}
+
+/// `sagactl list`: the filters of `GET /orders`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    /// running, compensating, completed, compensated or stuck.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Why a saga ended as it did: payment_declined, out_of_stock, cancelled, timed_out, ...
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only this customer's orders.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Created at or after: RFC 3339 (2026-11-26T10:00:00Z) or epoch milliseconds.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Created before: RFC 3339 or epoch milliseconds.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Go on from a previous page's cursor.
+    #[arg(long)]
+    pub after: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
 }

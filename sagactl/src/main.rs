@@ -55,12 +55,7 @@ enum Command {
     /// One order: its steps and its timeline.
     Status { order_id: String },
     /// Orders, newest first.
-    List {
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
+    List(client::ListArgs),
     /// Cancel an order: compensation starts unless it is past the point of no return.
     Cancel { order_id: String },
     /// Retry a stuck order.
@@ -112,7 +107,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => return check(&cli.api, cli.token, args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Status { order_id } => api.status(&order_id).await,
-        Command::List { state, limit } => api.list(state.as_deref(), limit).await,
+        Command::List(args) => api.list(&args).await,
         Command::Cancel { order_id } => api.action(&order_id, "cancel").await,
         Command::Retry { order_id } => api.action(&order_id, "retry").await,
     };

@@ -560,3 +560,49 @@ async fn retention_removes_finished_sagas_and_keeps_the_rest() {
     let (status, body) = h.post("/orders", &order_json("done-early", &[("abc", 1)])).await;
     assert_eq!((status, body["state"].as_str()), (202, Some("running")), "{body}");
 }
+
+/// `GET /orders` narrows by user, reason and creation time, pages with the cursor, and refuses
+/// what it does not understand instead of ignoring it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_filters_pages_and_refuses_unknown_parameters() {
+    let h = Harness::start("filters", PATIENT).await;
+    let _participants = h.all_succeed().await;
+    let before = sagaflow_runtime::now_millis();
+    for (id, user) in [("f1", "alice"), ("f2", "bob"), ("f3", "alice")] {
+        let body = json!({ "orderId": id, "userId": user, "items": [{ "productId": "abc", "quantity": 1 }] });
+        assert_eq!(h.post("/orders", &body.to_string()).await.0, 202);
+    }
+    for id in ["f1", "f2", "f3"] {
+        wait::until(&format!("{id} to complete"), Duration::from_secs(30), || async {
+            (h.order(id).await["state"] == "completed").then_some(())
+        })
+        .await;
+    }
+    let after = sagaflow_runtime::now_millis() + 1;
+    let ids = |page: &Value| -> Vec<String> {
+        page["orders"].as_array().unwrap().iter().map(|o| o["orderId"].as_str().unwrap().to_owned()).collect()
+    };
+    let (status, page) = h.get("/orders?userId=alice").await;
+    assert_eq!((status, ids(&page)), (200, vec!["f3".to_owned(), "f1".to_owned()]), "{page}");
+    // One at a time, with the cursor.
+    let (_, first) = h.get("/orders?userId=alice&limit=1").await;
+    assert_eq!(ids(&first), ["f3"]);
+    let cursor = first["next"].as_str().expect("a cursor while there is more");
+    let (_, second) = h.get(&format!("/orders?userId=alice&limit=1&after={cursor}")).await;
+    assert_eq!(ids(&second), ["f1"]);
+    assert!(second["next"].is_null(), "{second}");
+    // Time: epoch milliseconds or RFC 3339.
+    assert_eq!(ids(&h.get(&format!("/orders?since={before}&state=completed")).await.1).len(), 3);
+    assert!(ids(&h.get(&format!("/orders?since={after}")).await.1).is_empty());
+    assert!(ids(&h.get(&format!("/orders?until={before}")).await.1).is_empty());
+    assert!(ids(&h.get("/orders?until=2000-01-01T00:00:00Z").await.1).is_empty());
+    assert!(ids(&h.get("/orders?reason=out_of_stock").await.1).is_empty());
+    // What it does not understand is a 400 with a JSON error, never silently ignored.
+    for bad in
+        ["bogus=1", "userid=alice", "state=completed&state=running", "since=yesterday", "reason=", "limit=0"]
+    {
+        let (status, answer) = h.get(&format!("/orders?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(answer["error"].is_string(), "{bad}: {answer}");
+    }
+}
