@@ -8,11 +8,43 @@ pub struct Api {
     http: reqwest::Client,
     /// Sent as `Authorization: Bearer` when the system has an `API_TOKEN`.
     token: Option<String>,
+    output: Output,
+}
+
+/// How a command prints what the API answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// The API's JSON, as it came, for scripts.
+    Json,
 }
 
 impl Api {
-    pub fn new(base: &str, token: Option<String>) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), token }
+    pub fn new(base: &str, token: Option<String>, output: Output) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), token, output }
+    }
+
+    /// The URL of `/orders/{id}[/{action}]`, the id percent-encoded as one path segment (an id
+    /// may hold `:` or `.`, and a typo must not reach another route).
+    fn order_url(&self, order_id: &str, action: Option<&str>) -> anyhow::Result<reqwest::Url> {
+        let mut url =
+            reqwest::Url::parse(&self.base).with_context(|| format!("{} is not a URL", self.base))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("{} cannot be a base URL", self.base))?
+            .pop_if_empty()
+            .push("orders")
+            .push(order_id)
+            .extend(action);
+        Ok(url)
+    }
+
+    /// Prints `body` as JSON and returns true when asked for JSON.
+    fn printed_as_json(&self, body: &Value) -> bool {
+        if self.output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
+        }
+        self.output == Output::Json
     }
 
     async fn call(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
@@ -33,7 +65,10 @@ impl Api {
     }
 
     pub async fn status(&self, order_id: &str) -> anyhow::Result<()> {
-        let o = self.call(self.http.get(format!("{}/orders/{order_id}", self.base))).await?;
+        let o = self.call(self.http.get(self.order_url(order_id, None)?)).await?;
+        if self.printed_as_json(&o) {
+            return Ok(());
+        }
         println!("order   {}", o["orderId"].as_str().unwrap_or(order_id));
         println!("state   {}{}", o["state"].as_str().unwrap_or("?"), reason(&o));
         if let Some(amount) = o["amountCents"].as_u64() {
@@ -86,6 +121,9 @@ impl Api {
         .collect();
         // reqwest percent-encodes every value.
         let page = self.call(self.http.get(format!("{}/orders", self.base)).query(&query)).await?;
+        if self.printed_as_json(&page) {
+            return Ok(());
+        }
         println!("{:<38} {:<13} {:<18} {:>10}  CREATED", "ORDER", "STATE", "REASON", "AMOUNT");
         for o in page["orders"].as_array().into_iter().flatten() {
             let amount =
@@ -106,7 +144,10 @@ impl Api {
     }
 
     pub async fn action(&self, order_id: &str, action: &str) -> anyhow::Result<()> {
-        let o = self.call(self.http.post(format!("{}/orders/{order_id}/{action}", self.base))).await?;
+        let o = self.call(self.http.post(self.order_url(order_id, Some(action))?)).await?;
+        if self.printed_as_json(&o) {
+            return Ok(());
+        }
         println!("{action}: order {} is {}", order_id, o["state"].as_str().unwrap_or("?"));
         Ok(())
     }

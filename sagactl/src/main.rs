@@ -33,6 +33,9 @@ struct Cli {
     /// The system's API_TOKEN, sent as `Authorization: Bearer`.
     #[arg(long, global = true, env = "API_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// How status, list, cancel and retry print: a table for people, or the API's JSON.
+    #[arg(short, long, global = true, value_enum, default_value_t = client::Output::Table)]
+    output: client::Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +63,9 @@ enum Command {
     Cancel { order_id: String },
     /// Retry a stuck order.
     Retry { order_id: String },
+    /// Print a completion script for a shell (for example `sagactl completions bash >
+    /// /etc/bash_completion.d/sagactl`).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -89,8 +95,15 @@ const NOT_JUDGED: u8 = 3;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `sagactl list | head` must end quietly when the reader goes away, as other Unix tools
+    // do, instead of panicking in `println!` on the closed pipe (Rust ignores SIGPIPE).
+    // SAFETY: called before any thread exists; restores the default disposition only.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
-    let api = client::Api::new(&cli.api, cli.token.clone());
+    let api = client::Api::new(&cli.api, cli.token.clone(), cli.output);
     let result = match cli.command {
         Command::Up(args) => supervisor::up(args).await,
         Command::Demo(args) => demo::run(args, &cli.api).await,
@@ -110,6 +123,11 @@ async fn main() -> ExitCode {
         Command::List(args) => api.list(&args).await,
         Command::Cancel { order_id } => api.action(&order_id, "cancel").await,
         Command::Retry { order_id } => api.action(&order_id, "retry").await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "sagactl", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

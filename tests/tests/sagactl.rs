@@ -1,0 +1,55 @@
+//! `sagactl` against a running system: JSON output for scripts, ids percent-encoded, a closed
+//! pipe ends it quietly, and shell completions.
+
+use std::process::{Command, Stdio};
+
+use sagaflow_tests::procs::binary;
+use sagaflow_tests::system::System;
+use serde_json::{json, Value};
+
+fn sagactl(api: &str, args: &[&str]) -> std::process::Output {
+    Command::new(binary("sagactl")).arg("--api").arg(api).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagactl_speaks_json_encodes_ids_and_ends_quietly_on_a_closed_pipe() {
+    let s = System::start("sagactl").await;
+    let api = s.orchestrator.http.clone();
+    for (id, user) in [("cli:one.1", "carol"), ("cli-two", "dave")] {
+        let body = json!({ "orderId": id, "userId": user, "items": [{ "productId": "abc", "quantity": 1 }] });
+        assert_eq!(s.place(&body.to_string()).await, 202);
+        assert_eq!(s.wait_terminal(id).await["state"], "completed");
+    }
+    let run = |args: &[&str]| {
+        let out = sagactl(&api, args);
+        assert!(out.status.success(), "sagactl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    // JSON for scripts, with the filters of the API.
+    let page: Value = serde_json::from_slice(&run(&["-o", "json", "list", "--user", "carol"])).unwrap();
+    let ids: Vec<&str> =
+        page["orders"].as_array().unwrap().iter().filter_map(|o| o["orderId"].as_str()).collect();
+    assert_eq!(ids, ["cli:one.1"], "{page}");
+    let order: Value = serde_json::from_slice(&run(&["status", "cli:one.1", "-o", "json"])).unwrap();
+    assert_eq!(order["state"], "completed", "{order}");
+    // An id is one path segment: `#` would otherwise cut the URL to /orders/cli.
+    let out = sagactl(&api, &["status", "cli#one"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("422"), "the id reached the API whole: {err}");
+    // A reader that goes away: no panic, no message.
+    let mut child = Command::new(binary("sagactl"))
+        .args(["--api", &api, "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    // Completions for a shell.
+    let script = String::from_utf8(run(&["completions", "bash"])).unwrap();
+    assert!(script.contains("_sagactl") && script.contains("--output"), "{script}");
+}
