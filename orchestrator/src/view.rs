@@ -51,7 +51,7 @@ pub fn detail(record: &SagaRecord, history: &[HistoryEntry], definition: Option<
                 "attempts": s.action().attempts(),
                 "lastError": s.action().last_error(),
                 "compensation": compensable.then(|| json!({
-                    "state": command_state(s.compensation()),
+                    "state": compensation_state(s, record.saga.is_terminal()),
                     "attempts": s.compensation().attempts(),
                     "lastError": s.compensation().last_error(),
                 })),
@@ -105,6 +105,20 @@ fn step_state(s: &StepState) -> &'static str {
         _ => {}
     }
     command_state(s.action())
+}
+
+/// A compensation that has not been sent: `not_needed` when it never will be (the saga ended,
+/// or there is nothing to undo), `standby` while it would run if the saga compensated.
+fn compensation_state(s: &StepState, saga_ended: bool) -> &'static str {
+    if s.compensation().status() != &CommandStatus::Idle {
+        return command_state(s.compensation());
+    }
+    let nothing_to_undo = matches!(s.action().status(), CommandStatus::Idle | CommandStatus::Failed { .. });
+    if saga_ended || nothing_to_undo {
+        "not_needed"
+    } else {
+        "standby"
+    }
 }
 
 fn command_state(p: &CommandProgress) -> &'static str {

@@ -76,7 +76,7 @@ impl Api {
         }
         println!("trace   {}", o["traceId"].as_str().unwrap_or("-"));
         println!(
-            "\n{:<14} {:<14} {:>8}  {:<14} {:>8}",
+            "\n{:<14} {:<20} {:>8}  {:<20} {:>8}  LAST ERROR",
             "STEP", "STATE", "ATTEMPTS", "COMPENSATION", "ATTEMPTS"
         );
         for s in o["steps"].as_array().into_iter().flatten() {
@@ -84,13 +84,16 @@ impl Api {
                 Some(c) => (c["state"].as_str().unwrap_or("-").to_owned(), c["attempts"].to_string()),
                 None => ("(none)".to_owned(), "-".to_owned()),
             };
+            // The compensation's error when it has one: it is the later of the two.
+            let error = s["compensation"]["lastError"].as_str().or(s["lastError"].as_str()).unwrap_or("-");
             println!(
-                "{:<14} {:<14} {:>8}  {:<14} {:>8}",
+                "{:<14} {:<20} {:>8}  {:<20} {:>8}  {}",
                 s["name"].as_str().unwrap_or("?"),
                 s["state"].as_str().unwrap_or("?"),
                 s["attempts"],
                 cs,
-                ca
+                ca,
+                error.chars().take(80).collect::<String>()
             );
         }
         println!("\n{:<26} {:<44} NOTE", "TIME", "INPUT");

@@ -32,6 +32,14 @@ async fn sagactl_speaks_json_encodes_ids_and_ends_quietly_on_a_closed_pipe() {
     assert_eq!(ids, ["cli:one.1"], "{page}");
     let order: Value = serde_json::from_slice(&run(&["status", "cli:one.1", "-o", "json"])).unwrap();
     assert_eq!(order["state"], "completed", "{order}");
+    // A finished saga's compensations will never run: not "pending".
+    for step in order["steps"].as_array().unwrap() {
+        if let Some(state) = step["compensation"]["state"].as_str() {
+            assert_eq!(state, "not_needed", "{step}");
+        }
+    }
+    let table = String::from_utf8(run(&["status", "cli:one.1"])).unwrap();
+    assert!(table.contains("LAST ERROR") && !table.contains("pending"), "{table}");
     // An id is one path segment: `#` would otherwise cut the URL to /orders/cli.
     let out = sagactl(&api, &["status", "cli#one"]);
     assert!(!out.status.success());
