@@ -90,6 +90,17 @@ impl Topology {
         self.name("orchestrator.replies")
     }
 
+    /// Every exchange of the namespace.
+    pub fn all_exchanges(&self) -> [String; 5] {
+        [
+            self.intake_exchange(),
+            self.commands_exchange(),
+            self.replies_exchange(),
+            self.events_exchange(),
+            self.dead_letter_exchange(),
+        ]
+    }
+
     pub fn events_exchange(&self) -> String {
         self.name("events")
     }

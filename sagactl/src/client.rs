@@ -146,6 +146,32 @@ impl Api {
         Ok(())
     }
 
+    /// Retries every order that is stuck now, page by page. A saga that is no longer stuck
+    /// when its turn comes (it healed, or someone else retried it) is counted and skipped.
+    pub async fn retry_all_stuck(&self) -> anyhow::Result<()> {
+        let (mut retried, mut skipped, mut after) = (Vec::new(), 0, None::<String>);
+        loop {
+            let mut query = vec![("state", "stuck".to_owned()), ("limit", "1000".to_owned())];
+            query.extend(after.clone().map(|a| ("after", a)));
+            let page = self.call(self.http.get(format!("{}/orders", self.base)).query(&query)).await?;
+            for id in page["orders"].as_array().into_iter().flatten().filter_map(|o| o["orderId"].as_str()) {
+                match self.call(self.http.post(self.order_url(id, Some("retry"))?)).await {
+                    Ok(_) => retried.push(id.to_owned()),
+                    Err(_) => skipped += 1,
+                }
+            }
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let summary = serde_json::json!({ "retried": retried, "skipped": skipped });
+        if !self.printed_as_json(&summary) {
+            println!("retried {} stuck orders ({skipped} no longer stuck)", retried.len());
+        }
+        Ok(())
+    }
+
     pub async fn action(&self, order_id: &str, action: &str) -> anyhow::Result<()> {
         let o = self.call(self.http.post(self.order_url(order_id, Some(action))?)).await?;
         if self.printed_as_json(&o) {

@@ -7,6 +7,8 @@
 //! - `check`: every invariant of a running system, read through its HTTP endpoints.
 //! - `bench`: throughput, latency and cost against the broker's ceiling and the REST chain.
 //! - `status`, `list`, `cancel`, `retry`: the orchestrator's HTTP API, readable.
+//! - `purge`: deletes a namespace's queues and exchanges.
+//! - `completions`: a shell completion script.
 //!
 //! Exit codes: 0 done (or every invariant held), 1 failed (or a violation), 2 a usage error,
 //! 3 `chaos` or `check` could not judge the system (a program did not come back, or its books
@@ -16,6 +18,7 @@ mod bench;
 mod chaos;
 mod client;
 mod demo;
+mod purge;
 mod supervisor;
 mod system;
 mod verdict;
@@ -61,8 +64,16 @@ enum Command {
     List(client::ListArgs),
     /// Cancel an order: compensation starts unless it is past the point of no return.
     Cancel { order_id: String },
-    /// Retry a stuck order.
-    Retry { order_id: String },
+    /// Retry a stuck order, or every stuck order.
+    Retry {
+        #[arg(required_unless_present = "all_stuck")]
+        order_id: Option<String>,
+        /// Retry every order that is stuck now.
+        #[arg(long, conflicts_with = "order_id")]
+        all_stuck: bool,
+    },
+    /// Delete a namespace's queues and exchanges (lists them unless given --yes).
+    Purge(purge::PurgeArgs),
     /// Print a completion script for a shell (for example `sagactl completions bash >
     /// /etc/bash_completion.d/sagactl`).
     Completions { shell: clap_complete::Shell },
@@ -122,7 +133,9 @@ async fn main() -> ExitCode {
         Command::Status { order_id } => api.status(&order_id).await,
         Command::List(args) => api.list(&args).await,
         Command::Cancel { order_id } => api.action(&order_id, "cancel").await,
-        Command::Retry { order_id } => api.action(&order_id, "retry").await,
+        Command::Retry { order_id: Some(order_id), .. } => api.action(&order_id, "retry").await,
+        Command::Retry { order_id: None, .. } => api.retry_all_stuck().await,
+        Command::Purge(args) => purge::run(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "sagactl", &mut std::io::stdout());

@@ -61,3 +61,43 @@ async fn sagactl_speaks_json_encodes_ids_and_ends_quietly_on_a_closed_pipe() {
     let script = String::from_utf8(run(&["completions", "bash"])).unwrap();
     assert!(script.contains("_sagactl") && script.contains("--output"), "{script}");
 }
+
+/// `purge` lists a namespace's queues and exchanges, and deletes them only with `--yes`;
+/// `retry --all-stuck` goes through every stuck order (none here) and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagactl_purges_a_namespace_only_when_told_to() {
+    let url = sagaflow_tests::amqp_url();
+    let namespace = sagaflow_tests::unique_namespace("purge");
+    let bus = sagaflow_tests::bus::TestBus::connect(&url, &namespace).await;
+    let queue = bus.topology.replies_queue();
+    let exists = || async {
+        let connection =
+            lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        channel
+            .queue_declare(queue.as_str().into(), options, lapin::types::FieldTable::default())
+            .await
+            .is_ok()
+    };
+    let purge = |yes: bool| {
+        let mut args = vec!["purge", "--namespace", &namespace, "--amqp-url", &url];
+        if yes {
+            args.push("--yes");
+        }
+        let out = sagactl("http://127.0.0.1:1", &args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = purge(false);
+    assert!(listed.contains(&queue) && listed.contains("--yes"), "{listed}");
+    assert!(exists().await, "nothing is deleted without --yes");
+    purge(true);
+    assert!(!exists().await, "deleted with --yes");
+
+    let s = System::start("retry-all").await;
+    let out = sagactl(&s.orchestrator.http, &["-o", "json", "retry", "--all-stuck"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary, json!({ "retried": [], "skipped": 0 }));
+}

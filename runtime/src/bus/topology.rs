@@ -88,13 +88,7 @@ pub async fn delete(channel: &Channel, topology: &Topology) -> Result<(), lapin:
     for queue in topology.all_queues() {
         channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
     }
-    for exchange in [
-        topology.intake_exchange(),
-        topology.commands_exchange(),
-        topology.replies_exchange(),
-        topology.events_exchange(),
-        topology.dead_letter_exchange(),
-    ] {
+    for exchange in topology.all_exchanges() {
         channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
     }
     Ok(())

@@ -1,0 +1,51 @@
+//! `sagactl purge`: deletes a namespace's queues and exchanges, with whatever they hold.
+//!
+//! For a namespace that is done with (a demo, a test, a system taken down for good): every
+//! quorum queue left behind costs the broker a Raft group. It asks for `--yes`, since what the
+//! queues hold (orders not yet consumed, dead letters) goes with them; without it, it lists
+//! what it would delete.
+
+use anyhow::Context;
+use sagaflow_events::Topology;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PurgeArgs {
+    /// The namespace to delete.
+    #[arg(long, env = "SAGA_NAMESPACE")]
+    namespace: String,
+    /// The broker.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    amqp_url: String,
+    /// Delete, rather than list what would be deleted.
+    #[arg(long)]
+    yes: bool,
+}
+
+pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
+    let topology = Topology::new(args.namespace.clone());
+    if !args.yes {
+        println!("would delete the queues and exchanges of namespace {:?}:", args.namespace);
+        for queue in topology.all_queues() {
+            println!("  queue     {queue}");
+        }
+        for exchange in topology.all_exchanges() {
+            println!("  exchange  {exchange}");
+        }
+        println!("run again with --yes to delete them and what they hold");
+        return Ok(());
+    }
+    let connection = lapin::Connection::connect(&args.amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .context("cannot reach the broker")?;
+    let channel = connection.create_channel().await?;
+    sagaflow_runtime::bus::topology::delete(&channel, &topology)
+        .await
+        .with_context(|| format!("deleting namespace {:?}", args.namespace))?;
+    println!("deleted the queues and exchanges of namespace {:?}", args.namespace);
+    Ok(())
+}
