@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,46 @@ pub struct UpArgs {
     /// The namespace of every exchange and queue.
     #[arg(long, env = "SAGA_NAMESPACE", default_value = "sagaflow")]
     pub namespace: String,
+    /// The orchestrator's HTTP port; payment, inventory and notification take the next three.
+    #[arg(long, default_value_t = 8080)]
+    pub base_port: u16,
+    /// The orchestrator's port, in place of the base port.
+    #[arg(long)]
+    pub orchestrator_port: Option<u16>,
+    #[arg(long)]
+    pub payment_port: Option<u16>,
+    #[arg(long)]
+    pub inventory_port: Option<u16>,
+    #[arg(long)]
+    pub notification_port: Option<u16>,
+}
+
+impl UpArgs {
+    /// The four programs' ports, in [`PROGRAMS`] order, or why they cannot be used.
+    fn ports(&self) -> anyhow::Result<[u16; 4]> {
+        let given = [self.orchestrator_port, self.payment_port, self.inventory_port, self.notification_port];
+        let mut ports = [0u16; 4];
+        for (i, port) in given.into_iter().enumerate() {
+            ports[i] = match port {
+                Some(p) => p,
+                None => self.base_port.checked_add(i as u16).context("--base-port is too high")?,
+            };
+        }
+        for (i, port) in ports.iter().enumerate() {
+            if ports[..i].contains(port) {
+                anyhow::bail!("port {port} is given to two programs");
+            }
+            // Refuse before anything starts: a second system on the same ports would have its
+            // programs exit one by one, and the supervisor restart them for ever.
+            if std::net::TcpListener::bind(("127.0.0.1", *port)).is_err() {
+                anyhow::bail!(
+                    "port {port} ({}) is in use: is another system running? Choose others with --base-port",
+                    PROGRAMS[i]
+                );
+            }
+        }
+        Ok(ports)
+    }
 }
 
 /// One program to run.
@@ -253,6 +294,7 @@ async fn copy_lines(name: &'static str, pipe: Box<dyn tokio::io::AsyncRead + Unp
 
 /// `sagactl up`.
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let ports = args.ports()?;
     std::fs::create_dir_all(&args.data_dir)?;
     let broker_dir = std::path::absolute(args.data_dir.join("broker"))?;
     let broker = tokio::task::spawn_blocking(move || sagaflow_devkit::broker::find_or_start(&broker_dir))
@@ -263,7 +305,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         if broker.private.is_some() { "a private node started for this run" } else { "found" }
     );
     let data_dir = std::path::absolute(&args.data_dir)?;
-    let programs = plan(&args.namespace, &broker.url, &data_dir, [8080, 8081, 8082, 8083], &[]);
+    let programs = plan(&args.namespace, &broker.url, &data_dir, ports, &[]);
     let supervisor = Supervisor::start(&programs, Logs::Terminal);
     let stop = sagaflow_runtime::shutdown::on_signal();
     tokio::select! {

@@ -101,3 +101,21 @@ async fn sagactl_purges_a_namespace_only_when_told_to() {
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary, json!({ "retried": [], "skipped": 0 }));
 }
+
+/// `sagactl up` refuses ports that are taken, before it starts anything.
+#[test]
+fn sagactl_up_refuses_ports_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(binary("sagactl"))
+        .args(["up", "--base-port", "1", "--orchestrator-port", &port, "--namespace", "unused"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("port {port} (orchestrator) is in use")), "{err}");
+}
