@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -21,6 +22,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{new_saga, Control, Controlled, Job, Placed};
+use crate::feed::MAX_CHANGES;
 use crate::metrics::Metrics;
 use crate::store::{ListFilter, Store, StoreError};
 use crate::view;
@@ -36,6 +38,8 @@ pub struct ApiState {
     pub health: Health,
     pub metrics: Arc<Metrics>,
     pub pipeline: Arc<PipelineMetrics>,
+    /// Ends the event streams when the orchestrator stops.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// Everything that can go wrong in a request, and its status code: the one place where errors
@@ -48,6 +52,8 @@ pub enum ApiError {
     Invalid(String),
     #[error("no order {0}")]
     NotFound(String),
+    #[error("{0}")]
+    Gone(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the orchestrator is shutting down")]
@@ -65,6 +71,7 @@ impl IntoResponse for ApiError {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Body(e) => e.status,
@@ -81,6 +88,7 @@ pub fn router(state: ApiState) -> Router {
     let common = sagaflow_runtime::http::common_routes(state.health.clone(), state.store.outbox().clone());
     Router::new()
         .route("/orders", post(place_order).get(list_orders))
+        .route("/orders/stream", get(stream_orders))
         .route("/orders/{order_id}", get(show_order))
         .route("/orders/{order_id}/cancel", post(cancel_order))
         .route("/orders/{order_id}/retry", post(retry_order))
@@ -168,21 +176,142 @@ fn parse_time(name: &str, raw: &str) -> Result<u64, ApiError> {
         })
 }
 
+/// `GET /orders/stream`'s query: filters, and where to resume (as `Last-Event-ID` does).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StreamQuery {
+    order_id: Option<String>,
+    state: Option<String>,
+    after: Option<String>,
+}
+
+/// What one stream holds between events.
+struct Follower {
+    /// The last change looked at (sent, or filtered out).
+    position: u64,
+    durable: tokio::sync::watch::Receiver<u64>,
+    ready: std::collections::VecDeque<Event>,
+    /// The stream ends after what is ready.
+    ending: bool,
+    /// Told that it lags.
+    warned: bool,
+}
+
+/// `GET /orders/stream`: Server-Sent Events, one `change` per saga state or step change, with
+/// the feed sequence as its id. `Last-Event-ID` (or `?after=`) resumes after that change, as
+/// far back as the feed keeps ([`MAX_CHANGES`]); further back is a `410`. A client that falls
+/// behind costs the engine nothing (it reads the durable feed at its own pace); it is told
+/// once it is half the feed behind (`lagging`), and when the feed has dropped what it had not
+/// read yet it gets `lagged` and the stream ends.
+async fn stream_orders(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let state = query.state.as_deref().map(parse_state).transpose()?.map(|s| s.to_string());
+    let order = query.order_id.as_deref().map(order_id).transpose()?.map(|o| o.to_string());
+    let resume = match headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or_default())
+        .or(query.after.as_deref())
+    {
+        Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+            ApiError::Malformed(format!("Last-Event-ID must be an event id from this stream, not {raw:?}"))
+        })?),
+        None => None,
+    };
+    let feed = s.store.feed();
+    let durable = feed.subscribe();
+    let position = match resume {
+        Some(after) => {
+            let oldest = feed.oldest().map_err(StoreError::from)?;
+            if after.saturating_add(1) < oldest {
+                return Err(ApiError::Gone(format!(
+                    "the feed keeps the last {MAX_CHANGES} changes: it can resume after {} at the earliest, not after {after}",
+                    oldest - 1
+                )));
+            }
+            after
+        }
+        None => *durable.borrow(),
+    };
+    let (store, stop) = (s.store.clone(), s.stop.clone());
+    let start = Follower { position, durable, ready: Default::default(), ending: false, warned: false };
+    let events = futures_util::stream::unfold(start, move |mut f| {
+        let (store, stop, order, state) = (store.clone(), stop.clone(), order.clone(), state.clone());
+        async move {
+            loop {
+                if let Some(event) = f.ready.pop_front() {
+                    return Some((Ok::<_, std::convert::Infallible>(event), f));
+                }
+                if f.ending {
+                    return None;
+                }
+                let feed = store.feed();
+                let oldest = feed.oldest().unwrap_or(0);
+                if f.position.saturating_add(1) < oldest {
+                    let lost = json!({ "resumeAfter": oldest - 1, "keeps": MAX_CHANGES });
+                    f.ready.push_back(Event::default().event("lagged").data(lost.to_string()));
+                    f.ending = true;
+                    continue;
+                }
+                let behind = f.durable.borrow().saturating_sub(f.position);
+                if !f.warned && behind > MAX_CHANGES / 2 {
+                    f.warned = true;
+                    f.ready.push_back(
+                        Event::default().event("lagging").data(json!({ "behind": behind }).to_string()),
+                    );
+                }
+                match feed.after(f.position, 256) {
+                    Ok(changes) if !changes.is_empty() => {
+                        for (seq, change) in changes {
+                            f.position = seq;
+                            let wanted = order.as_ref().is_none_or(|o| *o == change.order_id)
+                                && state.as_ref().is_none_or(|s| *s == change.state);
+                            if wanted {
+                                let data = serde_json::to_string(&change).expect("serialises");
+                                f.ready.push_back(
+                                    Event::default().id(seq.to_string()).event("change").data(data),
+                                );
+                            }
+                        }
+                    }
+                    Ok(_) => tokio::select! {
+                        changed = f.durable.changed() => if changed.is_err() { return None },
+                        () = stop.cancelled() => return None,
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the change feed");
+                        f.ready.push_back(
+                            Event::default()
+                                .event("error")
+                                .data(json!({ "error": e.to_string() }).to_string()),
+                        );
+                        f.ending = true;
+                    }
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// A state name of the API (not `not_started`).
+fn parse_state(raw: &str) -> Result<Status, ApiError> {
+    raw.parse::<Status>().ok().filter(|s| *s != Status::NotStarted).ok_or_else(|| {
+        ApiError::Malformed(format!(
+            "unknown state {raw:?}: use running, compensating, completed, compensated or stuck"
+        ))
+    })
+}
+
 async fn list_orders(
     State(s): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let state = match &query.state {
-        Some(raw) => {
-            Some(raw.parse::<Status>().ok().filter(|s| *s != Status::NotStarted).ok_or_else(|| {
-                ApiError::Malformed(format!(
-                    "unknown state {raw:?}: use running, compensating, completed, compensated or stuck"
-                ))
-            })?)
-        }
-        None => None,
-    };
+    let state = query.state.as_deref().map(parse_state).transpose()?;
     let limit = match &query.limit {
         Some(raw) => raw.parse::<usize>().ok().filter(|l| (1..=1000).contains(l)).ok_or_else(|| {
             ApiError::Malformed(format!("limit must be a number from 1 to 1000, not {raw:?}"))

@@ -109,6 +109,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         health: health.clone(),
         metrics: metrics.clone(),
         pipeline: pipeline_metrics.clone(),
+        stop: stop.clone(),
     };
     let router = sagaflow_runtime::http::harden(api::router(api_state), &config.http);
     let engine = Engine {

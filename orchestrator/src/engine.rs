@@ -185,6 +185,7 @@ impl Apply for Engine {
     }
 
     fn after_commit(&mut self) {
+        self.store.feed().mark_durable();
         self.timer_wake.notify_one();
     }
 }

@@ -6,6 +6,7 @@
 //! - [`order_saga`]: the order saga's definition and the wire form of its commands.
 //! - [`record`]: what is stored per saga.
 //! - [`store`]: sled trees and the one-transaction-per-input rule.
+//! - [`feed`]: the durable change feed behind `GET /orders/stream`.
 //! - [`outgoing`]: effects turned into outbox messages (commands, public events).
 //! - [`engine`]: the single writer: batches inputs, group-commits, then acknowledges.
 //! - [`timers`]: fires armed timers through the engine.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod feed;
 pub mod metrics;
 pub mod order_saga;
 pub mod outgoing;

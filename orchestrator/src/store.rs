@@ -12,6 +12,7 @@
 //! - `by_created`: creation sequence -> order id, for listing newest first.
 //! - `meta`: saga counts per state, and every saga definition in use by its fingerprint.
 //! - `outbox`: messages to publish (see `sagaflow_runtime::outbox`).
+//! - `changes`: the change feed, one entry per state or step change ([`crate::feed`]).
 //!
 //! **Everything one input changes is one unit ([`Store::transaction`], [`Tx`])**: the new
 //! state, its history entry, the commands and events it emits and the timer it arms are kept
@@ -28,6 +29,7 @@ use sagaflow_runtime::outbox::Outbox;
 use sagaflow_runtime::writes::Writes;
 use sagaflow_saga::{HistoryEntry, SagaDefinition, Status, Timer, Timestamp};
 
+use crate::feed::{Change, Feed, FeedError};
 use crate::record::{SagaRecord, MAX_RECORD_BYTES};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,13 +44,15 @@ pub enum StoreError {
     RecordTooLarge { order_id: String, bytes: usize },
     #[error(transparent)]
     Durability(#[from] sagaflow_runtime::db::DbError),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
 }
 
 impl StoreError {
     /// True when the store itself failed, and the process must stop; the other errors concern
     /// one saga and are answered or dead-lettered.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Self::Sled(_) | Self::Durability(_))
+        matches!(self, Self::Sled(_) | Self::Durability(_) | Self::Feed(FeedError::Sled(_)))
     }
 }
 
@@ -63,6 +67,7 @@ pub struct Store {
     by_created: sled::Tree,
     meta: sled::Tree,
     outbox: Arc<Outbox>,
+    feed: Feed,
     /// The definition new sagas start with.
     current: Arc<SagaDefinition>,
     /// Every definition a stored saga may run under, by fingerprint.
@@ -116,6 +121,7 @@ impl Store {
             by_created: sled.open_tree("by_created")?,
             meta,
             outbox,
+            feed: Feed::open(sled)?,
             current,
             definitions: RwLock::new(definitions),
             largest_record: Default::default(),
@@ -125,6 +131,10 @@ impl Store {
 
     pub fn db(&self) -> &Arc<Db> {
         &self.db
+    }
+
+    pub fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     pub fn outbox(&self) -> &Arc<Outbox> {
@@ -362,6 +372,10 @@ impl Tx<'_> {
             Some(b) => (Some(b.status), b.timer),
             None => (None, None),
         };
+        let waits_on = |timer: Option<(Timer, Timestamp)>| timer.map(|(t, _)| (t.step, t.phase));
+        if old_status != Some(record.saga.status()) || waits_on(old_timer) != waits_on(record.saga.timer()) {
+            self.store.feed.append(self.writes, &self.change(record));
+        }
         let (writes, store) = (self.writes, self.store);
         // The timer index holds exactly the saga's one armed timer.
         let timer = record.saga.timer();
@@ -389,6 +403,21 @@ impl Tx<'_> {
         store.largest_record.fetch_max(bytes.len(), std::sync::atomic::Ordering::Relaxed);
         writes.insert(&store.sagas, id, bytes);
         Ok(())
+    }
+
+    /// What the change feed says about `record` now.
+    fn change(&self, record: &SagaRecord) -> Change {
+        let waiting = record.saga.timer().map(|(t, _)| t);
+        let definition = self.store.definition_of(record).ok();
+        Change {
+            order_id: record.order_id.to_string(),
+            saga_id: record.saga_id.to_string(),
+            state: record.saga.status().to_string(),
+            reason: record.saga.reason().map(str::to_owned),
+            step: waiting.and_then(|t| Some(definition?.step(t.step)?.name.clone())),
+            phase: waiting.map(|t| t.phase.to_string()),
+            at: record.updated_at,
+        }
     }
 
     /// Appends an entry to the saga's history and counts it in the record (which the caller

@@ -146,6 +146,65 @@ impl Api {
         Ok(())
     }
 
+    /// Prints each change from `GET /orders/stream` as it comes: a line each, or the change's
+    /// JSON with `-o json`. Server-Sent Events are read as the spec frames them: events end
+    /// with a blank line, and only `data:` lines carry the change.
+    pub async fn watch(
+        &self,
+        order_id: Option<&str>,
+        state: Option<&str>,
+        after: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let query: Vec<(&str, &str)> = [("orderId", order_id), ("state", state), ("after", after)]
+            .into_iter()
+            .filter_map(|(n, v)| Some((n, v?)))
+            .collect();
+        let request = self.http.get(format!("{}/orders/stream", self.base)).query(&query);
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let mut response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            bail!("{status}: {}", body["error"].as_str().unwrap_or("no details"));
+        }
+        let mut buffer = String::new();
+        while let Some(chunk) = response.chunk().await? {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                let kind =
+                    event.lines().find_map(|l| l.strip_prefix("event:")).map(str::trim).unwrap_or("message");
+                let data: String =
+                    event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
+                if data.is_empty() {
+                    continue;
+                }
+                let change: Value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                if self.output == Output::Json {
+                    println!("{}", serde_json::json!({ "event": kind, "data": change }));
+                } else if kind == "change" {
+                    println!(
+                        "{:<26} {:<38} {:<13} {:<14} {}",
+                        sagaflow_runtime::rfc3339(change["at"].as_u64().unwrap_or(0)),
+                        change["orderId"].as_str().unwrap_or("?"),
+                        change["state"].as_str().unwrap_or("?"),
+                        change["step"]
+                            .as_str()
+                            .map(|s| format!("{s}/{}", change["phase"].as_str().unwrap_or("")))
+                            .unwrap_or_default(),
+                        change["reason"].as_str().unwrap_or("")
+                    );
+                } else {
+                    println!("({kind}: {change})");
+                }
+            }
+        }
+        bail!("the orchestrator closed the stream")
+    }
+
     /// Retries every order that is stuck now, page by page. A saga that is no longer stuck
     /// when its turn comes (it healed, or someone else retried it) is counted and skipped.
     pub async fn retry_all_stuck(&self) -> anyhow::Result<()> {

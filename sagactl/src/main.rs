@@ -62,6 +62,16 @@ enum Command {
     Status { order_id: String },
     /// Orders, newest first.
     List(client::ListArgs),
+    /// Follow saga changes as they happen (all orders, or one), until Ctrl-C.
+    Watch {
+        order_id: Option<String>,
+        /// Only changes into this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Start after this change id (0: everything the feed still keeps), not from now.
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// Cancel an order: compensation starts unless it is past the point of no return.
     Cancel { order_id: String },
     /// Retry a stuck order, or every stuck order.
@@ -132,6 +142,9 @@ async fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args).await,
         Command::Status { order_id } => api.status(&order_id).await,
         Command::List(args) => api.list(&args).await,
+        Command::Watch { order_id, state, after } => {
+            api.watch(order_id.as_deref(), state.as_deref(), after.as_deref()).await
+        }
         Command::Cancel { order_id } => api.action(&order_id, "cancel").await,
         Command::Retry { order_id: Some(order_id), .. } => api.action(&order_id, "retry").await,
         Command::Retry { order_id: None, .. } => api.retry_all_stuck().await,

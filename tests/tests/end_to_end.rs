@@ -157,3 +157,45 @@ async fn a_few_hundred_mixed_orders_conserve_money_and_stock() {
         outcomes.get("completed:-").copied().unwrap_or(0)
     );
 }
+
+/// Reads Server-Sent Events from `response` until `done` says the text so far is enough.
+async fn read_events(mut response: reqwest::Response, done: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done(&text) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk()).await;
+        match chunk {
+            Ok(Ok(Some(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("the stream ended or stalled ({other:?}) after:\n{text}"),
+        }
+    }
+    text
+}
+
+/// `GET /orders/stream` pushes every state and step change as it becomes durable, filtered to
+/// one order on request, and `Last-Event-ID` replays what a client missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_pushes_changes_and_resumes_after_a_disconnect() {
+    let s = System::start("stream").await;
+    let url = format!("{}/orders/stream?orderId=streamed-1", s.orchestrator.http);
+    let live = s.http.get(&url).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(s.place(&order_json("streamed-1", &[("abc", 1)])).await, 202);
+    assert_eq!(s.place(&order_json("other-1", &[("abc", 1)])).await, 202);
+    let text = read_events(live, |t| t.contains("\"state\":\"completed\"")).await;
+    assert!(!text.contains("other-1"), "filtered to one order:\n{text}");
+    for step in ["\"step\":\"payment\"", "\"step\":\"inventory\"", "\"step\":\"notification\""] {
+        assert!(text.contains(step), "{step} missing:\n{text}");
+    }
+    // Resume after the first event: everything after it comes again, from the durable feed.
+    let first_id = text.lines().find_map(|l| l.strip_prefix("id:")).unwrap().trim().to_owned();
+    let resumed = s.http.get(&url).header("last-event-id", &first_id).send().await.unwrap();
+    let replay = read_events(resumed, |t| t.contains("\"state\":\"completed\"")).await;
+    assert!(!replay.contains(&format!("id:{first_id}\n")) && !replay.contains(&format!("id: {first_id}\n")));
+    assert!(replay.contains("\"step\":\"inventory\""), "{replay}");
+    // What it does not understand is a 400, not an endless stream.
+    for bad in ["?bogus=1", "?state=nonsense", "?after=x"] {
+        let r = s.http.get(format!("{}/orders/stream{bad}", s.orchestrator.http)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+}

@@ -119,3 +119,43 @@ fn sagactl_up_refuses_ports_in_use() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("port {port} (orchestrator) is in use")), "{err}");
 }
+
+/// `sagactl watch ID` follows the stream: each change of that order, as it happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagactl_watch_follows_one_order() {
+    use std::io::BufRead;
+
+    let s = System::start("watch").await;
+    let mut child = Command::new(binary("sagactl"))
+        .args(["--api", &s.orchestrator.http, "-o", "json", "watch", "watched-1", "--after", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.contains("\"completed\"");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    // From the start of the feed, so it does not matter whether it connects before the order.
+    let body =
+        json!({ "orderId": "watched-1", "userId": "erin", "items": [{ "productId": "abc", "quantity": 1 }] });
+    assert_eq!(s.place(&body.to_string()).await, 202);
+    let seen = tokio::task::spawn_blocking(move || lines.join().unwrap()).await.unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    let changes: Vec<Value> = seen.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        changes.iter().all(|c| c["event"] == "change" && c["data"]["orderId"] == "watched-1"),
+        "{seen:?}"
+    );
+    assert_eq!(changes.last().unwrap()["data"]["state"], "completed", "{seen:?}");
+    assert!(changes.len() >= 4, "running through three steps, then completed: {seen:?}");
+}

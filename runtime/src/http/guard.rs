@@ -88,6 +88,15 @@ impl<S> Guarded<S> {
         Self { inner, limits, state: State::Head, buf: Vec::new(), timer, head_begun: false }
     }
 
+    /// A response is being written: the connection is not idle. (A long answer, such as the
+    /// event stream, keeps its connection as long as it keeps writing.)
+    fn busy(&mut self) {
+        if matches!(self.state, State::Head) && !self.head_begun {
+            let idle = Instant::now() + self.limits.idle_timeout;
+            self.timer.as_mut().reset(idle);
+        }
+    }
+
     /// A connection refused before it is served (too many connections): it gets `answer` and
     /// is closed.
     pub fn refusing(inner: S, status: u16, message: &str) -> Self {
@@ -295,7 +304,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
             // The connection is being refused; hyper has nothing to say on it.
             return Poll::Ready(Ok(data.len()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let written = ready!(Pin::new(&mut self.inner).poll_write(cx, data));
+        self.busy();
+        Poll::Ready(written)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -314,7 +325,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         if matches!(self.state, State::Refuse { .. } | State::Drain { .. } | State::Closed) {
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs));
+        self.busy();
+        Poll::Ready(written)
     }
 
     fn is_write_vectored(&self) -> bool {

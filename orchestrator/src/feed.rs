@@ -1,0 +1,165 @@
+//! The change feed: one entry per saga state or step change, kept in the store's `changes` tree
+//! (feed sequence, 8 bytes big-endian -> [`Change`] JSON), written in the same transaction as the
+//! change itself. `GET /orders/stream` serves it.
+//!
+//! Why a durable feed rather than a broadcast channel: a client that reconnects with
+//! `Last-Event-ID` gets exactly what it missed, across an orchestrator restart too; and a slow
+//! client costs the engine nothing: it reads the tree at its own pace, and only falls off the
+//! end when it lags by more than the feed keeps.
+//!
+//! The feed keeps the last [`MAX_CHANGES`] changes: each append removes the entry that many
+//! places before it, so the tree never grows past that, and a write costs the same whatever the
+//! feed's age. Only what is durable is served ([`Feed::mark_durable`] after each commit).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sagaflow_runtime::writes::Writes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// How many changes the feed keeps, and so how far back a client can resume.
+pub const MAX_CHANGES: u64 = 100_000;
+
+/// One saga state or step change, as the stream sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub order_id: String,
+    pub saga_id: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The step the saga waits on now, if it waits on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// `action` or `compensation`, with `step`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// When, in epoch milliseconds.
+    pub at: u64,
+}
+
+pub struct Feed {
+    tree: sled::Tree,
+    /// The sequence the next change gets. Only the engine's writer appends, so an atomic is
+    /// enough; a batch that is dropped leaves a gap, which readers step over.
+    next: AtomicU64,
+    /// The last sequence that is durable.
+    durable: watch::Sender<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("the change feed holds an unreadable entry #{seq}: {error}")]
+    Corrupt { seq: u64, error: serde_json::Error },
+}
+
+impl Feed {
+    pub fn open(sled: &sled::Db) -> Result<Self, FeedError> {
+        let tree = sled.open_tree("changes")?;
+        let last = tree.last()?.map_or(0, |(key, _)| seq_of(&key));
+        Ok(Self { tree, next: AtomicU64::new(last + 1), durable: watch::Sender::new(last) })
+    }
+
+    /// Appends `change` to the batch's writes, and drops the entry [`MAX_CHANGES`] before it.
+    pub fn append(&self, writes: &Writes<'_>, change: &Change) {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        writes.insert(
+            &self.tree,
+            seq.to_be_bytes().to_vec(),
+            serde_json::to_vec(change).expect("serialises"),
+        );
+        if let Some(old) = seq.checked_sub(MAX_CHANGES) {
+            writes.remove(&self.tree, old.to_be_bytes().to_vec());
+        }
+    }
+
+    /// Everything appended so far is durable: readers may see it.
+    pub fn mark_durable(&self) {
+        let upto = self.next.load(Ordering::Relaxed) - 1;
+        self.durable.send_if_modified(|durable| std::mem::replace(durable, upto) != upto);
+    }
+
+    /// The last durable sequence, and a way to wait for the next.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    /// The oldest sequence the feed still holds (the next one when it is empty).
+    pub fn oldest(&self) -> Result<u64, FeedError> {
+        Ok(self.tree.first()?.map_or_else(|| *self.durable.borrow() + 1, |(key, _)| seq_of(&key)))
+    }
+
+    /// Up to `limit` durable changes after `after`, oldest first.
+    pub fn after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Change)>, FeedError> {
+        let durable = *self.durable.borrow();
+        let from = after.saturating_add(1);
+        if from > durable {
+            return Ok(Vec::new());
+        }
+        self.tree
+            .range(from.to_be_bytes()..=durable.to_be_bytes())
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let seq = seq_of(&key);
+                let change =
+                    serde_json::from_slice(&value).map_err(|error| FeedError::Corrupt { seq, error })?;
+                Ok((seq, change))
+            })
+            .collect()
+    }
+}
+
+fn seq_of(key: &[u8]) -> u64 {
+    key.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(n: u64) -> Change {
+        Change {
+            order_id: format!("o{n}"),
+            saga_id: "s".into(),
+            state: "running".into(),
+            reason: None,
+            step: None,
+            phase: None,
+            at: n,
+        }
+    }
+
+    #[test]
+    fn only_what_is_durable_is_read_and_the_feed_keeps_a_bounded_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let feed = Feed::open(&db).unwrap();
+        let writes = Writes::new();
+        for n in 0..3 {
+            feed.append(&writes, &change(n));
+        }
+        writes.commit().unwrap();
+        assert!(feed.after(0, 10).unwrap().is_empty(), "nothing before it is durable");
+        feed.mark_durable();
+        let read: Vec<u64> = feed.after(0, 10).unwrap().into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(read, [1, 2, 3]);
+        assert_eq!(feed.after(1, 1).unwrap()[0].1, change(1));
+        // Reopened, it goes on from where it was.
+        drop(feed);
+        let feed = Feed::open(&db).unwrap();
+        assert_eq!((feed.oldest().unwrap(), *feed.subscribe().borrow()), (1, 3));
+        // The tail is bounded: appending MAX_CHANGES more removes the first ones.
+        let writes = Writes::new();
+        for n in 0..MAX_CHANGES {
+            feed.append(&writes, &change(n));
+        }
+        writes.commit().unwrap();
+        feed.mark_durable();
+        assert_eq!(feed.oldest().unwrap(), 4);
+        assert_eq!(db.open_tree("changes").unwrap().len() as u64, MAX_CHANGES);
+    }
+}
