@@ -22,7 +22,6 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{new_saga, Control, Controlled, Job, Placed};
-use crate::feed::MAX_CHANGES;
 use crate::metrics::Metrics;
 use crate::store::{ListFilter, Store, StoreError};
 use crate::view;
@@ -199,7 +198,7 @@ struct Follower {
 
 /// `GET /orders/stream`: Server-Sent Events, one `change` per saga state or step change, with
 /// the feed sequence as its id. `Last-Event-ID` (or `?after=`) resumes after that change, as
-/// far back as the feed keeps ([`MAX_CHANGES`]); further back is a `410`. A client that falls
+/// far back as the feed keeps (`CHANGE_FEED_KEEP`); further back is a `410`. A client that falls
 /// behind costs the engine nothing (it reads the durable feed at its own pace); it is told
 /// once it is half the feed behind (`lagging`), and when the feed has dropped what it had not
 /// read yet it gets `lagged` and the stream ends.
@@ -228,7 +227,8 @@ async fn stream_orders(
             let oldest = feed.oldest().map_err(StoreError::from)?;
             if after.saturating_add(1) < oldest {
                 return Err(ApiError::Gone(format!(
-                    "the feed keeps the last {MAX_CHANGES} changes: it can resume after {} at the earliest, not after {after}",
+                    "the feed keeps the last {} changes: it can resume after {} at the earliest, not after {after}",
+                    feed.keeps(),
                     oldest - 1
                 )));
             }
@@ -251,13 +251,13 @@ async fn stream_orders(
                 let feed = store.feed();
                 let oldest = feed.oldest().unwrap_or(0);
                 if f.position.saturating_add(1) < oldest {
-                    let lost = json!({ "resumeAfter": oldest - 1, "keeps": MAX_CHANGES });
+                    let lost = json!({ "resumeAfter": oldest - 1, "keeps": feed.keeps() });
                     f.ready.push_back(Event::default().event("lagged").data(lost.to_string()));
                     f.ending = true;
                     continue;
                 }
                 let behind = f.durable.borrow().saturating_sub(f.position);
-                if !f.warned && behind > MAX_CHANGES / 2 {
+                if !f.warned && behind > feed.keeps() / 2 {
                     f.warned = true;
                     f.ready.push_back(
                         Event::default().event("lagging").data(json!({ "behind": behind }).to_string()),

@@ -52,7 +52,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
     let catalog = Arc::new(Catalog::load_or_builtin(config.catalog.as_deref())?);
     let definition = config.steps.definition(&config.retry())?;
     let db = Arc::new(Db::open(&config.data_dir.join("sagas.sled"))?);
-    let store = Arc::new(Store::open(db.clone(), definition)?);
+    let store = Arc::new(Store::open(db.clone(), definition)?.keeping_changes(config.change_feed_keep));
     // No counting here: sled's len() walks a whole tree, and start-up must not grow with the
     // number of sagas. /metrics reports the outbox depth and armed timers.
     tracing::info!(

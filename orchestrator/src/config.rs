@@ -46,6 +46,10 @@ pub struct Config {
     /// ever. Stuck sagas are never removed. Placing a removed order id again starts a new saga.
     #[arg(long, env = "RETAIN_FINISHED_SECS", default_value_t = 7 * 24 * 3600)]
     pub retain_finished_secs: u64,
+    /// How many saga changes `GET /orders/stream` keeps to replay, and so how far back a
+    /// client can resume with `Last-Event-ID`.
+    #[arg(long, env = "CHANGE_FEED_KEEP", default_value_t = crate::feed::MAX_CHANGES)]
+    pub change_feed_keep: u64,
     #[command(flatten)]
     pub tuning: TuningArgs,
 }

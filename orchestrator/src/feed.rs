@@ -7,7 +7,7 @@
 //! client costs the engine nothing: it reads the tree at its own pace, and only falls off the
 //! end when it lags by more than the feed keeps.
 //!
-//! The feed keeps the last [`MAX_CHANGES`] changes: each append removes the entry that many
+//! The feed keeps the last `keep` changes ([`MAX_CHANGES`] by default): each append removes the entry that many
 //! places before it, so the tree never grows past that, and a write costs the same whatever the
 //! feed's age. Only what is durable is served ([`Feed::mark_durable`] after each commit).
 
@@ -17,7 +17,8 @@ use sagaflow_runtime::writes::Writes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-/// How many changes the feed keeps, and so how far back a client can resume.
+/// How many changes the feed keeps by default, and so how far back a client can resume
+/// (`CHANGE_FEED_KEEP`).
 pub const MAX_CHANGES: u64 = 100_000;
 
 /// One saga state or step change, as the stream sends it.
@@ -41,6 +42,8 @@ pub struct Change {
 
 pub struct Feed {
     tree: sled::Tree,
+    /// How many changes it keeps.
+    keep: u64,
     /// The sequence the next change gets. Only the engine's writer appends, so an atomic is
     /// enough; a batch that is dropped leaves a gap, which readers step over.
     next: AtomicU64,
@@ -60,10 +63,27 @@ impl Feed {
     pub fn open(sled: &sled::Db) -> Result<Self, FeedError> {
         let tree = sled.open_tree("changes")?;
         let last = tree.last()?.map_or(0, |(key, _)| seq_of(&key));
-        Ok(Self { tree, next: AtomicU64::new(last + 1), durable: watch::Sender::new(last) })
+        Ok(Self {
+            tree,
+            keep: MAX_CHANGES,
+            next: AtomicU64::new(last + 1),
+            durable: watch::Sender::new(last),
+        })
     }
 
-    /// Appends `change` to the batch's writes, and drops the entry [`MAX_CHANGES`] before it.
+    /// Keeps the last `keep` changes (at least one) instead of [`MAX_CHANGES`]. A feed that
+    /// held more sheds the excess as new changes come.
+    pub fn keeping(mut self, keep: u64) -> Self {
+        self.keep = keep.max(1);
+        self
+    }
+
+    /// How many changes it keeps.
+    pub fn keeps(&self) -> u64 {
+        self.keep
+    }
+
+    /// Appends `change` to the batch's writes, and drops the entry `keep` places before it.
     pub fn append(&self, writes: &Writes<'_>, change: &Change) {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         writes.insert(
@@ -71,7 +91,7 @@ impl Feed {
             seq.to_be_bytes().to_vec(),
             serde_json::to_vec(change).expect("serialises"),
         );
-        if let Some(old) = seq.checked_sub(MAX_CHANGES) {
+        if let Some(old) = seq.checked_sub(self.keep) {
             writes.remove(&self.tree, old.to_be_bytes().to_vec());
         }
     }

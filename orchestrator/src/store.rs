@@ -137,6 +137,12 @@ impl Store {
         &self.feed
     }
 
+    /// Keeps the last `keep` changes in the change feed.
+    pub fn keeping_changes(mut self, keep: u64) -> Self {
+        self.feed = self.feed.keeping(keep);
+        self
+    }
+
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
     }

@@ -199,3 +199,27 @@ async fn the_stream_pushes_changes_and_resumes_after_a_disconnect() {
         assert_eq!(r.status(), 400, "{bad}");
     }
 }
+
+/// Asking the stream to resume from further back than its feed keeps is a clear `410`, which
+/// says where it can resume; from there, it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_says_how_far_back_it_can_resume() {
+    let s = System::start_with("stream-gone", &[("orchestrator", "CHANGE_FEED_KEEP", "3")]).await;
+    for id in ["gone-1", "gone-2"] {
+        assert_eq!(s.place(&order_json(id, &[("abc", 1)])).await, 202);
+        assert_eq!(s.wait_terminal(id).await["state"], "completed");
+    }
+    let stream = format!("{}/orders/stream", s.orchestrator.http);
+    let gone = s.http.get(&stream).header("last-event-id", "1").send().await.unwrap();
+    assert_eq!(gone.status(), 410);
+    let error: Value = gone.json().await.unwrap();
+    let message = error["error"].as_str().unwrap();
+    assert!(message.contains("keeps the last 3 changes"), "{message}");
+    let earliest: String =
+        message.split("resume after ").nth(1).unwrap().chars().take_while(char::is_ascii_digit).collect();
+    let resumed = s.http.get(&stream).header("last-event-id", &earliest).send().await.unwrap();
+    assert_eq!(resumed.status(), 200);
+    let text =
+        read_events(resumed, |t| t.contains("\"orderId\":\"gone-2\"") && t.contains("completed")).await;
+    assert!(!text.contains("gone-1"), "only the last three changes are kept:\n{text}");
+}
