@@ -77,7 +77,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         sink: jobs.clone(),
         outbox: store.outbox().clone(),
         relay_window: config.tuning.relay_window,
-        events_unbound_recheck: std::time::Duration::from_millis(config.tuning.events_unbound_recheck_ms),
+        events_unbound_recheck: config.tuning.events_unbound_recheck(),
         health: health.clone(),
         metrics: metrics.bus.clone(),
         store_id: db.id().to_owned(),

@@ -39,6 +39,13 @@ pub struct TuningArgs {
     pub events_unbound_recheck_ms: u64,
 }
 
+impl TuningArgs {
+    /// [`Self::events_unbound_recheck_ms`] as a duration.
+    pub fn events_unbound_recheck(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.events_unbound_recheck_ms)
+    }
+}
+
 impl CommonArgs {
     pub fn topology(&self) -> Topology {
         Topology::new(self.namespace.clone())

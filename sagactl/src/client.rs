@@ -47,7 +47,8 @@ impl Api {
         self.output == Output::Json
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    /// Sends `request` with the token, and turns an error status into its JSON `error`.
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -57,11 +58,15 @@ impl Api {
             .await
             .with_context(|| format!("cannot reach the orchestrator at {}", self.base))?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
             bail!("{status}: {}", body["error"].as_str().unwrap_or("no details"));
         }
-        Ok(body)
+        Ok(response)
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        Ok(self.send(request).await?.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn status(&self, order_id: &str) -> anyhow::Result<()> {
@@ -159,17 +164,8 @@ impl Api {
             .into_iter()
             .filter_map(|(n, v)| Some((n, v?)))
             .collect();
-        let request = self.http.get(format!("{}/orders/stream", self.base)).query(&query);
-        let request = match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        let mut response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            bail!("{status}: {}", body["error"].as_str().unwrap_or("no details"));
-        }
+        let mut response =
+            self.send(self.http.get(format!("{}/orders/stream", self.base)).query(&query)).await?;
         let mut buffer = String::new();
         while let Some(chunk) = response.chunk().await? {
             buffer.push_str(&String::from_utf8_lossy(&chunk));

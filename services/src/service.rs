@@ -68,7 +68,7 @@ pub async fn run<D: Domain>(
         sink,
         outbox: handler.outbox.clone(),
         relay_window: args.tuning.relay_window,
-        events_unbound_recheck: std::time::Duration::from_millis(args.tuning.events_unbound_recheck_ms),
+        events_unbound_recheck: args.tuning.events_unbound_recheck(),
         health: health.clone(),
         metrics: handler.metrics.bus.clone(),
         store_id: db.id().to_owned(),
