@@ -7,15 +7,17 @@ export PROPTEST_CASES ?= 1000
 
 .PHONY: test demo bench bench-smoke build lint fmt check-core test-suite unit-tests system-tests
 
-## make test: the broker step, then lint, the purity check and every test.
+## make test: the browser and broker steps, then lint, the purity check and every test.
 test:
+	scripts/browser.sh
 	scripts/broker.sh run $(MAKE) --no-print-directory test-suite
 
 ## make demo: builds, starts everything, places a few hundred orders, prints a summary.
-## sagactl does the broker step itself and stops everything it started.
+## sagactl does the broker step itself and stops everything it started. `make demo KEEP=1`
+## leaves the system running and prints the console's address; Ctrl-C stops it.
 demo:
 	$(CARGO) build --release --workspace --bins
-	target/release/sagactl demo --orders 300 --seed 42
+	target/release/sagactl demo --orders 300 --seed 42 $(if $(KEEP),--keep)
 
 ## make bench: builds for release and measures throughput, latency and cost on this machine.
 ## Writes target/bench/results/report.txt, report.json and latency.svg, which git ignores (about

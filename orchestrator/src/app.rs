@@ -18,9 +18,9 @@ use sagaflow_runtime::process::{Process, ProcessError};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState};
 use crate::config::{Config, DEFAULT_PORT};
 use crate::engine::{Engine, Job};
+use crate::http::{self, api::ApiState};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::timers;
@@ -110,8 +110,13 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         metrics: metrics.clone(),
         pipeline: pipeline_metrics.clone(),
         stop: stop.clone(),
+        inspector: sagaflow_runtime::bus::inspect::Inspector::new(
+            config.common.amqp_url.clone(),
+            topology.clone(),
+        ),
+        topology: topology.clone(),
     };
-    let router = sagaflow_runtime::http::harden(api::router(api_state), &config.http);
+    let router = sagaflow_runtime::http::harden(http::router(api_state), &config.http);
     let engine = Engine {
         store: store.clone(),
         catalog,

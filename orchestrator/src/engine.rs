@@ -411,7 +411,10 @@ impl Engine {
         for effect in effects {
             match effect {
                 Effect::Finished { status } => {
-                    self.metrics.saga_seconds.observe(now.saturating_sub(record.created_at) as f64 / 1000.0);
+                    let took = now.saturating_sub(record.created_at);
+                    self.metrics.saga_seconds.observe(took as f64 / 1000.0);
+                    let completed = *status == sagaflow_saga::Status::Completed;
+                    self.metrics.recent.ended(now, completed, record.saga.reason(), took);
                     tracing::info!(order_id, trace_id = record.trace_id, %status, reason = record.saga.reason(), "saga finished");
                 }
                 Effect::Publish { event: SagaEvent::Stuck { .. } } => {

@@ -10,20 +10,20 @@
 //! - [`outgoing`]: effects turned into outbox messages (commands, public events).
 //! - [`engine`]: the single writer: batches inputs, group-commits, then acknowledges.
 //! - [`timers`]: fires armed timers through the engine.
-//! - [`api`] and [`view`]: the HTTP API and its JSON shapes.
-//! - [`metrics`]: what `/metrics` shows.
+//! - [`http`]: the HTTP API, its OpenAPI document, and the operator's console.
+//! - [`metrics`]: what `/metrics` shows; [`recent`]: the last ten minutes, for the console.
 //! - [`retention`]: removes finished sagas older than the retention window.
 
-pub mod api;
 pub mod app;
 pub mod config;
 pub mod engine;
 pub mod feed;
+pub mod http;
 pub mod metrics;
 pub mod order_saga;
 pub mod outgoing;
+pub mod recent;
 pub mod record;
 pub mod retention;
 pub mod store;
 pub mod timers;
-pub mod view;

@@ -22,6 +22,8 @@ pub struct Metrics {
     /// From a command sent to its accepted reply.
     pub step_seconds: Histogram,
     pub bus: Arc<BusMetrics>,
+    /// The last ten minutes of ended sagas, for the console.
+    pub recent: crate::recent::Recent,
 }
 
 impl Default for Metrics {
@@ -35,6 +37,7 @@ impl Default for Metrics {
             saga_seconds: Histogram::latency(),
             step_seconds: Histogram::latency(),
             bus: Arc::default(),
+            recent: Default::default(),
         }
     }
 }

@@ -418,10 +418,10 @@ impl Tx<'_> {
         Change {
             order_id: record.order_id.to_string(),
             saga_id: record.saga_id.to_string(),
-            state: record.saga.status().to_string(),
+            state: crate::http::view::state(record.saga.status()),
             reason: record.saga.reason().map(str::to_owned),
             step: waiting.and_then(|t| Some(definition?.step(t.step)?.name.clone())),
-            phase: waiting.map(|t| t.phase.to_string()),
+            phase: waiting.map(|t| crate::http::view::phase(t.phase)),
             at: record.updated_at,
         }
     }

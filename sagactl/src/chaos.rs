@@ -173,8 +173,13 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
     );
 
     // The load: every order is placed, retrying through outages (the order id makes it safe).
-    let demo_args =
-        DemoArgs { orders: args.orders, seed: args.seed, concurrency: 8, timeout_secs: args.quiesce_timeout };
+    let demo_args = DemoArgs {
+        orders: args.orders,
+        seed: args.seed,
+        concurrency: 8,
+        timeout_secs: args.quiesce_timeout,
+        keep: false,
+    };
     let orders = demo::orders(&demo_args, &run_id);
     let pace = Duration::from_millis(args.duration * 1000 / (args.orders.max(1) as u64));
     let http =
@@ -243,16 +248,17 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
 
     // Quiescence: every order terminal (or the deadline passes and the check reports it).
     let deadline = Instant::now() + Duration::from_secs(args.quiesce_timeout);
-    let mut finished: HashMap<String, Value> = HashMap::new();
+    let mut finished: HashMap<String, sagaflow_api::OrderDetail> = HashMap::new();
     loop {
         for (id, _, _) in &orders {
             if finished.contains_key(id) {
                 continue;
             }
             if let Ok(r) = http.get(format!("{api}/orders/{id}")).send().await {
-                let o: Value = r.json().await.unwrap_or(Value::Null);
-                if matches!(o["state"].as_str(), Some("completed" | "compensated")) {
-                    finished.insert(id.clone(), o);
+                if let Ok(o) = r.json::<sagaflow_api::OrderDetail>().await {
+                    if o.state.is_terminal() {
+                        finished.insert(id.clone(), o);
+                    }
                 }
             }
         }
@@ -308,11 +314,8 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
     let passed = verdict.passed();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for o in books.orders.iter().filter_map(|(_, o)| o.as_ref()) {
-        let key = format!(
-            "{}{}",
-            o["state"].as_str().unwrap_or("?"),
-            o["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
-        );
+        let key =
+            format!("{}{}", o.state, o.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default());
         *outcomes.entry(key).or_default() += 1;
     }
 

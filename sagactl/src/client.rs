@@ -1,6 +1,7 @@
 //! The orchestrator's HTTP API, for people: small tables instead of JSON.
 
 use anyhow::{bail, Context};
+use sagaflow_api as api;
 use serde_json::Value;
 
 pub struct Api {
@@ -40,7 +41,7 @@ impl Api {
     }
 
     /// Prints `body` as JSON and returns true when asked for JSON.
-    fn printed_as_json(&self, body: &Value) -> bool {
+    fn printed_as_json(&self, body: &impl serde::Serialize) -> bool {
         if self.output == Output::Json {
             println!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
         }
@@ -59,55 +60,69 @@ impl Api {
             .with_context(|| format!("cannot reach the orchestrator at {}", self.base))?;
         let status = response.status();
         if !status.is_success() {
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            bail!("{status}: {}", body["error"].as_str().unwrap_or("no details"));
+            let error = response.json::<api::ErrorBody>().await.map(|e| e.error);
+            bail!("{status}: {}", error.as_deref().unwrap_or("no details"));
         }
         Ok(response)
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        Ok(self.send(request).await?.json().await.unwrap_or(Value::Null))
+    /// Sends `request` and reads the answer as `T`: an answer of another shape is an error that
+    /// says so, not a table of blanks.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = self.send(request).await?;
+        let url = response.url().path().to_owned();
+        response
+            .json()
+            .await
+            .with_context(|| format!("the orchestrator's answer to {url} is not what this sagactl expects"))
     }
 
     pub async fn status(&self, order_id: &str) -> anyhow::Result<()> {
-        let o = self.call(self.http.get(self.order_url(order_id, None)?)).await?;
+        let o: api::OrderDetail = self.call(self.http.get(self.order_url(order_id, None)?)).await?;
         if self.printed_as_json(&o) {
             return Ok(());
         }
-        println!("order   {}", o["orderId"].as_str().unwrap_or(order_id));
-        println!("state   {}{}", o["state"].as_str().unwrap_or("?"), reason(&o));
-        if let Some(amount) = o["amountCents"].as_u64() {
+        println!("order   {}", o.order_id);
+        println!("state   {}{}", o.state, reason(o.reason.as_deref()));
+        if let Some(amount) = o.amount_cents {
             println!("amount  {}.{:02}", amount / 100, amount % 100);
         }
-        println!("trace   {}", o["traceId"].as_str().unwrap_or("-"));
+        println!("trace   {}", o.trace_id);
+        if !o.compensation_plan.is_empty() {
+            println!("undo    {}", o.compensation_plan.join(" → "));
+        }
         println!(
             "\n{:<14} {:<20} {:>8}  {:<20} {:>8}  LAST ERROR",
             "STEP", "STATE", "ATTEMPTS", "COMPENSATION", "ATTEMPTS"
         );
-        for s in o["steps"].as_array().into_iter().flatten() {
-            let (cs, ca) = match s["compensation"].as_object() {
-                Some(c) => (c["state"].as_str().unwrap_or("-").to_owned(), c["attempts"].to_string()),
+        for s in &o.steps {
+            let (cs, ca) = match &s.compensation {
+                Some(c) => (word(&c.state), c.attempts.to_string()),
                 None => ("(none)".to_owned(), "-".to_owned()),
             };
             // The compensation's error when it has one: it is the later of the two.
-            let error = s["compensation"]["lastError"].as_str().or(s["lastError"].as_str()).unwrap_or("-");
+            let error =
+                s.compensation.as_ref().and_then(|c| c.last_error.as_deref()).or(s.last_error.as_deref());
             println!(
                 "{:<14} {:<20} {:>8}  {:<20} {:>8}  {}",
-                s["name"].as_str().unwrap_or("?"),
-                s["state"].as_str().unwrap_or("?"),
-                s["attempts"],
+                s.name,
+                word(&s.state),
+                s.attempts,
                 cs,
                 ca,
-                error.chars().take(80).collect::<String>()
+                error.unwrap_or("-").chars().take(80).collect::<String>()
             );
         }
         println!("\n{:<26} {:<44} NOTE", "TIME", "INPUT");
-        for h in o["history"].as_array().into_iter().flatten() {
+        for h in &o.history {
             println!(
                 "{:<26} {:<44} {}",
-                h["at"].as_str().unwrap_or(""),
-                describe(&h["input"]),
-                h["ignored"].as_str().map(|i| format!("ignored: {i}")).unwrap_or_default()
+                h.at,
+                describe(&h.input),
+                h.ignored.as_deref().map(|i| format!("ignored: {i}")).unwrap_or_default()
             );
         }
         Ok(())
@@ -128,24 +143,24 @@ impl Api {
         .filter_map(|(name, value)| Some((name, value?)))
         .collect();
         // reqwest percent-encodes every value.
-        let page = self.call(self.http.get(format!("{}/orders", self.base)).query(&query)).await?;
+        let page: api::OrderPage =
+            self.call(self.http.get(format!("{}/orders", self.base)).query(&query)).await?;
         if self.printed_as_json(&page) {
             return Ok(());
         }
         println!("{:<38} {:<13} {:<18} {:>10}  CREATED", "ORDER", "STATE", "REASON", "AMOUNT");
-        for o in page["orders"].as_array().into_iter().flatten() {
-            let amount =
-                o["amountCents"].as_u64().map(|a| format!("{}.{:02}", a / 100, a % 100)).unwrap_or_default();
+        for o in &page.orders {
+            let amount = o.amount_cents.map(|a| format!("{}.{:02}", a / 100, a % 100)).unwrap_or_default();
             println!(
                 "{:<38} {:<13} {:<18} {:>10}  {}",
-                o["orderId"].as_str().unwrap_or(""),
-                o["state"].as_str().unwrap_or(""),
-                o["reason"].as_str().unwrap_or("-"),
+                o.order_id,
+                o.state,
+                o.reason.as_deref().unwrap_or("-"),
                 amount,
-                o["createdAt"].as_str().unwrap_or("")
+                o.created_at
             );
         }
-        if let Some(next) = page["next"].as_str() {
+        if let Some(next) = &page.next {
             println!("(more: --after {next})");
         }
         Ok(())
@@ -178,23 +193,24 @@ impl Api {
                 if data.is_empty() {
                     continue;
                 }
-                let change: Value = serde_json::from_str(&data).unwrap_or(Value::String(data));
                 if self.output == Output::Json {
-                    println!("{}", serde_json::json!({ "event": kind, "data": change }));
-                } else if kind == "change" {
-                    println!(
+                    let data: Value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                    println!("{}", serde_json::json!({ "event": kind, "data": data }));
+                    continue;
+                }
+                match (kind, serde_json::from_str::<api::Change>(&data)) {
+                    ("change", Ok(change)) => println!(
                         "{:<26} {:<38} {:<13} {:<14} {}",
-                        sagaflow_runtime::rfc3339(change["at"].as_u64().unwrap_or(0)),
-                        change["orderId"].as_str().unwrap_or("?"),
-                        change["state"].as_str().unwrap_or("?"),
-                        change["step"]
-                            .as_str()
-                            .map(|s| format!("{s}/{}", change["phase"].as_str().unwrap_or("")))
+                        sagaflow_runtime::rfc3339(change.at),
+                        change.order_id,
+                        change.state,
+                        change
+                            .step
+                            .map(|s| format!("{s}/{}", change.phase.map(|p| word(&p)).unwrap_or_default()))
                             .unwrap_or_default(),
-                        change["reason"].as_str().unwrap_or("")
-                    );
-                } else {
-                    println!("({kind}: {change})");
+                        change.reason.unwrap_or_default()
+                    ),
+                    _ => println!("({kind}: {data})"),
                 }
             }
         }
@@ -208,15 +224,19 @@ impl Api {
         loop {
             let mut query = vec![("state", "stuck".to_owned()), ("limit", "1000".to_owned())];
             query.extend(after.clone().map(|a| ("after", a)));
-            let page = self.call(self.http.get(format!("{}/orders", self.base)).query(&query)).await?;
-            for id in page["orders"].as_array().into_iter().flatten().filter_map(|o| o["orderId"].as_str()) {
-                match self.call(self.http.post(self.order_url(id, Some("retry"))?)).await {
-                    Ok(_) => retried.push(id.to_owned()),
+            let page: api::OrderPage =
+                self.call(self.http.get(format!("{}/orders", self.base)).query(&query)).await?;
+            for o in &page.orders {
+                match self
+                    .call::<api::Accepted>(self.http.post(self.order_url(&o.order_id, Some("retry"))?))
+                    .await
+                {
+                    Ok(_) => retried.push(o.order_id.clone()),
                     Err(_) => skipped += 1,
                 }
             }
-            match page["next"].as_str() {
-                Some(next) => after = Some(next.to_owned()),
+            match page.next {
+                Some(next) => after = Some(next),
                 None => break,
             }
         }
@@ -228,40 +248,41 @@ impl Api {
     }
 
     pub async fn action(&self, order_id: &str, action: &str) -> anyhow::Result<()> {
-        let o = self.call(self.http.post(self.order_url(order_id, Some(action))?)).await?;
+        let o: api::Accepted = self.call(self.http.post(self.order_url(order_id, Some(action))?)).await?;
         if self.printed_as_json(&o) {
             return Ok(());
         }
-        println!("{action}: order {} is {}", order_id, o["state"].as_str().unwrap_or("?"));
+        println!("{action}: order {} is {}", o.order_id, o.state);
         Ok(())
     }
 }
 
-fn reason(o: &Value) -> String {
-    o["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+fn reason(reason: Option<&str>) -> String {
+    reason.map(|r| format!(" ({r})")).unwrap_or_default()
+}
+
+/// An API enum as its JSON names it (`timed_out`, `not_needed`).
+fn word(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// One history input in a few words: `reply payment action #2: success`.
-fn describe(input: &Value) -> String {
-    let kind = input["type"].as_str().unwrap_or("?");
-    match kind {
-        "reply" => format!(
-            "reply {} {} #{}: {}{}",
-            input["step"].as_str().unwrap_or("?"),
-            input["phase"].as_str().unwrap_or("?"),
-            input["attempt"],
-            input["outcome"]["kind"].as_str().unwrap_or("?"),
-            input["outcome"]["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
-        ),
-        "timerFired" => format!(
-            "timer {} {} #{}: {}",
-            input["timer"]["step"].as_str().unwrap_or("?"),
-            input["timer"]["phase"].as_str().unwrap_or("?"),
-            input["timer"]["attempt"],
-            input["timer"]["kind"].as_str().unwrap_or("?")
-        ),
-        "cancel" => format!("cancel ({})", input["reason"].as_str().unwrap_or("")),
-        other => other.to_owned(),
+fn describe(input: &api::HistoryInput) -> String {
+    match input {
+        api::HistoryInput::Reply { step, phase, attempt, outcome } => {
+            let (kind, why) = match outcome {
+                api::Outcome::Success => ("success", None),
+                api::Outcome::Failure { reason } => ("failure", Some(reason)),
+                api::Outcome::Transient { reason } => ("transient", Some(reason)),
+            };
+            format!("reply {step} {} #{attempt}: {kind}{}", word(phase), reason(why.map(String::as_str)))
+        }
+        api::HistoryInput::TimerFired { timer } => {
+            format!("timer {} {} #{}: {}", timer.step, word(&timer.phase), timer.attempt, timer.kind)
+        }
+        api::HistoryInput::Cancel { reason } => format!("cancel ({reason})"),
+        api::HistoryInput::Start => "start".into(),
+        api::HistoryInput::Retry => "retry".into(),
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use sagaflow_api as api;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
@@ -28,6 +29,10 @@ pub struct DemoArgs {
     /// Give up waiting for the orders to end after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
+    /// Leave the system running afterwards, with the console's address, until Ctrl-C (or
+    /// SIGTERM): something to explore.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// The demo's catalog: the example's products, plus a rare print of which only a few exist,
@@ -116,6 +121,13 @@ pub async fn run(args: DemoArgs, api: &str) -> anyhow::Result<()> {
         api
     };
     let result = place_and_watch(&args, &api, &run_id, &http).await;
+    if args.keep || started.is_none() {
+        println!("\nThe console: {api}/   (the API: {api}/openapi.json)");
+    }
+    if args.keep && started.is_some() {
+        println!("The system keeps running; Ctrl-C stops it.");
+        crate::supervisor::until_stopped().await;
+    }
     if let Some(system) = started {
         eprintln!("Stopping everything the demo started...");
         stop_system(system).await;
@@ -205,21 +217,22 @@ async fn place_and_watch(
 
     // Watch until every order of this run is terminal.
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
-    let mut finished: Vec<Value> = Vec::new();
+    let mut finished: Vec<api::OrderDetail> = Vec::new();
     let mut pending: Vec<String> =
         orders.iter().map(|(id, _, _)| id.clone()).filter(|id| accepted.contains(id)).collect();
     while !pending.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for id in pending {
-            let order: Value = match http.get(format!("{api}/orders/{id}")).send().await {
-                Ok(r) => r.json().await.unwrap_or(Value::Null),
-                Err(_) => Value::Null,
+            let order = match http.get(format!("{api}/orders/{id}")).send().await {
+                Ok(r) => r.json::<api::OrderDetail>().await.ok(),
+                Err(_) => None,
             };
-            if matches!(order["state"].as_str(), Some("completed" | "compensated")) {
-                finished.push(order);
-                bar.inc(1);
-            } else {
-                still.push(id);
+            match order {
+                Some(order) if order.state.is_terminal() => {
+                    finished.push(order);
+                    bar.inc(1);
+                }
+                _ => still.push(id),
             }
         }
         pending = still;
@@ -237,7 +250,7 @@ async fn place_and_watch(
     Ok(())
 }
 
-fn counts(finished: &[Value]) -> String {
+fn counts(finished: &[api::OrderDetail]) -> String {
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
     for o in finished {
         *by.entry(outcome(o)).or_default() += 1;
@@ -245,17 +258,16 @@ fn counts(finished: &[Value]) -> String {
     by.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" · ")
 }
 
-fn outcome(o: &Value) -> String {
-    match (o["state"].as_str(), o["reason"].as_str()) {
-        (Some(state), Some(reason)) => format!("{state} ({reason})"),
-        (Some(state), None) => state.to_owned(),
-        _ => "unknown".to_owned(),
+fn outcome(o: &api::OrderDetail) -> String {
+    match &o.reason {
+        Some(reason) => format!("{} ({reason})", o.state),
+        None => o.state.to_string(),
     }
 }
 
 fn summary(
     orders: &[(String, Kind, Value)],
-    finished: &[Value],
+    finished: &[api::OrderDetail],
     pending: &[String],
     refused: usize,
     elapsed: Duration,
@@ -275,7 +287,7 @@ fn summary(
     if refused > 0 {
         println!("{:<36} {:>7}", "refused at POST", refused);
     }
-    let mut durations: Vec<u64> = finished.iter().filter_map(|o| o["durationMs"].as_u64()).collect();
+    let mut durations: Vec<u64> = finished.iter().filter_map(|o| o.duration_ms).collect();
     durations.sort_unstable();
     let pct = |p: f64| {
         durations

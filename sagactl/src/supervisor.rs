@@ -293,6 +293,11 @@ async fn copy_lines(name: &'static str, pipe: Box<dyn tokio::io::AsyncRead + Unp
 }
 
 /// `sagactl up`.
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn until_stopped() {
+    sagaflow_runtime::shutdown::on_signal().cancelled().await;
+}
+
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let ports = args.ports()?;
     std::fs::create_dir_all(&args.data_dir)?;
@@ -315,6 +320,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             for p in &programs {
                 eprintln!("[sagactl]   {:<12} {}", p.name, p.http);
             }
+            eprintln!("[sagactl] the console: {}/", programs[0].http);
             stop.cancelled().await;
         }
         _ = stop.cancelled() => {}

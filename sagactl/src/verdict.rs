@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use sagaflow_api as api;
 use serde_json::Value;
 
 /// Where a system answers.
@@ -38,7 +39,7 @@ pub enum CheckError {
 /// What the system's views said.
 pub struct Books {
     /// Each order id asked about, with its saga (`None` if the orchestrator does not have it).
-    pub orders: Vec<(String, Option<Value>)>,
+    pub orders: Vec<(String, Option<api::OrderDetail>)>,
     /// Per order: (charged, refunded), over all its sagas.
     pub ledger: HashMap<String, (u64, u64)>,
     pub stock: serde_json::Map<String, Value>,
@@ -65,20 +66,19 @@ struct Reader {
 }
 
 impl Reader {
-    /// GETs JSON, trying again until the deadline: a program may be restarting.
-    async fn json(&self, what: &str, url: &str) -> Result<Value, CheckError> {
+    /// GETs JSON, trying again until the deadline: a program may be restarting. A `404` reads
+    /// as its error body, so a missing order can be told from an unreadable one.
+    async fn json<T: serde::de::DeserializeOwned>(&self, what: &str, url: &str) -> Result<T, CheckError> {
         loop {
             let mut request = self.http.get(url);
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
             }
             let last = match request.send().await {
-                Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {
-                    match r.json::<Value>().await {
-                        Ok(v) => return Ok(v),
-                        Err(e) => e.to_string(),
-                    }
-                }
+                Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => match r.json::<T>().await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => e.to_string(),
+                },
                 Ok(r) => format!("answered {}", r.status()),
                 Err(e) => e.to_string(),
             };
@@ -136,11 +136,19 @@ impl Books {
         let mut sagas = Vec::with_capacity(ids.len());
         for id in ids {
             let url = format!("{}/orders/{id}", at.orchestrator);
-            let order = reader.json(&format!("order {id}"), &url).await?;
-            let found = order.get("state").is_some().then_some(order);
+            let order: Value = reader.json(&format!("order {id}"), &url).await?;
+            // A 404's error body is not a saga; anything else must be one.
+            let found = match order.get("error") {
+                Some(_) => None,
+                None => Some(serde_json::from_value(order).map_err(|e| CheckError::Unreadable {
+                    what: format!("order {id}"),
+                    url: url.clone(),
+                    error: e.to_string(),
+                })?),
+            };
             sagas.push((id, found));
         }
-        let payments = reader.json("the payment ledger", &format!("{}/payments", at.payment)).await?;
+        let payments: Value = reader.json("the payment ledger", &format!("{}/payments", at.payment)).await?;
         let mut ledger: HashMap<String, (u64, u64)> = HashMap::new();
         for p in payments["payments"].as_array().into_iter().flatten() {
             let (Some(order), Some(charged), Some(refunded)) =
@@ -152,8 +160,9 @@ impl Books {
             entry.0 = entry.0.saturating_add(charged);
             entry.1 = entry.1.saturating_add(refunded);
         }
-        let stock = reader.json("the stock", &format!("{}/stock", at.inventory)).await?;
-        let mails = reader.json("the notifications", &format!("{}/notifications", at.notification)).await?;
+        let stock: Value = reader.json("the stock", &format!("{}/stock", at.inventory)).await?;
+        let mails: Value =
+            reader.json("the notifications", &format!("{}/notifications", at.notification)).await?;
         let dead_letters = match &at.broker {
             Some((url, namespace)) => Some(dead_letters(url, namespace).await?),
             None => None,
@@ -174,27 +183,25 @@ impl Books {
         let mut mail = Vec::new();
         let mut sold: HashMap<String, u64> = HashMap::new();
         for (id, order) in &self.orders {
-            let Some(o) =
-                order.as_ref().filter(|o| matches!(o["state"].as_str(), Some("completed" | "compensated")))
-            else {
-                let state = order.as_ref().and_then(|o| o["state"].as_str()).unwrap_or("missing");
+            let Some(o) = order.as_ref().filter(|o| o.state.is_terminal()) else {
+                let state = order.as_ref().map_or("missing".to_owned(), |o| o.state.to_string());
                 terminal.push(format!("{id} ({state})"));
                 continue;
             };
-            let completed = o["state"] == "completed";
-            let amount = o["amountCents"].as_u64().unwrap_or(0);
+            let completed = o.state == api::SagaState::Completed;
+            let amount = o.amount_cents.unwrap_or(0);
             let (charged, refunded) = self.ledger.get(id.as_str()).copied().unwrap_or((0, 0));
             if charged.checked_sub(refunded) != Some(if completed { amount } else { 0 }) {
-                money.push(format!("{id} (charged {charged}, refunded {refunded}, {})", o["state"]));
+                money.push(format!("{id} (charged {charged}, refunded {refunded}, {})", o.state));
             }
             let sent = self.mails.get(id.as_str()).and_then(Value::as_u64).unwrap_or(0);
             if sent != u64::from(completed) {
-                mail.push(format!("{id} ({sent} mails, {})", o["state"]));
+                mail.push(format!("{id} ({sent} mails, {})", o.state));
             }
             if completed {
-                for line in o["items"].as_array().into_iter().flatten() {
-                    let entry = sold.entry(line["productId"].as_str().unwrap_or("").to_owned()).or_default();
-                    *entry = entry.saturating_add(line["quantity"].as_u64().unwrap_or(0));
+                for line in o.items.iter().flatten() {
+                    let entry = sold.entry(line.product_id.clone()).or_default();
+                    *entry = entry.saturating_add(u64::from(line.quantity));
                 }
             }
         }
@@ -236,16 +243,10 @@ async fn every_order(reader: &Reader, api: &str) -> Result<Vec<String>, CheckErr
         if let Some(cursor) = &after {
             url.push_str(&format!("&after={cursor}"));
         }
-        let page = reader.json("the list of orders", &url).await?;
-        ids.extend(
-            page["orders"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|o| o["orderId"].as_str().map(str::to_owned)),
-        );
-        match page["next"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
+        let page: api::OrderPage = reader.json("the list of orders", &url).await?;
+        ids.extend(page.orders.into_iter().map(|o| o.order_id));
+        match page.next {
+            Some(next) => after = Some(next),
             None => return Ok(ids),
         }
     }
@@ -280,9 +281,32 @@ mod tests {
         Books {
             orders: vec![(
                 "o-1".into(),
-                Some(
-                    json!({ "state": "completed", "amountCents": 500, "items": [{ "productId": "abc", "quantity": 1 }] }),
-                ),
+                Some(api::OrderDetail {
+                    order_id: "o-1".into(),
+                    saga_id: "s-1".into(),
+                    state: api::SagaState::Completed,
+                    reason: None,
+                    invalid: None,
+                    user_id: Some("u".into()),
+                    amount_cents: Some(500),
+                    items: Some(vec![api::Item {
+                        product_id: "abc".into(),
+                        quantity: 1,
+                        unit_price_cents: 500,
+                    }]),
+                    payment_id: None,
+                    created_at: String::new(),
+                    updated_at: String::new(),
+                    finished_at: None,
+                    duration_ms: None,
+                    trace_id: String::new(),
+                    steps: vec![],
+                    compensation_plan: vec![],
+                    history: vec![],
+                    history_length: 0,
+                    ignored_recorded: 0,
+                    ignored_recorded_limit: 0,
+                }),
             )],
             ledger: ledger.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             stock: json!({ "abc": { "available": 9, "reserved": 0, "sold": 1, "initial": 10 } })

@@ -37,7 +37,7 @@ fn short(text: &str) -> ShortString {
     ShortString::from(&text[..end])
 }
 
-fn amqp_value(value: &HeaderValue) -> AMQPValue {
+pub(crate) fn amqp_value(value: &HeaderValue) -> AMQPValue {
     match value {
         HeaderValue::Text(s) | HeaderValue::Other(s) => AMQPValue::LongString(LongString::from(s.as_str())),
         HeaderValue::Bytes(b) => AMQPValue::LongString(LongString::from(b.clone())),

@@ -12,6 +12,7 @@
 //!   keeps refusing.
 //! - [`dead_letter`]: a message that cannot be understood, as an entry for the dead-letter
 //!   exchange with its original bytes and the reason.
+//! - [`inspect`]: queue depths and consumers, and the dead letters, for operators.
 //! - [`acks`]: the acknowledgements a batch owes, folded per consumer.
 //! - [`batch`]: several messages for one queue as one broker message, and back.
 //! - [`unbound`]: public events that nobody listens to, held back instead of paid for.
@@ -20,6 +21,7 @@ pub mod acks;
 pub mod amqp;
 pub mod batch;
 pub mod dead_letter;
+pub mod inspect;
 pub mod message;
 pub mod relay;
 pub mod session;

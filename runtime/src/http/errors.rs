@@ -49,7 +49,8 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    // (An HTML error is the console's, for a browser that asked for a page.)
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
@@ -91,7 +92,7 @@ pub async fn json_bodies_only(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-fn is_json(content_type: Option<&HeaderValue>) -> bool {
+pub(crate) fn is_json(content_type: Option<&HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else { return false };
     let essence = value.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/json")

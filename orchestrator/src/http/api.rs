@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sagaflow_events::{Catalog, OrderId, OrderPlaced};
+use sagaflow_runtime::bus::inspect::{Disposal, InspectError, Inspector};
 use sagaflow_runtime::health::Health;
 use sagaflow_runtime::http::errors::body_rejection;
 use sagaflow_runtime::http::JsonError;
@@ -21,10 +22,10 @@ use sagaflow_saga::{Ignored, Status};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use super::view;
 use crate::engine::{new_saga, Control, Controlled, Job, Placed};
 use crate::metrics::Metrics;
 use crate::store::{ListFilter, Store, StoreError};
-use crate::view;
 
 /// The most history entries one answer shows (the newest).
 const HISTORY_SHOWN: usize = 1_000;
@@ -39,6 +40,9 @@ pub struct ApiState {
     pub pipeline: Arc<PipelineMetrics>,
     /// Ends the event streams when the orchestrator stops.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Asks the broker about queues and dead letters.
+    pub inspector: Inspector,
+    pub topology: sagaflow_events::Topology,
 }
 
 /// Everything that can go wrong in a request, and its status code: the one place where errors
@@ -59,6 +63,8 @@ pub enum ApiError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Broker(#[from] InspectError),
     /// A body that could not be read, already with its status.
     #[error(transparent)]
     Body(#[from] JsonError),
@@ -74,6 +80,11 @@ impl IntoResponse for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Body(e) => e.status,
+            Self::Broker(InspectError::NoSuchDeadLetter(_)) => StatusCode::NOT_FOUND,
+            Self::Broker(InspectError::NoOrigin(_) | InspectError::ForeignQueue { .. }) => {
+                StatusCode::CONFLICT
+            }
+            Self::Broker(_) => StatusCode::BAD_GATEWAY,
             Self::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -92,6 +103,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/orders/{order_id}/cancel", post(cancel_order))
         .route("/orders/{order_id}/retry", post(retry_order))
         .route("/metrics", get(metrics))
+        .route("/overview", get(overview))
+        .route("/dead-letters", get(list_dead_letters))
+        .route("/dead-letters/{id}/requeue", post(requeue_dead_letter))
+        .route("/dead-letters/{id}/discard", post(discard_dead_letter))
         .with_state(state)
         .merge(common)
 }
@@ -101,8 +116,21 @@ fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     OrderId::parse(raw).map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    request_body = sagaflow_api::PlaceOrder,
+    params(("traceparent" = Option<String>, Header, description = "A W3C trace context to continue; a new trace is started otherwise")),
+    responses(
+        (status = 202, description = "The saga is durable (placed now, or placed before with the same body)", body = sagaflow_api::Accepted,
+            headers(("location" = String, description = "/orders/{orderId}"))),
+        (status = 400, description = "Not JSON", body = sagaflow_api::ErrorBody),
+        (status = 409, description = "The orderId was placed with another body", body = sagaflow_api::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = sagaflow_api::ErrorBody),
+        (status = 415, description = "Not content-type: application/json", body = sagaflow_api::ErrorBody),
+        (status = 422, description = "Not an order that can go through", body = sagaflow_api::ErrorBody),
+        (status = 503, description = "Shutting down", body = sagaflow_api::ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
-async fn place_order(
+pub(super) async fn place_order(
     State(s): State<ApiState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -127,8 +155,8 @@ async fn place_order(
     match placed {
         Placed::Created(r) | Placed::Existing(r) => {
             let location = format!("/orders/{}", r.order_id);
-            let body = json!({ "orderId": r.order_id, "state": r.saga.status().to_string() });
-            Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response())
+            Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view::accepted(&r)))
+                .into_response())
         }
         Placed::Conflict(r) => Err(ApiError::Conflict(format!(
             "orderId {} was already placed with a different body",
@@ -137,26 +165,41 @@ async fn place_order(
     }
 }
 
-async fn show_order(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let id = order_id(&raw)?;
-    let record = s.store.get(id.as_str())?.ok_or_else(|| ApiError::NotFound(raw))?;
+#[utoipa::path(get, path = "/orders/{orderId}", tag = "orders",
+    params(("orderId" = String, Path)),
+    responses(
+        (status = 200, body = sagaflow_api::OrderDetail),
+        (status = 404, description = "Unknown order", body = sagaflow_api::ErrorBody),
+        (status = 422, description = "Not an order id", body = sagaflow_api::ErrorBody),
+    ))]
+pub(super) async fn show_order(
+    State(s): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(detail_of(&s, &raw)?).into_response())
+}
+
+/// `GET /orders/{orderId}`'s answer (and the console's saga page).
+pub(super) fn detail_of(s: &ApiState, raw: &str) -> Result<sagaflow_api::OrderDetail, ApiError> {
+    let id = order_id(raw)?;
+    let record = s.store.get(id.as_str())?.ok_or_else(|| ApiError::NotFound(raw.to_owned()))?;
     let definition = s.store.definition(&record.definition);
     let history = s.store.history(&record, HISTORY_SHOWN)?;
-    Ok(Json(view::detail(&record, &history, definition.as_deref())).into_response())
+    Ok(view::detail(&record, &history, definition.as_deref()))
 }
 
 /// `GET /orders`'s query. Every parameter is optional; one this does not name is a 400, not
 /// silently ignored, and so is one given twice.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ListQuery {
-    state: Option<String>,
-    limit: Option<String>,
-    after: Option<String>,
-    reason: Option<String>,
-    user_id: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
+pub(super) struct ListQuery {
+    pub state: Option<String>,
+    pub limit: Option<String>,
+    pub after: Option<String>,
+    pub reason: Option<String>,
+    pub user_id: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
 }
 
 /// A point in time as RFC 3339 (`2026-11-26T10:00:00Z`) or epoch milliseconds.
@@ -178,7 +221,7 @@ fn parse_time(name: &str, raw: &str) -> Result<u64, ApiError> {
 /// `GET /orders/stream`'s query: filters, and where to resume (as `Last-Event-ID` does).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct StreamQuery {
+pub(super) struct StreamQuery {
     order_id: Option<String>,
     state: Option<String>,
     after: Option<String>,
@@ -202,13 +245,26 @@ struct Follower {
 /// behind costs the engine nothing (it reads the durable feed at its own pace); it is told
 /// once it is half the feed behind (`lagging`), and when the feed has dropped what it had not
 /// read yet it gets `lagged` and the stream ends.
-async fn stream_orders(
+#[utoipa::path(get, path = "/orders/stream", tag = "orders",
+    params(
+        ("orderId" = Option<String>, Query, description = "Only this order's changes"),
+        ("state" = Option<sagaflow_api::SagaState>, Query, description = "Only changes into this state"),
+        ("after" = Option<String>, Query, description = "Resume after this event id (as Last-Event-ID)"),
+        ("last-event-id" = Option<String>, Header, description = "Resume after this event id"),
+    ),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = sagaflow_api::Change,
+            description = "`event: change` with a `Change` as data and the feed sequence as id; `lagging` when half the feed behind; `lagged` (then the end) when the feed dropped unread changes"),
+        (status = 400, body = sagaflow_api::ErrorBody),
+        (status = 410, description = "Asked to resume further back than the feed keeps", body = sagaflow_api::ErrorBody),
+    ))]
+pub(super) async fn stream_orders(
     State(s): State<ApiState>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let state = query.state.as_deref().map(parse_state).transpose()?.map(|s| s.to_string());
+    let state = query.state.as_deref().map(parse_state).transpose()?.map(view::state);
     let order = query.order_id.as_deref().map(order_id).transpose()?.map(|o| o.to_string());
     let resume = match headers
         .get("last-event-id")
@@ -239,7 +295,7 @@ async fn stream_orders(
     let (store, stop) = (s.store.clone(), s.stop.clone());
     let start = Follower { position, durable, ready: Default::default(), ending: false, warned: false };
     let events = futures_util::stream::unfold(start, move |mut f| {
-        let (store, stop, order, state) = (store.clone(), stop.clone(), order.clone(), state.clone());
+        let (store, stop, order, state) = (store.clone(), stop.clone(), order.clone(), state);
         async move {
             loop {
                 if let Some(event) = f.ready.pop_front() {
@@ -268,7 +324,7 @@ async fn stream_orders(
                         for (seq, change) in changes {
                             f.position = seq;
                             let wanted = order.as_ref().is_none_or(|o| *o == change.order_id)
-                                && state.as_ref().is_none_or(|s| *s == change.state);
+                                && state.is_none_or(|s| s == change.state);
                             if wanted {
                                 let data = serde_json::to_string(&change).expect("serialises");
                                 f.ready.push_back(
@@ -306,11 +362,30 @@ fn parse_state(raw: &str) -> Result<Status, ApiError> {
     })
 }
 
-async fn list_orders(
+#[utoipa::path(get, path = "/orders", tag = "orders",
+    params(
+        ("state" = Option<sagaflow_api::SagaState>, Query),
+        ("reason" = Option<String>, Query),
+        ("userId" = Option<String>, Query),
+        ("since" = Option<String>, Query, description = "Created at or after: RFC 3339 or epoch milliseconds"),
+        ("until" = Option<String>, Query, description = "Created before: RFC 3339 or epoch milliseconds"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, 50 by default"),
+        ("after" = Option<String>, Query, description = "The `next` of the previous page"),
+    ),
+    responses(
+        (status = 200, body = sagaflow_api::OrderPage),
+        (status = 400, description = "An unknown or malformed parameter", body = sagaflow_api::ErrorBody),
+    ))]
+pub(super) async fn list_orders(
     State(s): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    Ok(Json(list_page(&s, query)?).into_response())
+}
+
+/// One page of `GET /orders` (and of the console's list).
+pub(super) fn list_page(s: &ApiState, query: ListQuery) -> Result<sagaflow_api::OrderPage, ApiError> {
     let state = query.state.as_deref().map(parse_state).transpose()?;
     let limit = match &query.limit {
         Some(raw) => raw.parse::<usize>().ok().filter(|l| (1..=1000).contains(l)).ok_or_else(|| {
@@ -338,11 +413,21 @@ async fn list_orders(
         until: query.until.as_deref().map(|raw| parse_time("until", raw)).transpose()?,
     };
     let (page, next) = s.store.list(&filter, limit, after)?;
-    let orders: Vec<_> = page.iter().map(view::summary).collect();
-    Ok(Json(json!({ "orders": orders, "next": next.map(|n| n.to_string()) })).into_response())
+    let orders = page.iter().map(view::summary).collect();
+    Ok(sagaflow_api::OrderPage { orders, next: next.map(|n| n.to_string()) })
 }
 
-async fn cancel_order(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/orders/{orderId}/cancel", tag = "orders",
+    params(("orderId" = String, Path)),
+    responses(
+        (status = 202, description = "Compensating (or already was)", body = sagaflow_api::Accepted),
+        (status = 404, body = sagaflow_api::ErrorBody),
+        (status = 409, description = "Finished, or past the point of no return", body = sagaflow_api::ErrorBody),
+    ))]
+pub(super) async fn cancel_order(
+    State(s): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
     let (record, ignored) = control(&s, &raw, Control::Cancel).await?;
     let state = record.saga.status();
     match ignored {
@@ -354,10 +439,26 @@ async fn cancel_order(State(s): State<ApiState>, Path(raw): Path<String>) -> Res
     }
 }
 
-async fn retry_order(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let (record, ignored) = control(&s, &raw, Control::Retry).await?;
+#[utoipa::path(post, path = "/orders/{orderId}/retry", tag = "orders",
+    params(("orderId" = String, Path)),
+    responses(
+        (status = 202, description = "The stuck compensations are sent again", body = sagaflow_api::Accepted),
+        (status = 404, body = sagaflow_api::ErrorBody),
+        (status = 409, description = "Not stuck", body = sagaflow_api::ErrorBody),
+    ))]
+pub(super) async fn retry_order(
+    State(s): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let accepted = retry(&s, &raw).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+/// Asks a stuck saga to try its compensations again: a conflict when it is not stuck.
+pub(super) async fn retry(s: &ApiState, raw: &str) -> Result<sagaflow_api::Accepted, ApiError> {
+    let (record, ignored) = control(s, raw, Control::Retry).await?;
     match ignored {
-        None => Ok(accepted(&record)),
+        None => Ok(view::accepted(&record)),
         Some(_) => Err(ApiError::Conflict(format!(
             "only a stuck saga can be retried; order {raw} is {}",
             record.saga.status()
@@ -388,11 +489,134 @@ async fn ask<T>(
     answered.await.map_err(|_| ApiError::ShuttingDown)
 }
 
-async fn metrics(State(s): State<ApiState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text; open without a token")))]
+pub(super) async fn metrics(State(s): State<ApiState>) -> Response {
     sagaflow_runtime::http::metrics_text(s.metrics.render(&s.store, &s.pipeline))
 }
 
 fn accepted(record: &crate::record::SagaRecord) -> Response {
-    let body = json!({ "orderId": record.order_id, "state": record.saga.status().to_string() });
-    (StatusCode::ACCEPTED, Json(body)).into_response()
+    (StatusCode::ACCEPTED, Json(view::accepted(record))).into_response()
+}
+
+#[utoipa::path(get, path = "/overview", tag = "operations",
+    responses((status = 200, body = sagaflow_api::Overview, description = "What the console's first page shows")))]
+pub(super) async fn overview(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    Ok(Json(overview_of(&s).await?).into_response())
+}
+
+/// Counts, the last ten minutes, health, and what the broker says about the participants and
+/// the dead letters (left out, not an error, when the broker cannot be asked).
+pub async fn overview_of(s: &ApiState) -> Result<sagaflow_api::Overview, ApiError> {
+    use strum::IntoEnumIterator;
+    let states = s
+        .store
+        .counts()?
+        .into_iter()
+        .filter(|(status, _)| *status != Status::NotStarted)
+        .map(|(status, n)| sagaflow_api::Count { name: status.to_string(), count: n.max(0) as u64 })
+        .collect();
+    let (throughput, reasons) = s.metrics.recent.snapshot(sagaflow_runtime::now_millis());
+    let participants: Vec<_> = sagaflow_events::Participant::iter().collect();
+    let mut queues: Vec<String> = participants.iter().map(|p| s.topology.command_queue(*p)).collect();
+    queues.push(s.topology.dead_letter_queue());
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(2), s.inspector.queues(&queues))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let state_of = |queue: &str| seen.iter().find(|(q, _)| q == queue).map(|(_, state)| state.clone());
+    let outbox = s.store.outbox();
+    Ok(sagaflow_api::Overview {
+        states,
+        reasons,
+        throughput,
+        outbox_depth: outbox.depth() as u64,
+        parked: outbox.parked_count() as u64,
+        bus: if s.health.bus_connected() { "connected" } else { "disconnected" }.to_owned(),
+        store: s.health.store_error().map_or_else(|| "working".to_owned(), |e| format!("failing: {e}")),
+        participants: participants
+            .iter()
+            .zip(&queues)
+            .filter_map(|(p, queue)| {
+                let state = state_of(queue)?;
+                Some(sagaflow_api::Participant {
+                    name: p.to_string(),
+                    queue: queue.clone(),
+                    consumers: state.consumers,
+                    ready: state.messages,
+                })
+            })
+            .collect(),
+        dead_letters: state_of(&s.topology.dead_letter_queue()).map(|q| u64::from(q.messages)),
+    })
+}
+
+/// The most characters of a dead letter's body shown.
+const PREVIEW_CHARS: usize = 512;
+
+#[utoipa::path(get, path = "/dead-letters", tag = "dead letters",
+    responses(
+        (status = 200, body = sagaflow_api::DeadLetterPage, description = "The oldest 200, oldest first"),
+        (status = 502, description = "The broker cannot be asked", body = sagaflow_api::ErrorBody),
+    ))]
+pub(super) async fn list_dead_letters(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    Ok(Json(dead_letters_of(&s).await?).into_response())
+}
+
+pub async fn dead_letters_of(s: &ApiState) -> Result<sagaflow_api::DeadLetterPage, ApiError> {
+    let (letters, total) = s.inspector.dead_letters().await?;
+    let dead_letters = letters
+        .iter()
+        .map(|d| sagaflow_api::DeadLetter {
+            id: d.message_id.clone().unwrap_or_default(),
+            reason: d.header_text(sagaflow_events::headers::DEAD_LETTER_REASON).map(str::to_owned),
+            queue: d.header_text(sagaflow_events::headers::DEAD_LETTER_QUEUE).map(str::to_owned),
+            kind: d.kind.clone(),
+            correlation_id: d.correlation_id.clone(),
+            bytes: d.body.len() as u64,
+            preview: String::from_utf8_lossy(&d.body).chars().take(PREVIEW_CHARS).collect(),
+        })
+        .collect();
+    Ok(sagaflow_api::DeadLetterPage { dead_letters, total: u64::from(total) })
+}
+
+#[utoipa::path(post, path = "/dead-letters/{id}/requeue", tag = "dead letters",
+    params(("id" = String, Path, description = "The dead letter's message id")),
+    responses(
+        (status = 202, body = sagaflow_api::DeadLetterAction, description = "Sent back to its queue, as it first arrived"),
+        (status = 404, description = "Not among the oldest 200", body = sagaflow_api::ErrorBody),
+        (status = 409, description = "It does not say where it came from", body = sagaflow_api::ErrorBody),
+        (status = 502, body = sagaflow_api::ErrorBody),
+    ))]
+pub(super) async fn requeue_dead_letter(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    dispose(&s, id, Disposal::Requeue).await
+}
+
+#[utoipa::path(post, path = "/dead-letters/{id}/discard", tag = "dead letters",
+    params(("id" = String, Path, description = "The dead letter's message id")),
+    responses(
+        (status = 202, body = sagaflow_api::DeadLetterAction, description = "Removed for good"),
+        (status = 404, description = "Not among the oldest 200", body = sagaflow_api::ErrorBody),
+        (status = 502, body = sagaflow_api::ErrorBody),
+    ))]
+pub(super) async fn discard_dead_letter(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    dispose(&s, id, Disposal::Discard).await
+}
+
+async fn dispose(s: &ApiState, id: String, disposal: Disposal) -> Result<Response, ApiError> {
+    let queue = s.inspector.dispose(&id, disposal).await?;
+    let done = match disposal {
+        Disposal::Requeue => "requeued",
+        Disposal::Discard => "discarded",
+    };
+    tracing::info!(id, done, queue, "dead letter handled by an operator");
+    let body = sagaflow_api::DeadLetterAction { id, done: done.to_owned(), queue };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
