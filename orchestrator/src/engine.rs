@@ -119,8 +119,18 @@ enum Applied {
         record: SagaRecord,
         ignored: Option<Ignored>,
         effects: Vec<Effect>,
-        reply_waited_ms: Option<u64>,
+        /// An accepted reply: how long its command waited, for the step metrics.
+        answered: Option<Answered>,
     },
+}
+
+/// A reply that moved a saga: its step, phase and outcome (labels from the definition and a
+/// fixed set of words, never from the message) and how long after its command it came.
+struct Answered {
+    step: String,
+    phase: sagaflow_saga::Phase,
+    outcome: &'static str,
+    waited_ms: u64,
 }
 
 /// Timer index keys handed to the engine and not yet applied, so the timer task does not hand
@@ -352,17 +362,24 @@ impl Engine {
                         record,
                         ignored: applied.ignored,
                         effects: Vec::new(),
-                        reply_waited_ms: None,
+                        answered: None,
                     });
                 }
                 record.ignored_recorded += 1;
             } else {
                 self.moved(&mut record, incoming, &applied.effects, now);
             }
-            let reply_waited_ms = match incoming {
-                Incoming::Reply(_) if applied.ignored.is_none() => {
-                    Some(now.saturating_sub(record.command_sent_at))
-                }
+            let answered = match &entry.input {
+                Input::Reply { step, phase, outcome, .. } if applied.ignored.is_none() => Some(Answered {
+                    step: definition.step(*step).map_or_else(|| format!("step{step}"), |s| s.name.clone()),
+                    phase: *phase,
+                    outcome: match outcome {
+                        Outcome::Success => "success",
+                        Outcome::Failure { .. } => "failure",
+                        Outcome::Transient { .. } => "transient",
+                    },
+                    waited_ms: now.saturating_sub(record.command_sent_at),
+                }),
                 _ => None,
             };
             if applied.effects.iter().any(|e| matches!(e, Effect::Send { .. })) {
@@ -373,12 +390,7 @@ impl Engine {
             for message in outgoing::messages(&self.topology, &definition, &record, &applied.effects, now) {
                 tx.stage(&message)?;
             }
-            Ok(Applied::Recorded {
-                record,
-                ignored: applied.ignored,
-                effects: applied.effects,
-                reply_waited_ms,
-            })
+            Ok(Applied::Recorded { record, ignored: applied.ignored, effects: applied.effects, answered })
         })?;
         self.observe(order_id, &outcome, now);
         Ok(outcome)
@@ -398,22 +410,28 @@ impl Engine {
     }
 
     fn observe(&self, order_id: &str, outcome: &Applied, now: u64) {
-        let Applied::Recorded { record, ignored, effects, reply_waited_ms } = outcome else { return };
+        let Applied::Recorded { record, ignored, effects, answered } = outcome else { return };
         if let Some(why) = ignored {
             self.metrics.inputs_ignored.inc();
             tracing::debug!(order_id, trace_id = record.trace_id, ignored = %why, "input ignored");
             return;
         }
         self.metrics.inputs_applied.inc();
-        if let Some(ms) = reply_waited_ms {
-            self.metrics.step_seconds.observe(*ms as f64 / 1000.0);
+        if let Some(a) = answered {
+            let phase = match a.phase {
+                sagaflow_saga::Phase::Action => "action",
+                sagaflow_saga::Phase::Compensation => "compensation",
+            };
+            let labels = [("step", a.step.as_str()), ("phase", phase), ("outcome", a.outcome)];
+            self.metrics.step_seconds.with(&labels).observe(a.waited_ms as f64 / 1000.0);
         }
         for effect in effects {
             match effect {
                 Effect::Finished { status } => {
                     let took = now.saturating_sub(record.created_at);
-                    self.metrics.saga_seconds.observe(took as f64 / 1000.0);
                     let completed = *status == sagaflow_saga::Status::Completed;
+                    let outcome = if completed { "completed" } else { "compensated" };
+                    self.metrics.saga_seconds.with(&[("outcome", outcome)]).observe(took as f64 / 1000.0);
                     self.metrics.recent.ended(now, completed, record.saga.reason(), took);
                     tracing::info!(order_id, trace_id = record.trace_id, %status, reason = record.saga.reason(), "saga finished");
                 }

@@ -92,6 +92,11 @@ impl Feed {
         self.durable.subscribe()
     }
 
+    /// The last durable sequence.
+    pub fn last_durable(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
     /// The oldest sequence the feed still holds (the next one when it is empty).
     pub fn oldest(&self) -> Result<u64, FeedError> {
         Ok(self.tree.first()?.map_or_else(|| *self.durable.borrow() + 1, |(key, _)| seq_of(&key)))
@@ -118,6 +123,78 @@ impl Feed {
     }
 }
 
+/// What a reader gets next from the feed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read {
+    /// A change the reader asked for, with its sequence.
+    Change(u64, Change),
+    /// The reader is more than half the feed behind; said once.
+    Lagging { behind: u64 },
+    /// The feed dropped changes the reader had not read: it must start again from
+    /// `resume_after` (or from now). Nothing follows.
+    Lagged { resume_after: u64, keeps: u64 },
+}
+
+/// One reader's place in the feed and what it wants (one order, one state, or everything).
+/// A reader costs the writer nothing: it reads the durable tree at its own pace.
+#[derive(Debug)]
+pub struct Cursor {
+    /// The last change looked at (read, or filtered out).
+    position: u64,
+    order: Option<String>,
+    state: Option<sagaflow_api::SagaState>,
+    warned: bool,
+    ended: bool,
+}
+
+impl Cursor {
+    pub fn new(after: u64, order: Option<String>, state: Option<sagaflow_api::SagaState>) -> Self {
+        Self { position: after, order, state, warned: false, ended: false }
+    }
+
+    /// After `Lagged` (or [`Cursor::end`]), nothing more comes.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Reads nothing more (the feed could not be read).
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+
+    /// What there is to read now, oldest first; empty when the reader is up to date (wait on
+    /// [`Feed::subscribe`], then read again).
+    pub fn read(&mut self, feed: &Feed) -> Result<Vec<Read>, FeedError> {
+        let mut out = Vec::new();
+        while out.is_empty() && !self.ended {
+            let oldest = feed.oldest()?;
+            if self.position.saturating_add(1) < oldest {
+                self.ended = true;
+                out.push(Read::Lagged { resume_after: oldest - 1, keeps: feed.keeps() });
+                break;
+            }
+            let behind = feed.last_durable().saturating_sub(self.position);
+            if !self.warned && behind > feed.keeps() / 2 {
+                self.warned = true;
+                out.push(Read::Lagging { behind });
+            }
+            let changes = feed.after(self.position, 256)?;
+            if changes.is_empty() {
+                break;
+            }
+            for (seq, change) in changes {
+                self.position = seq;
+                let wanted = self.order.as_ref().is_none_or(|o| *o == change.order_id)
+                    && self.state.is_none_or(|s| s == change.state);
+                if wanted {
+                    out.push(Read::Change(seq, change));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn seq_of(key: &[u8]) -> u64 {
     key.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
@@ -136,6 +213,42 @@ mod tests {
             phase: None,
             at: n,
         }
+    }
+
+    fn append(feed: &Feed, range: std::ops::Range<u64>) {
+        let writes = Writes::new();
+        for n in range {
+            feed.append(&writes, &change(n));
+        }
+        writes.commit().unwrap();
+        feed.mark_durable();
+    }
+
+    #[test]
+    fn a_reader_is_told_once_it_lags_and_ends_once_the_feed_dropped_what_it_had_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let feed = Feed::open(&db).unwrap().keeping(10);
+        let mut slow = Cursor::new(0, None, None);
+        append(&feed, 0..8);
+        // 8 behind a feed of 10: lagging, said once, then the changes.
+        let read = slow.read(&feed).unwrap();
+        assert_eq!(read[0], Read::Lagging { behind: 8 });
+        assert_eq!(read.len(), 9);
+        append(&feed, 8..16);
+        let read = slow.read(&feed).unwrap();
+        assert!(read.iter().all(|r| matches!(r, Read::Change(..))), "warned once: {read:?}");
+        // It stops reading; the feed moves on past what it had not read.
+        append(&feed, 16..40);
+        assert_eq!(slow.read(&feed).unwrap(), [Read::Lagged { resume_after: 30, keeps: 10 }]);
+        assert!(slow.ended());
+        assert!(slow.read(&feed).unwrap().is_empty());
+        // A reader that keeps up is never told.
+        let mut quick = Cursor::new(40, Some("o41".into()), None);
+        append(&feed, 40..45);
+        let read = quick.read(&feed).unwrap();
+        assert_eq!(read, [Read::Change(42, change(41))], "only the order it asked for");
+        assert!(quick.read(&feed).unwrap().is_empty(), "up to date: nothing to read");
     }
 
     #[test]

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use sagaflow_runtime::bus::BusMetrics;
-use sagaflow_runtime::metrics::{Counter, Histogram, Render};
+use sagaflow_runtime::metrics::{Counter, HistogramVec, Render};
 use sagaflow_runtime::pipeline::PipelineMetrics;
 
 use crate::store::Store;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Metrics {
     pub orders_placed: Counter,
     pub inputs_applied: Counter,
@@ -17,29 +17,14 @@ pub struct Metrics {
     pub replies_for_unknown_sagas: Counter,
     /// Finished sagas removed by retention.
     pub sagas_removed: Counter,
-    /// From order placed to terminal state.
-    pub saga_seconds: Histogram,
-    /// From a command sent to its accepted reply.
-    pub step_seconds: Histogram,
+    /// From order placed to terminal state, by `outcome` (completed, compensated).
+    pub saga_seconds: HistogramVec,
+    /// From a command sent to its accepted reply, by `step`, `phase` and `outcome` (success,
+    /// failure, transient).
+    pub step_seconds: HistogramVec,
     pub bus: Arc<BusMetrics>,
     /// The last ten minutes of ended sagas, for the console.
     pub recent: crate::recent::Recent,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self {
-            orders_placed: Counter::default(),
-            inputs_applied: Counter::default(),
-            inputs_ignored: Counter::default(),
-            replies_for_unknown_sagas: Counter::default(),
-            sagas_removed: Counter::default(),
-            saga_seconds: Histogram::latency(),
-            step_seconds: Histogram::latency(),
-            bus: Arc::default(),
-            recent: Default::default(),
-        }
-    }
 }
 
 impl Metrics {
@@ -72,14 +57,14 @@ impl Metrics {
             )
             .gauge("sagaflow_timers_armed", "Timers armed.", store.armed_timers() as i64)
             .transport(&self.bus, store.outbox())
-            .histogram(
+            .histograms(
                 "sagaflow_saga_duration_seconds",
-                "From order placed to terminal state.",
+                "From order placed to terminal state, by outcome.",
                 &self.saga_seconds,
             )
-            .histogram(
+            .histograms(
                 "sagaflow_step_duration_seconds",
-                "From command sent to accepted reply.",
+                "From command sent to accepted reply, by step, phase and outcome.",
                 &self.step_seconds,
             );
         pipeline.render(&mut r);

@@ -87,6 +87,28 @@ impl Histogram {
     }
 }
 
+/// A family of latency histograms told apart by labels, such as `step`, `phase` and
+/// `outcome`. The caller keeps the label values to a small known set (step names from the
+/// definition, fixed outcome words): nothing taken from a message becomes a label.
+#[derive(Debug, Default)]
+pub struct HistogramVec(Mutex<BTreeMap<Labels, Arc<Histogram>>>);
+
+/// A series' labels: (name, value) pairs in a fixed order.
+type Labels = Vec<(&'static str, String)>;
+
+impl HistogramVec {
+    pub fn with(&self, labels: &[(&'static str, &str)]) -> Arc<Histogram> {
+        let key: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key).or_insert_with(|| Arc::new(Histogram::latency())).clone()
+    }
+
+    fn snapshot(&self) -> Vec<(Labels, Arc<Histogram>)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
 /// A family of counters told apart by one label.
 #[derive(Debug, Default)]
 pub struct CounterVec(Mutex<BTreeMap<String, Arc<Counter>>>);
@@ -143,6 +165,28 @@ impl Render {
         }
         let _ = writeln!(self.0, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
         let _ = writeln!(self.0, "{name}_sum {}\n{name}_count {}", h.sum(), h.count());
+        self
+    }
+
+    /// A histogram family: one series per label set.
+    pub fn histograms(&mut self, name: &str, help: &str, family: &HistogramVec) -> &mut Self {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (labels, h) in family.snapshot() {
+            let labels: String = labels.iter().map(|(k, v)| format!("{k}=\"{v}\",")).collect();
+            let mut cumulative = 0;
+            for (bound, bucket) in h.bounds.iter().zip(&h.buckets) {
+                cumulative += bucket.load(Ordering::Relaxed);
+                let _ = writeln!(self.0, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
+            }
+            let labels = labels.trim_end_matches(',');
+            let _ = writeln!(self.0, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count());
+            let _ = writeln!(
+                self.0,
+                "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}",
+                h.sum(),
+                h.count()
+            );
+        }
         self
     }
 

@@ -8,6 +8,7 @@
 //! `--seeds N` runs N seeds back to back and prints one line per seed; a seed that fails
 //! becomes a regression test in `tests/tests/chaos.rs`.
 
+use crate::output::say;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,6 +65,8 @@ pub enum RunError {
 
 /// What one seed's run gave, for the table of `--seeds`.
 pub struct SeedLine {
+    /// The run's full report (also written to `--report`).
+    pub report: Value,
     pub seed: u64,
     pub orders: usize,
     pub kills: u32,
@@ -75,7 +78,10 @@ pub struct SeedLine {
 /// pass.
 pub async fn run_seeds(args: ChaosArgs) -> Result<Ending, RunError> {
     if args.seeds <= 1 {
-        return run(args).await.map(|(ending, _)| ending);
+        return run(args).await.map(|(ending, line)| {
+            crate::output::emit(&line.report);
+            ending
+        });
     }
     let mut lines = Vec::new();
     for seed in args.seed..args.seed + args.seeds {
@@ -88,6 +94,7 @@ pub async fn run_seeds(args: ChaosArgs) -> Result<Ending, RunError> {
         let line = match run(one).await {
             Ok((ending, line)) => SeedLine { outcome: Ok(matches!(ending, Ending::Passed)), ..line },
             Err(e) => SeedLine {
+                report: Value::Null,
                 seed,
                 orders: args.orders,
                 kills: 0,
@@ -95,19 +102,29 @@ pub async fn run_seeds(args: ChaosArgs) -> Result<Ending, RunError> {
                 outcome: Err(e.to_string()),
             },
         };
-        println!("{}", seed_line(&line));
+        say!("{}", seed_line(&line));
         lines.push(line);
     }
-    println!("\n{:<8} {:>7} {:>6} {:>7}  VERDICT", "SEED", "ORDERS", "KILLS", "BROKER");
+    say!("\n{:<8} {:>7} {:>6} {:>7}  VERDICT", "SEED", "ORDERS", "KILLS", "BROKER");
     for line in &lines {
-        println!("{}", seed_line(line));
+        say!("{}", seed_line(line));
     }
     if let Some(error) = lines.iter().find_map(|l| l.outcome.as_ref().err()) {
         return Err(RunError::Other(anyhow::anyhow!("a run could not be judged: {error}")));
     }
     let failed: Vec<u64> = lines.iter().filter(|l| l.outcome == Ok(false)).map(|l| l.seed).collect();
+    crate::output::emit(&json!({
+        "seeds": lines.iter().map(|l| json!({
+            "seed": l.seed,
+            "orders": l.orders,
+            "kills": l.kills,
+            "brokerRestarts": l.broker_restarts,
+            "verdict": match &l.outcome { Ok(true) => "pass".to_owned(), Ok(false) => "violations".to_owned(), Err(e) => format!("not judged: {e}") },
+        })).collect::<Vec<_>>(),
+        "failed": failed,
+    }));
     if !failed.is_empty() {
-        println!("\nFailing seeds {failed:?}: each becomes a regression test in tests/tests/chaos.rs.");
+        say!("\nFailing seeds {failed:?}: each becomes a regression test in tests/tests/chaos.rs.");
         return Ok(Ending::Violations);
     }
     Ok(Ending::Passed)
@@ -319,38 +336,35 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
         *outcomes.entry(key).or_default() += 1;
     }
 
-    println!("\nCHAOS REPORT (seed {}, {} orders)", args.seed, orders.len());
-    println!("\n{:<36} {:>7}", "OUTCOME", "ORDERS");
+    say!("\nCHAOS REPORT (seed {}, {} orders)", args.seed, orders.len());
+    say!("\n{:<36} {:>7}", "OUTCOME", "ORDERS");
     for (k, v) in &outcomes {
-        println!("{k:<36} {v:>7}");
+        say!("{k:<36} {v:>7}");
     }
-    println!("\n{:<14} {:>6} {:>9}", "PROGRAM", "KILLS", "RESTARTS");
+    say!("\n{:<14} {:>6} {:>9}", "PROGRAM", "KILLS", "RESTARTS");
     for p in PROGRAMS {
-        println!("{p:<14} {:>6} {:>9}", kills.get(p).unwrap_or(&0), restarts.get(p).unwrap_or(&0));
+        say!("{p:<14} {:>6} {:>9}", kills.get(p).unwrap_or(&0), restarts.get(p).unwrap_or(&0));
     }
-    println!("{:<14} {:>6}", "broker", broker_restarts);
-    println!(
+    say!("{:<14} {:>6}", "broker", broker_restarts);
+    say!(
         "\nredeliveries seen (since each process's last start): {}",
         metrics.get("sagaflow_redeliveries_total").unwrap_or(&0)
     );
-    println!(
-        "duplicates absorbed by the barriers: {}",
-        metrics.get("sagaflow_duplicates_total").unwrap_or(&0)
-    );
-    println!(
+    say!("duplicates absorbed by the barriers: {}", metrics.get("sagaflow_duplicates_total").unwrap_or(&0));
+    say!(
         "inputs ignored by sagas (duplicate or stale): {}",
         metrics.get("sagaflow_inputs_ignored_total").unwrap_or(&0)
     );
     if let Some((what, ms)) = &longest {
-        println!("longest recovery: {what}, {ms} ms from kill to healthy");
+        say!("longest recovery: {what}, {ms} ms from kill to healthy");
     }
-    println!("time to quiesce after the load: {:.1} s", quiesce.as_secs_f64());
-    println!("\n{:<58} RESULT", "INVARIANT");
+    say!("time to quiesce after the load: {:.1} s", quiesce.as_secs_f64());
+    say!("\n{:<58} RESULT", "INVARIANT");
     for (name, bad) in &verdict.invariants {
         if bad.is_empty() {
-            println!("{name:<58} pass");
+            say!("{name:<58} pass");
         } else {
-            println!("{name:<58} FAIL: {}", bad.iter().take(10).cloned().collect::<Vec<_>>().join(", "));
+            say!("{name:<58} FAIL: {}", bad.iter().take(10).cloned().collect::<Vec<_>>().join(", "));
         }
     }
     let json = json!({
@@ -364,7 +378,7 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
         "recoveriesMs": recoveries.iter().map(|(w, ms)| json!({ "what": w, "ms": ms })).collect::<Vec<_>>(),
         "quiesceSeconds": quiesce.as_secs_f64(),
         "metrics": metrics,
-        "invariants": verdict.invariants.iter().map(|(n, bad)| json!({ "name": n, "passed": bad.is_empty(), "violations": bad })).collect::<Vec<_>>(),
+        "invariants": verdict.to_json(),
         "passed": passed,
     });
     if let Some(parent) = args.report.parent() {
@@ -372,12 +386,13 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
     }
     std::fs::write(&args.report, serde_json::to_string_pretty(&json).map_err(anyhow::Error::from)?)
         .map_err(anyhow::Error::from)?;
-    println!(
+    say!(
         "\n{} (report: {})",
         if passed { "ALL INVARIANTS HOLD" } else { "VIOLATIONS FOUND" },
         args.report.display()
     );
     let line = SeedLine {
+        report: json,
         seed: args.seed,
         orders: orders.len(),
         kills: kills.values().sum(),

@@ -13,6 +13,7 @@ use sagaflow_api as api;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use crate::output::say;
 use crate::system::StartedSystem;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -122,10 +123,10 @@ pub async fn run(args: DemoArgs, api: &str) -> anyhow::Result<()> {
     };
     let result = place_and_watch(&args, &api, &run_id, &http).await;
     if args.keep || started.is_none() {
-        println!("\nThe console: {api}/   (the API: {api}/openapi.json)");
+        say!("\nThe console: {api}/   (the API: {api}/openapi.json)");
     }
     if args.keep && started.is_some() {
-        println!("The system keeps running; Ctrl-C stops it.");
+        say!("The system keeps running; Ctrl-C stops it.");
         crate::supervisor::until_stopped().await;
     }
     if let Some(system) = started {
@@ -277,15 +278,15 @@ fn summary(
         *by.entry(outcome(o)).or_default() += 1;
     }
     let total = orders.len().max(1);
-    println!("\n{:<36} {:>7} {:>7}", "OUTCOME", "ORDERS", "SHARE");
+    say!("\n{:<36} {:>7} {:>7}", "OUTCOME", "ORDERS", "SHARE");
     for (k, v) in &by {
-        println!("{k:<36} {v:>7} {:>6.1}%", 100.0 * *v as f64 / total as f64);
+        say!("{k:<36} {v:>7} {:>6.1}%", 100.0 * *v as f64 / total as f64);
     }
     if !pending.is_empty() {
-        println!("{:<36} {:>7}", "not finished", pending.len());
+        say!("{:<36} {:>7}", "not finished", pending.len());
     }
     if refused > 0 {
-        println!("{:<36} {:>7}", "refused at POST", refused);
+        say!("{:<36} {:>7}", "refused at POST", refused);
     }
     let mut durations: Vec<u64> = finished.iter().filter_map(|o| o.duration_ms).collect();
     durations.sort_unstable();
@@ -295,17 +296,25 @@ fn summary(
             .copied()
             .unwrap_or(0)
     };
-    println!(
+    say!(
         "\n{} orders in {:.1} s: {:.0} orders/s end to end",
         finished.len(),
         elapsed.as_secs_f64(),
         finished.len() as f64 / elapsed.as_secs_f64().max(0.001)
     );
-    println!(
+    say!(
         "saga latency (placed to terminal): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
         pct(0.5),
         pct(0.9),
         pct(0.99),
         durations.last().copied().unwrap_or(0)
     );
+    crate::output::emit(&json!({
+        "outcomes": by,
+        "finished": finished.len(),
+        "notFinished": pending,
+        "refused": refused,
+        "seconds": elapsed.as_secs_f64(),
+        "latencyMs": { "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": durations.last().copied().unwrap_or(0) },
+    }));
 }

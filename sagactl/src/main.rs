@@ -18,6 +18,7 @@ mod bench;
 mod chaos;
 mod client;
 mod demo;
+mod output;
 mod purge;
 mod supervisor;
 mod system;
@@ -26,6 +27,7 @@ mod verdict;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use output::say;
 
 #[derive(Parser)]
 #[command(name = "sagactl", version, about = "Run and operate sagaflow")]
@@ -36,7 +38,8 @@ struct Cli {
     /// The system's API_TOKEN, sent as `Authorization: Bearer`.
     #[arg(long, global = true, env = "API_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// How status, list, cancel and retry print: a table for people, or the API's JSON.
+    /// How results print: tables and text for people, or JSON on stdout for scripts (the text
+    /// then goes to stderr).
     #[arg(short, long, global = true, value_enum, default_value_t = client::Output::Table)]
     output: client::Output,
     #[command(subcommand)]
@@ -124,6 +127,7 @@ async fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    output::set_json(cli.output == client::Output::Json);
     let api = client::Api::new(&cli.api, cli.token.clone(), cli.output);
     let result = match cli.command {
         Command::Up(args) => supervisor::up(args).await,
@@ -183,13 +187,18 @@ async fn check(api: &str, token: Option<String>, args: CheckArgs) -> ExitCode {
             }
         };
     let verdict = books.judge();
-    println!("{} orders checked\n\n{:<58} RESULT", books.orders.len(), "INVARIANT");
+    say!("{} orders checked\n\n{:<58} RESULT", books.orders.len(), "INVARIANT");
     for (name, bad) in &verdict.invariants {
         match bad.len() {
-            0 => println!("{name:<58} pass"),
-            _ => println!("{name:<58} FAIL: {}", bad.iter().take(10).cloned().collect::<Vec<_>>().join(", ")),
+            0 => say!("{name:<58} pass"),
+            _ => say!("{name:<58} FAIL: {}", bad.iter().take(10).cloned().collect::<Vec<_>>().join(", ")),
         }
     }
+    output::emit(&serde_json::json!({
+        "orders": books.orders.len(),
+        "invariants": verdict.to_json(),
+        "passed": verdict.passed(),
+    }));
     if verdict.passed() {
         ExitCode::SUCCESS
     } else {

@@ -5,6 +5,7 @@
 //! queues hold (orders not yet consumed, dead letters) goes with them; without it, it lists
 //! what it would delete.
 
+use crate::output::say;
 use anyhow::Context;
 use sagaflow_events::Topology;
 
@@ -28,15 +29,22 @@ pub struct PurgeArgs {
 
 pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
     let topology = Topology::new(args.namespace.clone());
+    let listed = serde_json::json!({
+        "namespace": args.namespace,
+        "queues": topology.all_queues(),
+        "exchanges": topology.all_exchanges(),
+        "deleted": args.yes,
+    });
     if !args.yes {
-        println!("would delete the queues and exchanges of namespace {:?}:", args.namespace);
+        crate::output::emit(&listed);
+        say!("would delete the queues and exchanges of namespace {:?}:", args.namespace);
         for queue in topology.all_queues() {
-            println!("  queue     {queue}");
+            say!("  queue     {queue}");
         }
         for exchange in topology.all_exchanges() {
-            println!("  exchange  {exchange}");
+            say!("  exchange  {exchange}");
         }
-        println!("run again with --yes to delete them and what they hold");
+        say!("run again with --yes to delete them and what they hold");
         return Ok(());
     }
     let connection = lapin::Connection::connect(&args.amqp_url, lapin::ConnectionProperties::default())
@@ -46,6 +54,7 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
     sagaflow_runtime::bus::topology::delete(&channel, &topology)
         .await
         .with_context(|| format!("deleting namespace {:?}", args.namespace))?;
-    println!("deleted the queues and exchanges of namespace {:?}", args.namespace);
+    say!("deleted the queues and exchanges of namespace {:?}", args.namespace);
+    crate::output::emit(&listed);
     Ok(())
 }

@@ -321,6 +321,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 eprintln!("[sagactl]   {:<12} {}", p.name, p.http);
             }
             eprintln!("[sagactl] the console: {}/", programs[0].http);
+            crate::output::emit(&serde_json::json!({
+                "ready": true,
+                "programs": programs.iter().map(|p| serde_json::json!({ "name": p.name, "http": p.http })).collect::<Vec<_>>(),
+                "console": format!("{}/", programs[0].http),
+            }));
             stop.cancelled().await;
         }
         _ = stop.cancelled() => {}

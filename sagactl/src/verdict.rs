@@ -57,6 +57,14 @@ impl Verdict {
     pub fn passed(&self) -> bool {
         self.invariants.iter().all(|(_, bad)| bad.is_empty())
     }
+
+    /// Each invariant with whether it held and what broke it.
+    pub fn to_json(&self) -> Vec<Value> {
+        self.invariants
+            .iter()
+            .map(|(name, bad)| serde_json::json!({ "name": name, "passed": bad.is_empty(), "violations": bad }))
+            .collect()
+    }
 }
 
 struct Reader {

@@ -136,6 +136,33 @@ async fn real_answers_validate_against_the_openapi_document() {
     assert_eq!(status, 404);
     let (_, page) = c.check("get", "/dead-letters", "/dead-letters", None).await;
     assert_eq!(page["total"], 0, "{page}");
+    // Metrics carry the step, phase and outcome of each reply, and the outcome of each saga.
+    let metrics =
+        reqwest::get(format!("{}/metrics", s.orchestrator.http)).await.unwrap().text().await.unwrap();
+    for series in [
+        r#"sagaflow_step_duration_seconds_count{step="payment",phase="action",outcome="success"} 1"#,
+        r#"sagaflow_step_duration_seconds_count{step="payment",phase="action",outcome="failure"} 1"#,
+        r#"sagaflow_step_duration_seconds_count{step="notification",phase="action",outcome="success"} 1"#,
+        r#"sagaflow_saga_duration_seconds_count{outcome="completed"} 1"#,
+        r#"sagaflow_saga_duration_seconds_count{outcome="compensated"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+    }
+
+    // A caller's trace context is honoured: the saga carries its trace id.
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let placed = reqwest::Client::new()
+        .post(format!("{}/orders", s.orchestrator.http))
+        .header("content-type", "application/json")
+        .header("traceparent", trace)
+        .body(order_json("api-traced", &[("abc", 1)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status().as_u16(), 202);
+    let traced = s.order("api-traced").await;
+    assert_eq!(traced["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736", "{traced}");
+
     // The schemas are not permissive: answers of the wrong shape fail them.
     let page_schema = jsonschema::validator_for(&schema_for(&c.doc, "/orders", "get", 200)).unwrap();
     assert!(!page_schema.is_valid(&json!({ "orders": [{ "orderId": 1 }] })));

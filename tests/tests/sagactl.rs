@@ -91,6 +91,11 @@ async fn sagactl_purges_a_namespace_only_when_told_to() {
     };
     let listed = purge(false);
     assert!(listed.contains(&queue) && listed.contains("--yes"), "{listed}");
+    // -o json: stdout is one JSON document; the text for people went to stderr.
+    let out = sagactl("http://127.0.0.1:1", &["-o", "json", "purge", "--namespace", &namespace]);
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert!(listed["queues"].as_array().unwrap().iter().any(|q| q == queue.as_str()), "{listed}");
+    assert_eq!(listed["deleted"], false);
     assert!(exists().await, "nothing is deleted without --yes");
     purge(true);
     assert!(!exists().await, "deleted with --yes");
@@ -100,6 +105,26 @@ async fn sagactl_purges_a_namespace_only_when_told_to() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary, json!({ "retried": [], "skipped": 0 }));
+    // `check -o json`: the verdict as JSON, every invariant with what broke it.
+    let [payment, inventory, notification] = [&s.payment.http, &s.inventory.http, &s.notification.http];
+    let out = sagactl(
+        &s.orchestrator.http,
+        &[
+            "-o",
+            "json",
+            "check",
+            "--payment",
+            payment,
+            "--inventory",
+            inventory,
+            "--notification",
+            notification,
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let verdict: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(verdict["passed"], true, "{verdict}");
+    assert_eq!(verdict["invariants"].as_array().map(Vec::len), Some(5), "{verdict}");
 }
 
 /// `sagactl up` refuses ports that are taken, before it starts anything.

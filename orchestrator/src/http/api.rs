@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::view;
 use crate::engine::{new_saga, Control, Controlled, Job, Placed};
+use crate::feed::{Cursor, Read};
 use crate::metrics::Metrics;
 use crate::store::{ListFilter, Store, StoreError};
 
@@ -227,16 +228,20 @@ pub(super) struct StreamQuery {
     after: Option<String>,
 }
 
-/// What one stream holds between events.
-struct Follower {
-    /// The last change looked at (sent, or filtered out).
-    position: u64,
-    durable: tokio::sync::watch::Receiver<u64>,
-    ready: std::collections::VecDeque<Event>,
-    /// The stream ends after what is ready.
-    ending: bool,
-    /// Told that it lags.
-    warned: bool,
+/// One thing the feed gave a stream, as its Server-Sent Event.
+fn event(read: Read) -> Event {
+    match read {
+        Read::Change(seq, change) => Event::default()
+            .id(seq.to_string())
+            .event("change")
+            .data(serde_json::to_string(&change).expect("a change serialises")),
+        Read::Lagging { behind } => {
+            Event::default().event("lagging").data(json!({ "behind": behind }).to_string())
+        }
+        Read::Lagged { resume_after, keeps } => Event::default()
+            .event("lagged")
+            .data(json!({ "resumeAfter": resume_after, "keeps": keeps }).to_string()),
+    }
 }
 
 /// `GET /orders/stream`: Server-Sent Events, one `change` per saga state or step change, with
@@ -293,58 +298,28 @@ pub(super) async fn stream_orders(
         None => *durable.borrow(),
     };
     let (store, stop) = (s.store.clone(), s.stop.clone());
-    let start = Follower { position, durable, ready: Default::default(), ending: false, warned: false };
-    let events = futures_util::stream::unfold(start, move |mut f| {
-        let (store, stop, order, state) = (store.clone(), stop.clone(), order.clone(), state);
+    let start = (Cursor::new(position, order, state), durable, std::collections::VecDeque::new());
+    let events = futures_util::stream::unfold(start, move |(mut cursor, mut durable, mut ready)| {
+        let (store, stop) = (store.clone(), stop.clone());
         async move {
             loop {
-                if let Some(event) = f.ready.pop_front() {
-                    return Some((Ok::<_, std::convert::Infallible>(event), f));
+                if let Some(event) = ready.pop_front() {
+                    return Some((Ok::<_, std::convert::Infallible>(event), (cursor, durable, ready)));
                 }
-                if f.ending {
+                if cursor.ended() {
                     return None;
                 }
-                let feed = store.feed();
-                let oldest = feed.oldest().unwrap_or(0);
-                if f.position.saturating_add(1) < oldest {
-                    let lost = json!({ "resumeAfter": oldest - 1, "keeps": feed.keeps() });
-                    f.ready.push_back(Event::default().event("lagged").data(lost.to_string()));
-                    f.ending = true;
-                    continue;
-                }
-                let behind = f.durable.borrow().saturating_sub(f.position);
-                if !f.warned && behind > feed.keeps() / 2 {
-                    f.warned = true;
-                    f.ready.push_back(
-                        Event::default().event("lagging").data(json!({ "behind": behind }).to_string()),
-                    );
-                }
-                match feed.after(f.position, 256) {
-                    Ok(changes) if !changes.is_empty() => {
-                        for (seq, change) in changes {
-                            f.position = seq;
-                            let wanted = order.as_ref().is_none_or(|o| *o == change.order_id)
-                                && state.is_none_or(|s| s == change.state);
-                            if wanted {
-                                let data = serde_json::to_string(&change).expect("serialises");
-                                f.ready.push_back(
-                                    Event::default().id(seq.to_string()).event("change").data(data),
-                                );
-                            }
-                        }
-                    }
+                match cursor.read(store.feed()) {
+                    Ok(read) if !read.is_empty() => ready.extend(read.into_iter().map(event)),
                     Ok(_) => tokio::select! {
-                        changed = f.durable.changed() => if changed.is_err() { return None },
+                        changed = durable.changed() => if changed.is_err() { return None },
                         () = stop.cancelled() => return None,
                     },
                     Err(e) => {
                         tracing::error!(error = %e, "cannot read the change feed");
-                        f.ready.push_back(
-                            Event::default()
-                                .event("error")
-                                .data(json!({ "error": e.to_string() }).to_string()),
-                        );
-                        f.ending = true;
+                        let error = json!({ "error": e.to_string() }).to_string();
+                        ready.push_back(Event::default().event("error").data(error));
+                        cursor.end();
                     }
                 }
             }

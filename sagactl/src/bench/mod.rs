@@ -265,7 +265,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         targets,
     };
     let table = report::table(&report);
-    println!("{table}");
+    crate::output::say!("{table}");
+    crate::output::emit(&report);
     std::fs::write(args.out.join("report.txt"), &table)?;
     std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     let plot = report::svg(&report).map_err(|e| anyhow::anyhow!("cannot draw the plot: {e}"))?;
