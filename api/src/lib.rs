@@ -8,6 +8,12 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// An enum of this API as its JSON names it (`not_needed`, `compensation`), for tables and
+/// pages.
+pub fn word(value: &impl Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 /// Where a saga stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -1,7 +1,7 @@
 //! The orchestrator's HTTP API, for people: small tables instead of JSON.
 
 use anyhow::{bail, Context};
-use sagaflow_api as api;
+use sagaflow_api::{self as api, word};
 use serde_json::Value;
 
 pub struct Api {
@@ -259,11 +259,6 @@ impl Api {
 
 fn reason(reason: Option<&str>) -> String {
     reason.map(|r| format!(" ({r})")).unwrap_or_default()
-}
-
-/// An API enum as its JSON names it (`timed_out`, `not_needed`).
-fn word(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// One history input in a few words: `reply payment action #2: success`.

@@ -306,7 +306,7 @@ pub fn saga(d: &api::OrderDetail) -> Markup {
                             li {
                                 (step) " "
                                 @if let Some(c) = d.steps.iter().find(|s| &s.name == step).and_then(|s| s.compensation.as_ref()) {
-                                    (badge(&snake(&c.state)))
+                                    (badge(&api::word(&c.state)))
                                 }
                             }
                         }
@@ -322,10 +322,10 @@ pub fn saga(d: &api::OrderDetail) -> Markup {
                     @for s in &d.steps {
                         tr data-step=(s.name) {
                             td { (s.name) }
-                            td { (badge(&snake(&s.state))) }
+                            td { (badge(&api::word(&s.state))) }
                             td.num { (s.attempts) }
                             @match &s.compensation {
-                                Some(c) => { td { (badge(&snake(&c.state))) } td.num { (c.attempts) } }
+                                Some(c) => { td { (badge(&api::word(&c.state))) } td.num { (c.attempts) } }
                                 None => { td.muted { "none (point of no return)" } td.num { "–" } }
                             }
                             td.error { (s.compensation.as_ref().and_then(|c| c.last_error.as_deref()).or(s.last_error.as_deref()).unwrap_or("")) }
@@ -354,11 +354,6 @@ pub fn saga(d: &api::OrderDetail) -> Markup {
             }
         }
     }
-}
-
-/// An enum's snake_case name, as its JSON says it.
-fn snake<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 fn plan_text(d: &api::OrderDetail) -> String {
