@@ -381,6 +381,14 @@ async fn class_6_the_token_and_the_content_type_are_required() {
         ("a wrong token", http.get(format!("{base}/orders")).bearer_auth("guess")),
         ("a wrong scheme", http.get(format!("{base}/orders")).basic_auth("s3cret-token", None::<&str>)),
         ("a service without a token", http.get(format!("{}/payments", s.payment.http))),
+        ("the console", http.get(format!("{base}/"))),
+        ("the console's files", http.get(format!("{base}/console/assets/console.js"))),
+        ("the openapi document", http.get(format!("{base}/openapi.json"))),
+        ("the dead letters", http.get(format!("{base}/dead-letters"))),
+        (
+            "a made-up session cookie",
+            http.get(format!("{base}/orders")).header("cookie", "sagaflow_session=00ff"),
+        ),
     ] {
         let r = request.send().await.unwrap();
         assert_eq!(
@@ -407,6 +415,26 @@ async fn class_6_the_token_and_the_content_type_are_required() {
     for open in ["/health", "/metrics"] {
         assert_eq!(status(http.get(format!("{base}{open}")).send().await.unwrap()), 200, "{open}");
     }
+    // The console's session: issued for the right token only, sent as JSON only, and it holds
+    // a digest, not the token. A browser without it gets the sign-in page (still a 401).
+    let session = |body: &str, content_type: &str| {
+        http.post(format!("{base}/console/session"))
+            .header("content-type", content_type)
+            .body(body.to_owned())
+    };
+    assert_eq!(status(session(r#"{"token":"guess"}"#, "application/json").send().await.unwrap()), 401);
+    assert_eq!(status(session(r#"{"token":"s3cret-token"}"#, "text/plain").send().await.unwrap()), 415);
+    let issued = session(r#"{"token":"s3cret-token"}"#, "application/json").send().await.unwrap();
+    assert_eq!(issued.status().as_u16(), 204);
+    let cookie = issued.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("s3cret-token"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let with_cookie = http.get(format!("{base}/orders")).header("cookie", pair).send().await.unwrap();
+    assert_eq!(status(with_cookie), 200);
+    let page = http.get(format!("{base}/")).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 401);
+    assert!(page.text().await.unwrap().contains("API token"));
     // A body must say it is JSON.
     let body = order_json("ct-1", &[("abc", 1)]);
     for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {

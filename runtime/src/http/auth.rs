@@ -53,10 +53,8 @@ impl fmt::Display for ApiToken {
     }
 }
 
-/// Paths anyone may read: what supervisors and scrapers need, and the console's static files
-/// (which hold no data).
+/// Paths anyone may read: what supervisors and scrapers need.
 const OPEN_PATHS: [&str; 2] = ["/health", "/metrics"];
-const OPEN_PREFIX: &str = "/console/assets/";
 
 /// Where a browser trades the token for a session cookie (`POST`, JSON `{"token": ...}`), or
 /// drops it (`DELETE`).
@@ -77,7 +75,7 @@ impl ApiToken {
 pub async fn require_token(State(token): State<Option<ApiToken>>, request: Request, next: Next) -> Response {
     let Some(token) = token else { return next.run(request).await };
     let path = request.uri().path();
-    if OPEN_PATHS.contains(&path) || path.starts_with(OPEN_PREFIX) {
+    if OPEN_PATHS.contains(&path) {
         return next.run(request).await;
     }
     if path == SESSION_PATH {
@@ -163,18 +161,44 @@ async fn session(token: &ApiToken, request: Request) -> Response {
     }
 }
 
-/// Asks for the token once; the script trades it for the session cookie and reloads.
+/// Asks for the token once; the script trades it for the session cookie and reloads. All of
+/// it is inline: without the token nothing else is served, the console's own files included.
 const LOGIN_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sagaflow: sign in</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="/console/assets/console.css"></head>
-<body class="login"><main>
+<style>
+body { margin: 0; background: #f6f7f9; color: #1d2330; font: 14px/1.45 system-ui, sans-serif; }
+main { max-width: 420px; margin: 80px auto; background: #fff; padding: 24px; border-radius: 8px; border: 1px solid #e2e5eb; }
+form { display: flex; gap: 8px; } input { flex: 1; }
+input, button { font: inherit; padding: 5px 8px; border: 1px solid #e2e5eb; border-radius: 6px; }
+button { background: #3056d3; color: #fff; border-color: #3056d3; cursor: pointer; }
+.error { color: #c0392b; }
+</style></head>
+<body><main>
 <h1>sagaflow</h1>
 <p>This system has an API token (<code>API_TOKEN</code>). Enter it once; this browser keeps a session cookie.</p>
 <form id="login"><input id="token" type="password" autocomplete="current-password" placeholder="API token" autofocus required>
 <button type="submit">Open the console</button></form>
 <p id="login-error" class="error" hidden></p>
-</main><script src="/console/assets/login.js"></script></body></html>
+</main>
+<script>
+document.getElementById("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = document.getElementById("login-error");
+  const response = await fetch("/console/session", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ token: document.getElementById("token").value }),
+  });
+  if (response.ok) {
+    location.reload();
+  } else {
+    const body = await response.json().catch(() => ({}));
+    error.textContent = body.error || `sign-in failed (${response.status})`;
+    error.hidden = false;
+  }
+});
+</script></body></html>
 "#;
 
 #[cfg(test)]

@@ -8,13 +8,14 @@
 //! ...); the one console-only action is retrying every stuck saga at once.
 //!
 //! With `API_TOKEN` set the console asks for the token once and trades it for a session cookie
-//! (`sagaflow_runtime::http::auth`).
+//! (`sagaflow_runtime::http::auth`); nothing here, its static files included, is served without
+//! one. A page's error is an HTML page for a browser and the API's JSON error for anything else.
 
 mod chart;
 mod pages;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -23,10 +24,9 @@ use maud::Markup;
 use super::api::{self, ApiError, ApiState, ListQuery};
 
 /// Files the console serves, compiled in.
-const ASSETS: [(&str, &str, &str); 4] = [
+const ASSETS: [(&str, &str, &str); 3] = [
     ("console.css", "text/css; charset=utf-8", include_str!("../../../console/console.css")),
     ("console.js", "text/javascript; charset=utf-8", include_str!("../../../console/console.js")),
-    ("login.js", "text/javascript; charset=utf-8", include_str!("../../../console/login.js")),
     ("htmx.min.js", "text/javascript; charset=utf-8", include_str!("../../../console/vendor/htmx.min.js")),
 ];
 
@@ -44,19 +44,35 @@ pub fn router() -> Router<ApiState> {
         .route("/console/assets/{name}", get(asset))
 }
 
-/// A console page that could not be made: an HTML page with the error, same status as the API.
-struct ConsoleError(ApiError);
+/// A console page that could not be made: for a browser, an HTML page with the error; for
+/// anything else the API's JSON error. The status is the API's either way.
+struct ConsoleError {
+    error: ApiError,
+    html: bool,
+}
 
-impl From<ApiError> for ConsoleError {
-    fn from(e: ApiError) -> Self {
-        Self(e)
+/// The request came from a browser loading a page.
+fn browser(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+}
+
+trait ForPage<T> {
+    fn for_page(self, headers: &HeaderMap) -> Result<T, ConsoleError>;
+}
+
+impl<T> ForPage<T> for Result<T, ApiError> {
+    fn for_page(self, headers: &HeaderMap) -> Result<T, ConsoleError> {
+        self.map_err(|error| ConsoleError { error, html: browser(headers) })
     }
 }
 
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
-        let message = self.0.to_string();
-        let status = self.0.into_response().status();
+        if !self.html {
+            return self.error.into_response();
+        }
+        let message = self.error.to_string();
+        let status = self.error.into_response().status();
         (status, Html(pages::error(status, &message).into_string())).into_response()
     }
 }
@@ -74,12 +90,12 @@ async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
-async fn overview_page(State(s): State<ApiState>) -> Result<Response, ConsoleError> {
-    let overview = api::overview_of(&s).await?;
+async fn overview_page(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ConsoleError> {
+    let overview = api::overview_of(&s).await.for_page(&headers)?;
     Ok(html(pages::overview_page(&overview)))
 }
 
-async fn overview_fragment(State(s): State<ApiState>) -> Result<Response, ConsoleError> {
+async fn overview_fragment(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let overview = api::overview_of(&s).await?;
     Ok(html(pages::overview(&overview)))
 }
@@ -178,38 +194,44 @@ fn sagas_of(s: &ApiState, filters: &SagaFilters) -> Result<sagaflow_api::OrderPa
 
 async fn sagas_page(
     State(s): State<ApiState>,
+    headers: HeaderMap,
     Query(filters): Query<SagaFilters>,
 ) -> Result<Response, ConsoleError> {
-    let page = sagas_of(&s, &filters)?;
+    let page = sagas_of(&s, &filters).for_page(&headers)?;
     Ok(html(pages::sagas_page(&filters, &page)))
 }
 
 async fn sagas_fragment(
     State(s): State<ApiState>,
     Query(filters): Query<SagaFilters>,
-) -> Result<Response, ConsoleError> {
+) -> Result<Response, ApiError> {
     let page = sagas_of(&s, &filters)?;
     Ok(html(pages::saga_rows(&filters, &page)))
 }
 
-async fn saga_page(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ConsoleError> {
-    let detail = api::detail_of(&s, &raw)?;
+async fn saga_page(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let detail = api::detail_of(&s, &raw).for_page(&headers)?;
     Ok(html(pages::saga_page(&detail)))
 }
 
-async fn saga_fragment(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ConsoleError> {
+async fn saga_fragment(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let detail = api::detail_of(&s, &raw)?;
     Ok(html(pages::saga(&detail)))
 }
 
-async fn dead_letters_page(State(s): State<ApiState>) -> Result<Response, ConsoleError> {
+/// (A broker that cannot be asked is shown on the page, not an error of the page.)
+async fn dead_letters_page(State(s): State<ApiState>) -> Response {
     let letters = api::dead_letters_of(&s).await.map_err(|e| e.to_string());
-    Ok(html(pages::dead_letters_page(letters.as_ref())))
+    html(pages::dead_letters_page(letters.as_ref()))
 }
 
-async fn dead_letters_fragment(State(s): State<ApiState>) -> Result<Response, ConsoleError> {
+async fn dead_letters_fragment(State(s): State<ApiState>) -> Response {
     let letters = api::dead_letters_of(&s).await.map_err(|e| e.to_string());
-    Ok(html(pages::dead_letters(letters.as_ref())))
+    html(pages::dead_letters(letters.as_ref()))
 }
 
 /// Retries every saga that is stuck now, page by page; one that healed meanwhile is skipped.
