@@ -348,8 +348,14 @@ impl TransactionalTree {
         self.tree.context.pagecache.generate_id_inner()
     }
 
+    // sagaflow patch 3 (PATCHES.md): upstream leaves this body empty of logic.
+    // An attempt that is unstaged wrote nothing to the tree (commit has not
+    // run), and the retry loop builds a fresh overlay; dropping what this
+    // attempt staged and read is all there is to undo.
     fn unstage(&self) {
-        unimplemented!()
+        self.writes.borrow_mut().clear();
+        self.read_cache.borrow_mut().clear();
+        *self.flush_on_commit.borrow_mut() = false;
     }
 
     const fn validate(&self) -> bool {
