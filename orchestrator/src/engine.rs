@@ -418,11 +418,7 @@ impl Engine {
         }
         self.metrics.inputs_applied.inc();
         if let Some(a) = answered {
-            let phase = match a.phase {
-                sagaflow_saga::Phase::Action => "action",
-                sagaflow_saga::Phase::Compensation => "compensation",
-            };
-            let labels = [("step", a.step.as_str()), ("phase", phase), ("outcome", a.outcome)];
+            let labels = [("step", a.step.as_str()), ("phase", a.phase.into()), ("outcome", a.outcome)];
             self.metrics.step_seconds.with(&labels).observe(a.waited_ms as f64 / 1000.0);
         }
         for effect in effects {

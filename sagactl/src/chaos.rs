@@ -331,9 +331,7 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
     let passed = verdict.passed();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for o in books.orders.iter().filter_map(|(_, o)| o.as_ref()) {
-        let key =
-            format!("{}{}", o.state, o.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default());
-        *outcomes.entry(key).or_default() += 1;
+        *outcomes.entry(demo::outcome(o)).or_default() += 1;
     }
 
     say!("\nCHAOS REPORT (seed {}, {} orders)", args.seed, orders.len());
@@ -359,14 +357,8 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
         say!("longest recovery: {what}, {ms} ms from kill to healthy");
     }
     say!("time to quiesce after the load: {:.1} s", quiesce.as_secs_f64());
-    say!("\n{:<58} RESULT", "INVARIANT");
-    for (name, bad) in &verdict.invariants {
-        if bad.is_empty() {
-            say!("{name:<58} pass");
-        } else {
-            say!("{name:<58} FAIL: {}", bad.iter().take(10).cloned().collect::<Vec<_>>().join(", "));
-        }
-    }
+    say!("");
+    verdict.print();
     let json = json!({
         "seed": args.seed,
         "orders": orders.len(),

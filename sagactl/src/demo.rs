@@ -259,7 +259,8 @@ fn counts(finished: &[api::OrderDetail]) -> String {
     by.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" · ")
 }
 
-fn outcome(o: &api::OrderDetail) -> String {
+/// How an order ended, as the summaries group it: `compensated (out_of_stock)`.
+pub fn outcome(o: &api::OrderDetail) -> String {
     match &o.reason {
         Some(reason) => format!("{} ({reason})", o.state),
         None => o.state.to_string(),

@@ -187,13 +187,8 @@ async fn check(api: &str, token: Option<String>, args: CheckArgs) -> ExitCode {
             }
         };
     let verdict = books.judge();
-    say!("{} orders checked\n\n{:<58} RESULT", books.orders.len(), "INVARIANT");
-    for (name, bad) in &verdict.invariants {
-        match bad.len() {
-            0 => say!("{name:<58} pass"),
-            _ => say!("{name:<58} FAIL: {}", bad.iter().take(10).cloned().collect::<Vec<_>>().join(", ")),
-        }
-    }
+    say!("{} orders checked\n", books.orders.len());
+    verdict.print();
     output::emit(&serde_json::json!({
         "orders": books.orders.len(),
         "invariants": verdict.to_json(),

@@ -58,6 +58,19 @@ impl Verdict {
         self.invariants.iter().all(|(_, bad)| bad.is_empty())
     }
 
+    /// The table for people: each invariant, `pass` or the first ten that break it.
+    pub fn print(&self) {
+        crate::output::say!("{:<58} RESULT", "INVARIANT");
+        for (name, bad) in &self.invariants {
+            if bad.is_empty() {
+                crate::output::say!("{name:<58} pass");
+            } else {
+                let first: Vec<&str> = bad.iter().take(10).map(String::as_str).collect();
+                crate::output::say!("{name:<58} FAIL: {}", first.join(", "));
+            }
+        }
+    }
+
     /// Each invariant with whether it held and what broke it.
     pub fn to_json(&self) -> Vec<Value> {
         self.invariants

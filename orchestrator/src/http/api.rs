@@ -180,10 +180,20 @@ pub(super) async fn show_order(
     Ok(Json(detail_of(&s, &raw)?).into_response())
 }
 
+/// The saga of an order id from a path or a form: 422 when it is not an id, 404 when unknown.
+fn record_of(s: &ApiState, raw: &str) -> Result<crate::record::SagaRecord, ApiError> {
+    let id = order_id(raw)?;
+    s.store.get(id.as_str())?.ok_or_else(|| ApiError::NotFound(raw.to_owned()))
+}
+
+/// One line of `GET /orders` for one order (the console's order-id filter).
+pub(super) fn summary_of(s: &ApiState, raw: &str) -> Result<sagaflow_api::OrderSummary, ApiError> {
+    Ok(view::summary(&record_of(s, raw)?))
+}
+
 /// `GET /orders/{orderId}`'s answer (and the console's saga page).
 pub(super) fn detail_of(s: &ApiState, raw: &str) -> Result<sagaflow_api::OrderDetail, ApiError> {
-    let id = order_id(raw)?;
-    let record = s.store.get(id.as_str())?.ok_or_else(|| ApiError::NotFound(raw.to_owned()))?;
+    let record = record_of(s, raw)?;
     let definition = s.store.definition(&record.definition);
     let history = s.store.history(&record, HISTORY_SHOWN)?;
     Ok(view::detail(&record, &history, definition.as_deref()))
@@ -406,7 +416,7 @@ pub(super) async fn cancel_order(
     let (record, ignored) = control(&s, &raw, Control::Cancel).await?;
     let state = record.saga.status();
     match ignored {
-        None | Some(Ignored::AlreadyCompensating) => Ok(accepted(&record)),
+        None | Some(Ignored::AlreadyCompensating) => Ok(accepted(view::accepted(&record))),
         Some(Ignored::PastPointOfNoReturn) => Err(ApiError::Conflict(format!(
             "order {raw} is past the point of no return (its confirmation is being sent) and cannot be cancelled"
         ))),
@@ -425,8 +435,7 @@ pub(super) async fn retry_order(
     State(s): State<ApiState>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    let accepted = retry(&s, &raw).await?;
-    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+    Ok(accepted(retry(&s, &raw).await?))
 }
 
 /// Asks a stuck saga to try its compensations again: a conflict when it is not stuck.
@@ -470,8 +479,9 @@ pub(super) async fn metrics(State(s): State<ApiState>) -> Response {
     sagaflow_runtime::http::metrics_text(s.metrics.render(&s.store, &s.pipeline))
 }
 
-fn accepted(record: &crate::record::SagaRecord) -> Response {
-    (StatusCode::ACCEPTED, Json(view::accepted(record))).into_response()
+/// `202` with where the saga stands now.
+fn accepted(body: sagaflow_api::Accepted) -> Response {
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 #[utoipa::path(get, path = "/overview", tag = "operations",
@@ -550,7 +560,11 @@ pub async fn dead_letters_of(s: &ApiState) -> Result<sagaflow_api::DeadLetterPag
             kind: d.kind.clone(),
             correlation_id: d.correlation_id.clone(),
             bytes: d.body.len() as u64,
-            preview: String::from_utf8_lossy(&d.body).chars().take(PREVIEW_CHARS).collect(),
+            // A character takes at most four bytes: no need to decode a large body whole.
+            preview: String::from_utf8_lossy(&d.body[..d.body.len().min(PREVIEW_CHARS * 4)])
+                .chars()
+                .take(PREVIEW_CHARS)
+                .collect(),
         })
         .collect();
     Ok(sagaflow_api::DeadLetterPage { dead_letters, total: u64::from(total) })

@@ -65,15 +65,19 @@ impl Inspector {
         Self { url, topology }
     }
 
+    async fn connect(&self) -> Result<Connection, InspectError> {
+        Ok(Connection::connect(self.url.expose(), ConnectionProperties::default()).await?)
+    }
+
     async fn channel(&self) -> Result<(Connection, Channel), InspectError> {
-        let connection = Connection::connect(self.url.expose(), ConnectionProperties::default()).await?;
+        let connection = self.connect().await?;
         let channel = connection.create_channel().await?;
         Ok((connection, channel))
     }
 
     /// The state of each named queue; a queue that does not exist is left out.
     pub async fn queues(&self, names: &[String]) -> Result<Vec<(String, QueueState)>, InspectError> {
-        let (connection, _) = self.channel().await?;
+        let connection = self.connect().await?;
         let mut out = Vec::new();
         for name in names {
             // A passive declare of a missing queue closes its channel: one channel each.

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -15,17 +15,21 @@ use super::JsonError;
 
 /// A secret that never prints: `Debug` and `Display` show `***`.
 #[derive(Clone)]
-pub struct ApiToken(String);
+pub struct ApiToken {
+    secret: String,
+    /// The console's session cookie for this token (see [`COOKIE`]), made once.
+    session: String,
+}
 
 impl ApiToken {
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.secret
     }
 
     /// True when `offered` is the token. Both sides are hashed first, so the comparison is of
     /// equal lengths and takes the same time for every wrong guess.
     pub fn matches(&self, offered: &str) -> bool {
-        let want = Sha256::digest(self.0.as_bytes());
+        let want = Sha256::digest(self.secret.as_bytes());
         let got = Sha256::digest(offered.as_bytes());
         want.ct_eq(&got).into()
     }
@@ -37,7 +41,9 @@ impl std::str::FromStr for ApiToken {
         if s.trim().is_empty() {
             return Err("the token must not be empty".into());
         }
-        Ok(Self(s.to_owned()))
+        let digest = Sha256::digest(format!("sagaflow-console-session:{s}").as_bytes());
+        let session = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self { secret: s.to_owned(), session })
     }
 }
 
@@ -63,14 +69,6 @@ pub const SESSION_PATH: &str = "/console/session";
 /// load or an `EventSource`. It holds a digest of the token, never the token; it is `HttpOnly`
 /// (no script reads it) and `SameSite=Strict` (no other site's page sends it).
 const COOKIE: &str = "sagaflow_session";
-
-impl ApiToken {
-    /// The session cookie's value for this token.
-    fn session(&self) -> String {
-        let digest = Sha256::digest(format!("sagaflow-console-session:{}", self.0).as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
 
 pub async fn require_token(State(token): State<Option<ApiToken>>, request: Request, next: Next) -> Response {
     let Some(token) = token else { return next.run(request).await };
@@ -105,7 +103,7 @@ pub async fn require_token(State(token): State<Option<ApiToken>>, request: Reque
 }
 
 fn has_session(token: &ApiToken, request: &Request) -> bool {
-    let want = token.session();
+    let want = &token.session;
     request
         .headers()
         .get_all(header::COOKIE)
@@ -120,13 +118,13 @@ fn has_session(token: &ApiToken, request: &Request) -> bool {
 fn wants_a_page(request: &Request) -> bool {
     let path = request.uri().path();
     let page = path == "/" || path.starts_with("/console/");
-    let html = request
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"));
     let fragment = request.headers().contains_key("hx-request");
-    page && html && !fragment
+    page && accepts_html(request.headers()) && !fragment
+}
+
+/// The request takes HTML: a browser loading a page.
+pub fn accepts_html(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
 }
 
 #[derive(serde::Deserialize)]
@@ -151,7 +149,7 @@ async fn session(token: &ApiToken, request: Request) -> Response {
     let body = axum::body::to_bytes(request.into_body(), 4096).await.unwrap_or_default();
     match serde_json::from_slice::<Login>(&body) {
         Ok(login) if token.matches(login.token.trim()) => {
-            let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", token.session());
+            let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", token.session);
             (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
         }
         Ok(_) => JsonError::new(StatusCode::UNAUTHORIZED, "that is not the API token").into_response(),
@@ -218,10 +216,10 @@ mod tests {
     #[test]
     fn the_session_cookie_is_a_digest_not_the_token() {
         let token: ApiToken = "s3cret".parse().unwrap();
-        let session = token.session();
+        let session = &token.session;
         assert_eq!(session.len(), 64);
         assert!(!session.contains("s3cret"));
         let other: ApiToken = "other".parse().unwrap();
-        assert_ne!(session, other.session());
+        assert_ne!(*session, other.session);
     }
 }

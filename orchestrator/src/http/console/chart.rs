@@ -53,33 +53,23 @@ pub fn latency(buckets: &[Bucket]) -> Markup {
     let height = 90.0;
     let top = buckets.iter().filter_map(|b| b.p99_ms).max().unwrap_or(1).max(1) as f64;
     let slot = WIDTH / buckets.len().max(1) as f64;
-    let line = |pick: fn(&Bucket) -> Option<u64>| {
-        buckets
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| {
-                let ms = pick(b)? as f64;
-                Some(format!("{:.1},{:.1}", i as f64 * slot + slot / 2.0, height - ms / top * height))
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+    // Where each bucket's value sits: (x, y, milliseconds), for the buckets that have one.
+    let points = |pick: fn(&Bucket) -> Option<u64>| {
+        buckets.iter().enumerate().filter_map(move |(i, b)| {
+            let ms = pick(b)?;
+            Some((i as f64 * slot + slot / 2.0, height - ms as f64 / top * height, ms))
+        })
     };
-    let last = buckets.iter().rev().find(|b| b.p50_ms.is_some());
+    let line = |pick| points(pick).map(|(x, y, _)| format!("{x:.1},{y:.1}")).collect::<Vec<_>>().join(" ");
     // Dots as well as lines: a single busy bucket is a point, which a line would not show.
-    let dots = |pick: fn(&Bucket) -> Option<u64>, colour: &str| {
-        buckets
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| {
-                let ms = pick(b)? as f64;
-                Some(format!(
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{colour}"><title>{ms} ms</title></circle>"#,
-                    i as f64 * slot + slot / 2.0,
-                    height - ms / top * height
-                ))
+    let dots = |pick, colour: &str| {
+        points(pick)
+            .map(|(x, y, ms)| {
+                format!(r#"<circle cx="{x:.1}" cy="{y:.1}" r="2.5" fill="{colour}"><title>{ms} ms</title></circle>"#)
             })
             .collect::<String>()
     };
+    let last = buckets.iter().rev().find(|b| b.p50_ms.is_some());
     html! {
         div.chart {
             svg viewBox=(format!("0 0 {WIDTH} {}", height + 14.0)) role="img" aria-label="saga latency" {

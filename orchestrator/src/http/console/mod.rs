@@ -51,18 +51,16 @@ struct ConsoleError {
     html: bool,
 }
 
-/// The request came from a browser loading a page.
-fn browser(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
-}
-
 trait ForPage<T> {
     fn for_page(self, headers: &HeaderMap) -> Result<T, ConsoleError>;
 }
 
 impl<T> ForPage<T> for Result<T, ApiError> {
     fn for_page(self, headers: &HeaderMap) -> Result<T, ConsoleError> {
-        self.map_err(|error| ConsoleError { error, html: browser(headers) })
+        self.map_err(|error| ConsoleError {
+            error,
+            html: sagaflow_runtime::http::auth::accepts_html(headers),
+        })
     }
 }
 
@@ -157,34 +155,20 @@ impl SagaFilters {
     }
 }
 
+/// What a query value keeps as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// Percent-encodes a query value (everything but unreserved characters).
 fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(value, UNRESERVED).to_string()
 }
 
 /// The page of sagas the filters select; an order id selects that one saga.
 fn sagas_of(s: &ApiState, filters: &SagaFilters) -> Result<sagaflow_api::OrderPage, ApiError> {
     if let Some(id) = SagaFilters::given(&filters.order_id) {
-        return match api::detail_of(s, &id) {
-            Ok(d) => Ok(sagaflow_api::OrderPage {
-                orders: vec![sagaflow_api::OrderSummary {
-                    order_id: d.order_id,
-                    saga_id: d.saga_id,
-                    state: d.state,
-                    reason: d.reason,
-                    amount_cents: d.amount_cents,
-                    user_id: d.user_id,
-                    created_at: d.created_at,
-                    updated_at: d.updated_at,
-                }],
-                next: None,
-            }),
+        return match api::summary_of(s, &id) {
+            Ok(summary) => Ok(sagaflow_api::OrderPage { orders: vec![summary], next: None }),
             Err(ApiError::NotFound(_)) => Ok(sagaflow_api::OrderPage { orders: vec![], next: None }),
             Err(e) => Err(e),
         };
