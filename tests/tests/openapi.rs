@@ -83,7 +83,13 @@ async fn real_answers_validate_against_the_openapi_document() {
 
     let (_, order) = c.check("get", "/orders/{orderId}", "/orders/api-1", None).await;
     assert_eq!(order["state"], "completed");
-    c.check("get", "/orders/{orderId}", "/orders/api-2", None).await;
+    let (_, declined) = c.check("get", "/orders/{orderId}", "/orders/api-2", None).await;
+    // A declined payment: its reason is the step's last error, and the steps never sent are
+    // skipped, not pending (they will never run).
+    assert_eq!(declined["steps"][0]["state"], "failed", "{declined}");
+    assert_eq!(declined["steps"][0]["lastError"], "payment_declined", "{declined}");
+    assert_eq!(declined["steps"][1]["state"], "skipped", "{declined}");
+    assert_eq!(declined["steps"][2]["state"], "skipped", "{declined}");
     let (status, _) = c.check("get", "/orders/{orderId}", "/orders/nobody", None).await;
     assert_eq!(status, 404);
     let (status, _) = c.check("get", "/orders/{orderId}", "/orders/.hidden", None).await;
