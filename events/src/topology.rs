@@ -14,6 +14,11 @@
 //!                           -> {ns}.inventory.completions  key "order.completed"
 //! {ns}.dead-letter fanout   -> {ns}.dead-letters            unparseable or poison messages
 //! ```
+//!
+//! On Kafka there are no exchanges: a route names a topic ([`Topology::kafka_topic`]), and a
+//! queue reads one ([`Topology::kafka_source`]). Each queue above becomes the topic of the same
+//! name, and each public event's routing key a topic of its own (`{ns}.events.order.completed`),
+//! so that a consumer of one event reads nothing else (subscribe to `^{ns}\.events\..*` for all).
 
 use crate::public::routing_key_of;
 
@@ -136,6 +141,59 @@ impl Topology {
         format!("{queue}.owner")
     }
 
+    /// Kafka: the topic a message for `exchange` with routing `key` goes to, or `None` for a
+    /// route that does not exist in this namespace.
+    pub fn kafka_topic(&self, exchange: &str, key: &str) -> Option<String> {
+        use strum::IntoEnumIterator;
+        if exchange == self.intake_exchange() {
+            Some(self.intake_queue())
+        } else if exchange == self.commands_exchange() {
+            Participant::iter().find(|p| self.command_routing_key(*p) == key).map(|p| self.command_queue(p))
+        } else if exchange == self.replies_exchange() {
+            Some(self.replies_queue())
+        } else if exchange == self.events_exchange() {
+            crate::public::PUBLIC_EVENT_NAMES
+                .iter()
+                .any(|name| routing_key_of(name) == key)
+                .then(|| self.event_topic(key))
+        } else if exchange == self.dead_letter_exchange() {
+            Some(self.dead_letter_queue())
+        } else if exchange.is_empty() {
+            // The default exchange routes to the queue the key names.
+            self.kafka_source(key)
+        } else {
+            None
+        }
+    }
+
+    /// Kafka: the topic of one public event's routing key.
+    pub fn event_topic(&self, routing_key: &str) -> String {
+        self.name(&format!("events.{routing_key}"))
+    }
+
+    /// Kafka: the topic that a queue of this namespace reads, or `None` for a queue that is not
+    /// one of ours.
+    pub fn kafka_source(&self, queue: &str) -> Option<String> {
+        if queue == self.completions_queue() {
+            return Some(self.event_topic(&routing_key_of("OrderCompleted")));
+        }
+        let mut ours = vec![self.intake_queue(), self.replies_queue(), self.dead_letter_queue()];
+        use strum::IntoEnumIterator;
+        ours.extend(Participant::iter().map(|p| self.command_queue(p)));
+        ours.into_iter().find(|q| q == queue)
+    }
+
+    /// Kafka: every topic of the namespace, to create before anything is sent.
+    pub fn kafka_topics(&self) -> Vec<String> {
+        use strum::IntoEnumIterator;
+        let mut topics = vec![self.intake_queue(), self.replies_queue(), self.dead_letter_queue()];
+        topics.extend(Participant::iter().map(|p| self.command_queue(p)));
+        topics.extend(
+            crate::public::PUBLIC_EVENT_NAMES.iter().map(|name| self.event_topic(&routing_key_of(name))),
+        );
+        topics
+    }
+
     /// The queues that are consumed, and so have a lock and an owner.
     pub fn consumed_queues(&self) -> Vec<String> {
         use strum::IntoEnumIterator;
@@ -195,5 +253,35 @@ mod tests {
         let unique: std::collections::BTreeSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len(), "two things share a name: {names:?}");
         assert_eq!(t.command_queue(Participant::Payment), "test-42.payment.commands");
+    }
+
+    #[test]
+    fn on_kafka_every_route_names_a_topic_that_is_created_and_every_consumed_queue_reads_one() {
+        let t = Topology::new("ns");
+        let topics = t.kafka_topics();
+        let unique: std::collections::BTreeSet<_> = topics.iter().collect();
+        assert_eq!(unique.len(), topics.len(), "{topics:?}");
+        let mut routes = vec![
+            (t.intake_exchange(), String::new()),
+            (t.replies_exchange(), String::new()),
+            (t.dead_letter_exchange(), String::new()),
+        ];
+        use strum::IntoEnumIterator;
+        routes.extend(Participant::iter().map(|p| (t.commands_exchange(), t.command_routing_key(p))));
+        routes.extend(
+            crate::public::PUBLIC_EVENT_NAMES.iter().map(|n| (t.events_exchange(), routing_key_of(n))),
+        );
+        for (exchange, key) in routes {
+            let topic = t.kafka_topic(&exchange, &key).unwrap_or_else(|| panic!("{exchange} {key}"));
+            assert!(topics.contains(&topic), "{topic}");
+        }
+        for queue in t.consumed_queues() {
+            let topic = t.kafka_source(&queue).unwrap_or_else(|| panic!("{queue}"));
+            assert!(topics.contains(&topic), "{topic}");
+        }
+        assert_eq!(t.kafka_source(&t.completions_queue()).unwrap(), "ns.events.order.completed");
+        assert_eq!(t.kafka_topic(&t.commands_exchange(), "nobody"), None);
+        assert_eq!(t.kafka_topic(&t.events_exchange(), "order.unknown"), None);
+        assert_eq!(t.kafka_topic("elsewhere", ""), None);
     }
 }

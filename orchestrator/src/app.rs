@@ -67,7 +67,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
     let pipeline_metrics = Arc::new(PipelineMetrics::default());
     let (jobs, inputs) = mpsc::channel::<Input<Job>>(config.tuning.max_batch * 4);
     let bus = Bus {
-        url: config.common.amqp_url.clone(),
+        broker: config.common.broker(),
         topology: topology.clone(),
         // In the order of `engine::INTAKE` and `engine::REPLIES`.
         consumers: vec![
@@ -110,10 +110,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         metrics: metrics.clone(),
         pipeline: pipeline_metrics.clone(),
         stop: stop.clone(),
-        inspector: sagaflow_runtime::bus::inspect::Inspector::new(
-            config.common.amqp_url.clone(),
-            topology.clone(),
-        ),
+        inspector: sagaflow_runtime::bus::inspect::Inspector::new(config.common.broker(), topology.clone()),
         topology: topology.clone(),
     };
     let router = sagaflow_runtime::http::harden(http::router(api_state), &config.http);

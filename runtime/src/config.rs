@@ -7,9 +7,25 @@ use sagaflow_events::Topology;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// The RabbitMQ broker to use.
+    /// Which broker carries the messages: `rabbitmq` (at AMQP_URL) or `kafka` (at
+    /// KAFKA_BROKERS). Every program of one system must use the same.
+    #[arg(long, env = "BUS", default_value = "rabbitmq")]
+    pub bus: BusKind,
+    /// The RabbitMQ broker to use (BUS=rabbitmq).
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: AmqpUrl,
+    /// The Kafka brokers to use (BUS=kafka): host:port, comma-separated.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: KafkaBrokers,
+    /// Partitions of each topic the system creates on Kafka (BUS=kafka). Messages are keyed by
+    /// order id, so each order's messages stay in order within one partition.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub kafka_partitions: u16,
+    /// How long a consumer's fetch may wait at the Kafka broker for records (BUS=kafka). Kafka
+    /// answers as soon as records arrive, whatever this is; tansu 0.6 sleeps about this long
+    /// on every fetch, records or not, so there it bounds what each hop of a saga costs.
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub kafka_fetch_wait_ms: u32,
     /// Prefix of every exchange and queue, so several systems can share one broker.
     #[arg(long = "namespace", env = "SAGA_NAMESPACE", default_value = "sagaflow")]
     pub namespace: String,
@@ -49,6 +65,85 @@ impl TuningArgs {
 impl CommonArgs {
     pub fn topology(&self) -> Topology {
         Topology::new(self.namespace.clone())
+    }
+
+    /// The broker these settings choose.
+    pub fn broker(&self) -> Broker {
+        match self.bus {
+            BusKind::Rabbitmq => Broker::RabbitMq(self.amqp_url.clone()),
+            BusKind::Kafka => Broker::Kafka(KafkaSettings {
+                brokers: self.kafka_brokers.clone(),
+                partitions: self.kafka_partitions,
+                fetch_wait_ms: self.kafka_fetch_wait_ms,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::Display)]
+#[strum(serialize_all = "lowercase")]
+pub enum BusKind {
+    Rabbitmq,
+    Kafka,
+}
+
+/// Where a process's messages go, and how to reach it.
+#[derive(Debug, Clone)]
+pub enum Broker {
+    RabbitMq(AmqpUrl),
+    Kafka(KafkaSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: KafkaBrokers,
+    /// Partitions of each topic the system creates.
+    pub partitions: u16,
+    /// How long a fetch may wait at the broker for records.
+    pub fetch_wait_ms: u32,
+}
+
+impl fmt::Display for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::RabbitMq(url) => write!(f, "{url}"),
+            Self::Kafka(k) => write!(f, "kafka://{}", k.brokers),
+        }
+    }
+}
+
+/// Kafka bootstrap servers: one or more `host:port`, comma-separated, each checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaBrokers(String);
+
+impl KafkaBrokers {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for KafkaBrokers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut hosts = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let (host, port) = part.rsplit_once(':').ok_or_else(|| format!("{part:?} is not host:port"))?;
+            if host.is_empty() || host.len() > 253 || host.chars().any(|c| c.is_whitespace() || c == '/') {
+                return Err(format!("{part:?} does not name a host"));
+            }
+            port.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{part:?} has no valid port"))?;
+            hosts.push(part);
+        }
+        Ok(Self(hosts.join(",")))
+    }
+}
+
+impl fmt::Display for KafkaBrokers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -109,5 +204,14 @@ mod tests {
         assert_eq!(url.to_string(), "amqp://guest:***@127.0.0.1:5672/%2f");
         assert!(!format!("{url:?}").contains("s3cret"));
         assert!("http://x".parse::<AmqpUrl>().is_err());
+    }
+
+    #[test]
+    fn kafka_brokers_are_host_port_pairs() {
+        let ok: KafkaBrokers = "127.0.0.1:9092, kafka-2:19092".parse().unwrap();
+        assert_eq!(ok.as_str(), "127.0.0.1:9092,kafka-2:19092");
+        for bad in ["", "host", ":9092", "host:0", "host:port", "host:99999", "a b:1", "x:1,,y:2"] {
+            assert!(bad.parse::<KafkaBrokers>().is_err(), "{bad:?}");
+        }
     }
 }

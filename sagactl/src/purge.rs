@@ -51,7 +51,7 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach the broker")?;
     let channel = connection.create_channel().await?;
-    sagaflow_runtime::bus::topology::delete(&channel, &topology)
+    sagaflow_runtime::bus::amqp::topology::delete(&channel, &topology)
         .await
         .with_context(|| format!("deleting namespace {:?}", args.namespace))?;
     say!("deleted the queues and exchanges of namespace {:?}", args.namespace);

@@ -62,7 +62,7 @@ pub async fn run<D: Domain>(
     }
     debug_assert_eq!((COMMANDS, EVENTS), (0, 1));
     let bus = Bus {
-        url: args.common.amqp_url.clone(),
+        broker: args.common.broker(),
         topology: topology.clone(),
         consumers,
         sink,

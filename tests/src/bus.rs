@@ -33,7 +33,7 @@ impl TestBus {
             .await;
         let channel = connection.create_channel().await.expect("channel");
         let topology = Topology::new(namespace);
-        sagaflow_runtime::bus::topology::declare(&channel, &topology).await.expect("declare topology");
+        sagaflow_runtime::bus::amqp::topology::declare(&channel, &topology).await.expect("declare topology");
         channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
         Self { _connection: connection, channel, topology, url: url.to_owned() }
     }
@@ -197,7 +197,7 @@ async fn serve_double(
 ) -> Result<(), lapin::Error> {
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    sagaflow_runtime::bus::topology::declare(&channel, topology).await?;
+    sagaflow_runtime::bus::amqp::topology::declare(&channel, topology).await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut consumer = channel
         .basic_consume(
@@ -214,7 +214,7 @@ async fn serve_double(
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
         // Commands ready together come as one batch: each item is a command of its own.
-        let received = sagaflow_runtime::bus::amqp::received(0, "double", &delivery);
+        let received = sagaflow_runtime::bus::amqp::properties::received(0, "double", &delivery);
         for item in sagaflow_runtime::bus::Delivery::of(received).items() {
             let command: CommandMessage = serde_json::from_slice(&item.body).expect("commands parse");
             let answer = script(&command);
@@ -254,7 +254,7 @@ impl Drop for TestBus {
                 let connection =
                     tokio::time::timeout(std::time::Duration::from_secs(5), connect).await.ok()?.ok()?;
                 let channel = connection.create_channel().await.ok()?;
-                let deleted = sagaflow_runtime::bus::topology::delete(&channel, &topology);
+                let deleted = sagaflow_runtime::bus::amqp::topology::delete(&channel, &topology);
                 tokio::time::timeout(std::time::Duration::from_secs(20), deleted).await.ok()?.ok()
             })
         });

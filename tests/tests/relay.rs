@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 fn relay_only(bus: &TestBus, outbox: &Arc<Outbox>, recheck: Duration, metrics: Arc<BusMetrics>) -> Bus<()> {
     let (sink, _inputs) = tokio::sync::mpsc::channel::<Input<()>>(8);
     Bus {
-        url: amqp_url().parse().unwrap(),
+        broker: sagaflow_runtime::config::Broker::RabbitMq(amqp_url().parse().unwrap()),
         topology: bus.topology.clone(),
         consumers: Vec::new(),
         sink,

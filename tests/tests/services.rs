@@ -73,7 +73,8 @@ impl Rig {
             {
                 // Replies ready together come as one batch.
                 Some(m) => {
-                    let received = sagaflow_runtime::bus::amqp::received(0, "replies", &m.delivery);
+                    let received =
+                        sagaflow_runtime::bus::amqp::properties::received(0, "replies", &m.delivery);
                     for item in sagaflow_runtime::bus::Delivery::of(received).items() {
                         got.push(serde_json::from_slice::<ReplyMessage>(&item.body).expect("replies parse"));
                     }

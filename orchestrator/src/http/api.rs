@@ -85,6 +85,7 @@ impl IntoResponse for ApiError {
             Self::Broker(InspectError::NoOrigin(_) | InspectError::ForeignQueue { .. }) => {
                 StatusCode::CONFLICT
             }
+            Self::Broker(InspectError::NotOnKafka(_)) => StatusCode::NOT_IMPLEMENTED,
             Self::Broker(_) => StatusCode::BAD_GATEWAY,
             Self::Store(e) => {
                 tracing::error!(error = %e, "store error");

@@ -1,4 +1,9 @@
-//! The acknowledgements a batch owes, folded per consumer. One ack with `multiple` covers every
+//! The acknowledgements a batch owes, folded.
+//!
+//! On Kafka, acknowledging is committing offsets: one commit per consumer per batch, of the
+//! offset after the highest one taken from each partition ([`super::kafka::Offsets`]).
+//!
+//! On AMQP, folded per consumer. One ack with `multiple` covers every
 //! delivery of a channel up to its tag, so a batch costs the broker one ack per consumer
 //! instead of one per message (for a quorum queue, one Raft command instead of many).
 //!
@@ -12,65 +17,65 @@
 use lapin::options::BasicAckOptions;
 use lapin::Acker;
 
-use super::Receipt;
+use super::{kafka, Receipt, ReceiptOf};
 
-pub struct Acks<A = Acker> {
-    /// (consumer, highest tag of the run, its acker), in the order the runs began.
-    runs: Vec<(usize, u64, A)>,
-    /// Deliveries owed, all runs together.
-    count: usize,
+/// What a batch owes, whichever broker its messages came from.
+#[derive(Default)]
+pub struct Acks {
+    amqp: Runs<Acker>,
+    kafka: kafka::Offsets,
 }
 
-impl<A> Default for Acks<A> {
-    fn default() -> Self {
-        Self { runs: Vec::new(), count: 0 }
+impl Acks {
+    pub fn push(&mut self, receipt: Receipt) {
+        match receipt.0 {
+            ReceiptOf::Amqp { consumer, tag, acker } => self.amqp.owe(consumer, tag, acker),
+            ReceiptOf::Kafka { partition, offset, consumer } => self.kafka.owe(consumer, partition, offset),
+        }
+    }
+
+    /// Sends the acks (commits the offsets). A failed ack means the channel is gone; the
+    /// broker will redeliver, and the receiver will recognise the duplicates.
+    pub async fn send(self) {
+        for (_, _, acker) in self.amqp.runs {
+            if let Err(e) = acker.ack(BasicAckOptions { multiple: true }).await {
+                tracing::debug!(error = %e, "ack failed; the messages will be redelivered");
+            }
+        }
+        self.kafka.commit();
     }
 }
 
-impl<A> Acks<A> {
+/// AMQP acks folded into runs of one consumer's deliveries.
+struct Runs<A> {
+    /// (consumer, highest tag of the run, its acker), in the order the runs began.
+    runs: Vec<(usize, u64, A)>,
+}
+
+impl<A> Default for Runs<A> {
+    fn default() -> Self {
+        Self { runs: Vec::new() }
+    }
+}
+
+impl<A> Runs<A> {
     /// Owes an ack for delivery `tag` of consumer `consumer` (any small number naming it).
     fn owe(&mut self, consumer: usize, tag: u64, acker: A) {
-        self.count += 1;
         let open = self.runs.iter_mut().rev().find(|(c, _, _)| *c == consumer);
         match open {
             Some(run) if run.1 < tag => *run = (consumer, tag, acker),
             _ => self.runs.push((consumer, tag, acker)),
         }
     }
-
-    /// Deliveries owed.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-}
-
-impl Acks<Acker> {
-    pub fn push(&mut self, receipt: Receipt) {
-        self.owe(receipt.consumer, receipt.tag, receipt.acker);
-    }
-
-    /// Sends the acks. A failed ack means the channel is gone; the broker will redeliver, and
-    /// the receiver will recognise the duplicates.
-    pub async fn send(self) {
-        for (_, _, acker) in self.runs {
-            if let Err(e) = acker.ack(BasicAckOptions { multiple: true }).await {
-                tracing::debug!(error = %e, "ack failed; the messages will be redelivered");
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Acks;
+    use super::Runs;
 
     #[test]
     fn one_ack_per_consumer_run_and_a_new_run_after_a_reconnect() {
-        let mut acks = Acks::default();
+        let mut acks = Runs::default();
         // Consumer 0 delivers 4, 5, 6; consumer 1 delivers 9, 10; then consumer 0 reconnects
         // and its tags start again at 1.
         for (consumer, tag) in [(0, 4), (1, 9), (0, 5), (1, 10), (0, 6), (0, 1), (0, 2)] {

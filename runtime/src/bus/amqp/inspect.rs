@@ -18,9 +18,10 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use sagaflow_events::{headers, Topology};
 
-use super::dead_letter::{DROPPED_HEADERS, ORIGINAL_PROPERTY_PREFIX};
-use super::{amqp, Received};
-use crate::config::AmqpUrl;
+use super::properties as amqp;
+use crate::bus::dead_letter::{DROPPED_HEADERS, ORIGINAL_PROPERTY_PREFIX};
+use crate::bus::Received;
+use crate::config::Broker;
 
 /// The most dead letters one look takes.
 pub const MAX_BROWSED: usize = 200;
@@ -37,6 +38,11 @@ pub enum InspectError {
     ForeignQueue { id: String, queue: String },
     #[error("the broker did not confirm the requeued message")]
     NotConfirmed,
+    #[error(
+        "queue depths and browsing dead letters work on RabbitMQ only; on Kafka, read the topic {0} \
+         with any Kafka client"
+    )]
+    NotOnKafka(String),
 }
 
 /// A queue as the broker sees it now.
@@ -56,17 +62,22 @@ pub enum Disposal {
 
 #[derive(Clone)]
 pub struct Inspector {
-    url: AmqpUrl,
+    broker: Broker,
     topology: Topology,
 }
 
 impl Inspector {
-    pub fn new(url: AmqpUrl, topology: Topology) -> Self {
-        Self { url, topology }
+    pub fn new(broker: Broker, topology: Topology) -> Self {
+        Self { broker, topology }
     }
 
     async fn connect(&self) -> Result<Connection, InspectError> {
-        Ok(Connection::connect(self.url.expose(), ConnectionProperties::default()).await?)
+        match &self.broker {
+            Broker::RabbitMq(url) => {
+                Ok(Connection::connect(url.expose(), ConnectionProperties::default()).await?)
+            }
+            Broker::Kafka(_) => Err(InspectError::NotOnKafka(self.topology.dead_letter_queue())),
+        }
     }
 
     async fn channel(&self) -> Result<(Connection, Channel), InspectError> {

@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::message::{Message, Route};
+use crate::bus::message::{Message, Route};
 
 /// How many held events a look answers for: those held when it was sent.
 pub type Look = usize;

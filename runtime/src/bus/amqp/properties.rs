@@ -5,7 +5,7 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 
-use super::message::{HeaderValue, Message, Received};
+use crate::bus::message::{HeaderValue, Message, Received};
 
 /// The properties a message goes out with: persistent, with its ids, kind and headers.
 pub fn properties(message: &Message) -> BasicProperties {

@@ -24,9 +24,10 @@ use std::time::Instant;
 use lapin::options::BasicPublishOptions;
 use lapin::{Channel, Confirmation, PublisherConfirm};
 
-use super::message::{Message, Route};
+use super::properties as amqp;
 use super::unbound::{Look, Unbound};
-use super::{amqp, batch};
+use crate::bus::batch;
+use crate::bus::message::{Message, Route};
 use crate::metrics::Counter;
 use crate::outbox::Outbox;
 

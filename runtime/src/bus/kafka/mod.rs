@@ -1,0 +1,467 @@
+//! The Kafka transport: the same delivery rules as on RabbitMQ, in Kafka's terms.
+//!
+//! - **Topics from the namespace.** Every topic is created up front with the configured number
+//!   of partitions ([`Topology::kafka_topics`]); a route names its topic
+//!   ([`Topology::kafka_topic`]), a consumed queue the topic it reads
+//!   ([`Topology::kafka_source`]). Records are keyed by order id, so one order's messages stay
+//!   in order within a partition.
+//! - **The relay** publishes only durable outbox entries, through an idempotent producer
+//!   (`acks=all`), and removes an entry only once its delivery report says the broker has it.
+//!   Each record goes alone: librdkafka batches per partition by itself, so our
+//!   [`batch`](crate::bus::batch) envelope would only add a layer. A record the broker refuses
+//!   is struck; after [`STRIKES`] it is parked with the broker's reason, and everything behind
+//!   it flows on. A delivery that times out (the broker is away) is no strike.
+//! - **Consumers** read in the consumer group named after their queue, with auto-commit off:
+//!   the pipeline commits each partition's next offset once the batch is durable
+//!   ([`Offsets`]). A crash before the commit hands the records to the next start; the barrier
+//!   and the saga store recognise them as duplicates.
+//! - **One store per queue.** Kafka splits a group's partitions among its members, and each
+//!   process keeps its records in its own store, so a second member would take part of the
+//!   first one's work without its records. Kafka has no exclusive consumer, and not every
+//!   Kafka-protocol broker can list a group's members (tansu cannot), so the guard is the
+//!   owner: before consuming a queue, a process reads the last record of the queue's owner
+//!   topic (`{queue}.owner`, one partition), which names the store that consumes it, and writes
+//!   its own store's id there if there is none ([`claim`]). A process with another store
+//!   stops with one line instead of joining. Two live instances always have two stores (a
+//!   store's folder is locked), so a second instance is refused as soon as the first one has
+//!   claimed its queues; only two first starts at the same moment could both pass.
+//! - **Public events** go each to the topic of its routing key; an event nobody reads costs one
+//!   append, so nothing is held back as on RabbitMQ.
+
+mod record;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use sagaflow_events::Topology;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use self::record::{CONTENT_TYPE, CORRELATION_ID, KIND, MESSAGE_ID};
+use super::message::Message;
+use super::{Bus, Delivery, Receipt, ReceiptOf, SessionError};
+use crate::config::KafkaSettings;
+use crate::outbox::Outbox;
+use crate::pipeline::Input;
+
+/// Refusals an entry may cause before it is parked. More than one, so that a broker that
+/// restarts in the middle of a delivery does not park an innocent message.
+pub const STRIKES: u32 = 3;
+
+/// How often the session asks the broker for its metadata, to tell `/health` whether the
+/// broker is reachable (librdkafka reconnects by itself and would otherwise say nothing).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// A consumer in its group, shared by the receipts of what it delivered: they commit through it.
+pub struct GroupConsumer {
+    consumer: StreamConsumer,
+    topic: String,
+}
+
+/// The offsets a batch owes: per consumer and partition, the highest one it took.
+#[derive(Default)]
+pub struct Offsets {
+    owed: Vec<(Arc<GroupConsumer>, HashMap<i32, i64>)>,
+}
+
+impl Offsets {
+    pub(crate) fn owe(&mut self, consumer: Arc<GroupConsumer>, partition: i32, offset: i64) {
+        let at = match self.owed.iter().position(|(c, _)| Arc::ptr_eq(c, &consumer)) {
+            Some(at) => at,
+            None => {
+                self.owed.push((consumer, HashMap::new()));
+                self.owed.len() - 1
+            }
+        };
+        let highest = self.owed[at].1.entry(partition).or_insert(offset);
+        *highest = (*highest).max(offset);
+    }
+
+    /// Commits, for each partition, the offset after the highest taken: everything up to it is
+    /// durable (the pipeline holds back a record only with every later one of its partition).
+    /// Asynchronous: a commit that is lost only means records handed out again, as duplicates.
+    pub(crate) fn commit(self) {
+        for (group, partitions) in self.owed {
+            let mut list = TopicPartitionList::with_capacity(partitions.len());
+            for (partition, offset) in partitions {
+                if let Err(e) = list.add_partition_offset(&group.topic, partition, Offset::Offset(offset + 1))
+                {
+                    tracing::warn!(error = %e, "cannot name an offset to commit");
+                }
+            }
+            if let Err(e) = group.consumer.commit(&list, CommitMode::Async) {
+                tracing::debug!(error = %e, "commit failed; the records will be delivered again");
+            }
+        }
+    }
+}
+
+/// Refusals counted per outbox entry, across sessions.
+#[derive(Debug, Default)]
+pub struct Strikes(HashMap<u64, u32>);
+
+impl Strikes {
+    /// Counts a refusal of `id`; true once it has had [`STRIKES`].
+    fn strike(&mut self, id: u64) -> bool {
+        let count = self.0.entry(id).or_default();
+        *count += 1;
+        let out = *count >= STRIKES;
+        if out {
+            self.0.remove(&id);
+        }
+        out
+    }
+
+    fn cleared(&mut self, id: u64) {
+        if !self.0.is_empty() {
+            self.0.remove(&id);
+        }
+    }
+}
+
+fn client(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", settings.brokers.as_str()).set("log_level", "4");
+    config
+}
+
+/// One session: create the topics, start the producer and the consumers, relay until
+/// something breaks or `stop`.
+pub(in crate::bus) async fn session<J: Send + 'static>(
+    bus: &Bus<J>,
+    settings: &KafkaSettings,
+    stop_consuming: &CancellationToken,
+    stop: &CancellationToken,
+    strikes: &mut Strikes,
+    consumed: &mut bool,
+) -> Result<(), SessionError> {
+    create_topics(settings, &bus.topology).await?;
+    let producer: FutureProducer = client(settings)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Ready records leave at once; those that come while one is in flight travel together.
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "30000")
+        .create()?;
+
+    let mut consumers = JoinSet::new();
+    if !stop_consuming.is_cancelled() {
+        let mut groups = Vec::with_capacity(bus.consumers.len());
+        for spec in &bus.consumers {
+            let topic = bus
+                .topology
+                .kafka_source(&spec.queue)
+                .ok_or_else(|| SessionError::UnknownQueue(spec.queue.clone()))?;
+            let consumer: StreamConsumer = client(settings)
+                .set("group.id", &spec.queue)
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "1000")
+                .set("fetch.wait.max.ms", settings.fetch_wait_ms.to_string())
+                .create()?;
+            let owner = bus.topology.owner_queue(&spec.queue);
+            let (settings, queue, store) = (settings.clone(), spec.queue.clone(), bus.store_id.clone());
+            tokio::task::spawn_blocking(move || claim(&settings, &owner, &queue, &store))
+                .await
+                .map_err(|e| SessionError::ConsumerEnded(e.to_string()))??;
+            groups.push(Arc::new(GroupConsumer { consumer, topic }));
+        }
+        for (from, (spec, group)) in bus.consumers.iter().zip(groups).enumerate() {
+            group.consumer.subscribe(&[group.topic.as_str()])?;
+            let forward = Forward {
+                group,
+                from,
+                queue: spec.queue.clone(),
+                sink: bus.sink.clone(),
+                metrics: bus.metrics.clone(),
+            };
+            consumers.spawn(forward.run(stop_consuming.clone()));
+        }
+        *consumed = true;
+    }
+    bus.health.set_bus(true);
+    bus.metrics.connects.inc();
+    tracing::info!(brokers = %settings.brokers, namespace = bus.topology.namespace(), "bus connected (kafka)");
+
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    let result = {
+        let relay = relay(&bus.outbox, &producer, &bus.topology, bus.relay_window, strikes);
+        tokio::pin!(relay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break Ok(()),
+                r = &mut relay => break r,
+                Some(joined) = consumers.join_next() => match joined {
+                    Ok(Ok(())) if stop_consuming.is_cancelled() => continue,
+                    Ok(Ok(())) => break Err(SessionError::Closed),
+                    Ok(Err(e)) => break Err(e),
+                    Err(e) => break Err(SessionError::ConsumerEnded(e.to_string())),
+                },
+                _ = probe.tick() => {
+                    let client = producer.clone();
+                    let reachable = tokio::task::spawn_blocking(move || {
+                        client.client().fetch_metadata(None, Duration::from_secs(2)).is_ok()
+                    })
+                    .await
+                    .unwrap_or(false);
+                    bus.health.set_bus(reachable);
+                }
+            }
+        }
+    };
+    bus.health.set_bus(false);
+    consumers.abort_all();
+    // What was handed to the producer and not reported yet is still in the outbox: the next
+    // session or start sends it again.
+    let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(2))).await;
+    result
+}
+
+/// Creates every topic of the namespace; one that exists already is left as it is.
+async fn create_topics(settings: &KafkaSettings, topology: &Topology) -> Result<(), SessionError> {
+    let admin: AdminClient<DefaultClientContext> = client(settings).create()?;
+    let topics = topology.kafka_topics();
+    let owners: Vec<String> = topology.consumed_queues().iter().map(|q| topology.owner_queue(q)).collect();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, i32::from(settings.partitions), TopicReplication::Fixed(1)))
+        .chain(owners.iter().map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1))))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code))
+                    .inspect_err(|_| tracing::error!(topic, "cannot create topic"))?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Claims `queue` for the store `store_id` (see the module's comment): the owner topic names
+/// it already, or names nobody and is made to. Blocking: run it off the runtime.
+fn claim(settings: &KafkaSettings, topic: &str, queue: &str, store_id: &str) -> Result<(), SessionError> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::{BaseProducer, BaseRecord};
+    let timeout = Duration::from_secs(10);
+    let reader: BaseConsumer = client(settings)
+        .set("group.id", format!("{topic}.reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let (low, high) = reader.fetch_watermarks(topic, 0, timeout)?;
+    if high > low {
+        let mut at = TopicPartitionList::new();
+        at.add_partition_offset(topic, 0, Offset::Offset(high - 1))?;
+        reader.assign(&at)?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match reader.poll(Duration::from_millis(200)) {
+                Some(Ok(record)) => {
+                    let owner = String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned();
+                    return if owner == store_id {
+                        Ok(())
+                    } else {
+                        Err(SessionError::OtherStore { queue: queue.to_owned(), owner })
+                    };
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None if std::time::Instant::now() > deadline => return Err(SessionError::Closed),
+                None => {}
+            }
+        }
+    }
+    let writer: BaseProducer =
+        client(settings).set("enable.idempotence", "true").set("acks", "all").create()?;
+    writer
+        .send(BaseRecord::<[u8], [u8]>::to(topic).key(queue.as_bytes()).payload(store_id.as_bytes()))
+        .map_err(|(e, _)| e)?;
+    writer.flush(timeout)?;
+    Ok(())
+}
+
+/// One consumer's forwarding task and what it needs.
+struct Forward<J> {
+    group: Arc<GroupConsumer>,
+    from: usize,
+    queue: String,
+    sink: tokio::sync::mpsc::Sender<Input<J>>,
+    metrics: Arc<super::BusMetrics>,
+}
+
+impl<J> Forward<J> {
+    /// Hands records to the pipeline until told to stop. Errors that librdkafka reports on the
+    /// stream (a broker away, a rebalance) are passing: it reconnects by itself.
+    async fn run(self, stop: CancellationToken) -> Result<(), SessionError> {
+        let mut stream = self.group.consumer.stream();
+        loop {
+            let input = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                item = stream.next() => match item {
+                    Some(Ok(record)) => {
+                        self.metrics.deliveries.inc();
+                        let received = Delivery::of(record::received(self.from, &self.queue, &record));
+                        let receipt = Receipt(ReceiptOf::Kafka {
+                            partition: record.partition(),
+                            offset: record.offset(),
+                            consumer: self.group.clone(),
+                        });
+                        Input::Message(received, receipt)
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(queue = self.queue, error = %e, "consumer error");
+                        continue;
+                    }
+                    None => return Err(SessionError::ConsumerEnded(self.queue.clone())),
+                }
+            };
+            if self.sink.send(input).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Is this a refusal of the record itself (as opposed to a broker that is away)?
+fn refusal(error: &KafkaError) -> bool {
+    !matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::QueueFull
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+        )
+    )
+}
+
+/// Publishes durable entries until a record fails (then the session ends, and the next one
+/// sends again what was not reported) or the outbox is dropped.
+async fn relay(
+    outbox: &Arc<Outbox>,
+    producer: &FutureProducer,
+    topology: &Topology,
+    window: usize,
+    strikes: &mut Strikes,
+) -> Result<(), SessionError> {
+    let window = window.max(1);
+    let mut durable = outbox.watch_durable();
+    let mut in_flight: VecDeque<(u64, DeliveryFuture)> = VecDeque::with_capacity(window);
+    let mut next: u64 = 0;
+    loop {
+        let upto = *durable.borrow_and_update();
+        let room = window.saturating_sub(in_flight.len());
+        if room > 0 && next <= upto {
+            let entries = outbox.read(next, upto, room);
+            if let Some(&(last, _)) = entries.last() {
+                for (id, message) in entries {
+                    match send(producer, topology, &message) {
+                        Ok(delivery) => in_flight.push_back((id, delivery)),
+                        Err(e) => failed(outbox, strikes, id, &e)?,
+                    }
+                }
+                next = last + 1;
+                continue;
+            }
+        }
+        tokio::select! {
+            report = async { (&mut in_flight.front_mut().expect("not empty").1).await }, if !in_flight.is_empty() => {
+                let (id, _) = in_flight.pop_front().expect("not empty");
+                match report {
+                    Ok(Ok(_)) => {
+                        outbox.confirmed(id);
+                        strikes.cleared(id);
+                    }
+                    Ok(Err((e, _))) => failed(outbox, strikes, id, &SendError::Kafka(e))?,
+                    Err(_canceled) => return Err(SessionError::Closed),
+                }
+            }
+            changed = durable.changed(), if room > 0 => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("no topic for the route {exchange:?} {key:?} in this namespace")]
+    NoTopic { exchange: String, key: String },
+    #[error(transparent)]
+    Kafka(KafkaError),
+}
+
+/// An entry that failed: parked if the broker cannot take it (or has refused it [`STRIKES`]
+/// times); otherwise the session ends and the next one tries again.
+fn failed(outbox: &Outbox, strikes: &mut Strikes, id: u64, error: &SendError) -> Result<(), SessionError> {
+    match error {
+        SendError::NoTopic { .. } => outbox.park(id, &error.to_string()),
+        SendError::Kafka(e) if refusal(e) && strikes.strike(id) => {
+            outbox.park(id, &format!("the broker refused it {STRIKES} times: {e}"))
+        }
+        SendError::Kafka(e) => return Err(SessionError::Entry(format!("outbox entry {id}: {e}"))),
+    }
+    tracing::warn!(id, error = %error, "outbox entry parked");
+    Ok(())
+}
+
+/// Hands one message to the producer.
+fn send(
+    producer: &FutureProducer,
+    topology: &Topology,
+    message: &Message,
+) -> Result<DeliveryFuture, SendError> {
+    let route = &message.route;
+    let topic = topology
+        .kafka_topic(&route.exchange, &route.key)
+        .ok_or_else(|| SendError::NoTopic { exchange: route.exchange.clone(), key: route.key.clone() })?;
+    let mut record = FutureRecord::to(&topic)
+        .key(message.correlation_id.as_bytes())
+        .payload(&message.body)
+        .headers(record::headers(message));
+    if let Some(seconds) = message.timestamp {
+        record = record.timestamp(i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX));
+    }
+    producer.send_result(record).map_err(|(e, _)| SendError::Kafka(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_parked_at_its_third_refusal_and_a_clear_forgets_it() {
+        let mut strikes = Strikes::default();
+        assert!(!strikes.strike(7));
+        assert!(!strikes.strike(7));
+        assert!(strikes.strike(7));
+        assert!(!strikes.strike(7), "a parked entry starts again from nothing");
+        strikes.cleared(7);
+        assert!(!strikes.strike(7) && !strikes.strike(7));
+    }
+
+    #[test]
+    fn an_absent_broker_is_no_refusal_but_a_size_is() {
+        let away = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(!refusal(&away));
+        let too_big = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(refusal(&too_big));
+    }
+}
