@@ -7,9 +7,10 @@ export PROPTEST_CASES ?= 1000
 
 .PHONY: test demo bench bench-smoke build lint fmt check-core test-suite unit-tests system-tests
 
-## make test: the browser and broker steps, then lint, the purity check and every test.
+## make test: the browser, Kafka and broker steps, then lint, the purity check and every test.
 test:
 	scripts/browser.sh
+	scripts/kafka.sh
 	scripts/broker.sh run $(MAKE) --no-print-directory test-suite
 
 ## make demo: builds, starts everything, places a few hundred orders, prints a summary.

@@ -46,8 +46,75 @@ pub fn host_port(url: &str) -> Option<(String, u16)> {
 
 /// Where the broker came from, and the private node if we started one (stopped on drop).
 pub struct Broker {
+    /// The RabbitMQ broker's URL (for a system on Kafka, the programs' default, unused).
     pub url: String,
     pub private: Option<PrivateBroker>,
+    /// Set when the system runs on Kafka.
+    pub kafka: Option<Kafka>,
+}
+
+/// A Kafka broker for the system, and the private one if we started it (stopped on drop).
+pub struct Kafka {
+    pub brokers: String,
+    pub private: Option<crate::kafka::PrivateKafka>,
+}
+
+const SHARED_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+impl Broker {
+    pub fn amqp(url: String, private: Option<PrivateBroker>) -> Self {
+        Self { url, private, kafka: None }
+    }
+
+    pub fn kafka(kafka: Kafka) -> Self {
+        Self { url: SHARED_URL.into(), private: None, kafka: Some(kafka) }
+    }
+
+    /// The settings that point a program at this broker.
+    pub fn program_env(&self) -> Vec<(&'static str, String)> {
+        match &self.kafka {
+            Some(kafka) => vec![("BUS", "kafka".into()), ("KAFKA_BROKERS", kafka.brokers.clone())],
+            None => vec![("AMQP_URL", self.url.clone())],
+        }
+    }
+
+    /// One line for people: which broker, and whether it was started for this run.
+    pub fn describe(&self) -> String {
+        match (&self.kafka, &self.private) {
+            (Some(k), _) if k.private.is_some() => format!("a private tansu (Kafka) broker at {}", k.brokers),
+            (Some(k), _) => format!("the Kafka brokers at {}", k.brokers),
+            (None, Some(_)) => "a private RabbitMQ node started for this run".into(),
+            (None, None) => "the RabbitMQ broker found".into(),
+        }
+    }
+}
+
+/// The broker step for `bus`: [`find_or_start`] for RabbitMQ; for Kafka, `KAFKA_BROKERS` if
+/// set (and answering), else a private tansu broker under `dir`.
+pub fn find_or_start_bus(
+    bus: sagaflow_runtime::config::BusKind,
+    dir: &std::path::Path,
+) -> Result<Broker, String> {
+    use sagaflow_runtime::config::{BusKind, KafkaBrokers};
+    match bus {
+        BusKind::Rabbitmq => find_or_start(dir),
+        BusKind::Kafka => {
+            if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
+                let parsed: KafkaBrokers = brokers.parse().map_err(|e| format!("KAFKA_BROKERS: {e}"))?;
+                let first = parsed.as_str().split(',').next().unwrap_or_default().to_owned();
+                let (host, port) = first.rsplit_once(':').unwrap_or((&first, "9092"));
+                return if answers(host, port.parse().unwrap_or(9092)) {
+                    Ok(Broker::kafka(Kafka { brokers, private: None }))
+                } else {
+                    Err(format!("KAFKA_BROKERS is set, but nothing answers on {first}"))
+                };
+            }
+            match crate::kafka::PrivateKafka::start_in(dir.to_path_buf(), false) {
+                Some(node) => Ok(Broker::kafka(Kafka { brokers: node.brokers(), private: Some(node) })),
+                None => Err("No Kafka broker: set KAFKA_BROKERS to one, or build the private one with scripts/kafka.sh and run this again.".into()),
+            }
+        }
+    }
 }
 
 /// The contract's broker step: `AMQP_URL` if set; else a broker on 127.0.0.1:5672; else a
@@ -58,13 +125,13 @@ pub fn find_or_start(dir: &std::path::Path) -> Result<Broker, String> {
         let (host, port) =
             host_port(&url).ok_or_else(|| format!("AMQP_URL {url:?} is not an amqp:// URL"))?;
         return if answers(&host, port) {
-            Ok(Broker { url, private: None })
+            Ok(Broker::amqp(url, None))
         } else {
             Err(format!("AMQP_URL is set, but nothing answers on {host}:{port}"))
         };
     }
     if answers("127.0.0.1", 5672) {
-        return Ok(Broker { url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), private: None });
+        return Ok(Broker::amqp(SHARED_URL.into(), None));
     }
     if !installed() && is_root() {
         eprintln!("no broker found; installing rabbitmq-server with apt-get");
@@ -74,11 +141,11 @@ pub fn find_or_start(dir: &std::path::Path) -> Result<Broker, String> {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status();
         if answers("127.0.0.1", 5672) {
-            return Ok(Broker { url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), private: None });
+            return Ok(Broker::amqp(SHARED_URL.into(), None));
         }
     }
     match PrivateBroker::start_in(dir.to_path_buf(), false) {
-        Some(node) => Ok(Broker { url: node.url(), private: Some(node) }),
+        Some(node) => Ok(Broker::amqp(node.url(), Some(node))),
         None => Err("No RabbitMQ broker: set AMQP_URL to one, or install RabbitMQ (sudo apt-get install rabbitmq-server) and run this again.".into()),
     }
 }

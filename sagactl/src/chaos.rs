@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 use crate::demo::{self, DemoArgs, Kind, Seeded};
 use crate::supervisor::{self, Logs, Supervisor, PROGRAMS};
-use crate::verdict::{Books, Endpoints};
+use crate::verdict::{Books, DeadLetters, Endpoints};
+use sagaflow_runtime::config::BusKind;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChaosArgs {
@@ -42,6 +43,25 @@ pub struct ChaosArgs {
     /// Run this many seeds back to back (the seed, then the seed + 1, ...), one line each.
     #[arg(long, default_value_t = 1)]
     pub seeds: u64,
+    /// The broker to run on: `rabbitmq`, or `kafka` (a private tansu broker, which
+    /// `scripts/kafka.sh` installs). Either way the run owns it, so that it may restart it.
+    #[arg(long, value_enum, default_value_t = BusKind::Rabbitmq)]
+    pub bus: BusKind,
+}
+
+/// A broker the run started, and so may restart.
+enum OwnedBroker {
+    Rabbit(sagaflow_devkit::broker::PrivateBroker),
+    Kafka(sagaflow_devkit::kafka::PrivateKafka),
+}
+
+impl OwnedBroker {
+    fn restart(&self) {
+        match self {
+            Self::Rabbit(node) => node.restart(),
+            Self::Kafka(node) => node.restart(),
+        }
+    }
 }
 
 /// How a chaos run ended.
@@ -146,18 +166,34 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
     std::fs::create_dir_all(&dir)?;
 
     // Own the broker when we can, so that we may restart it.
+    let namespace = format!("sagaflow-{run_id}");
     let broker_dir = dir.join("broker");
-    let broker = tokio::task::spawn_blocking(move || -> Result<sagaflow_devkit::broker::Broker, String> {
-        match sagaflow_devkit::broker::PrivateBroker::start_in(broker_dir.clone(), false) {
-            Some(node) => Ok(sagaflow_devkit::broker::Broker { url: node.url(), private: Some(node) }),
-            None => sagaflow_devkit::broker::find_or_start(&broker_dir),
-        }
-    })
+    let bus = args.bus;
+    let (broker, node) = tokio::task::spawn_blocking(
+        move || -> Result<(sagaflow_devkit::broker::Broker, Option<OwnedBroker>), String> {
+            use sagaflow_devkit::broker::{find_or_start, Broker, Kafka, PrivateBroker};
+            match bus {
+                BusKind::Rabbitmq => match PrivateBroker::start_in(broker_dir.clone(), false) {
+                    Some(node) => Ok((Broker::amqp(node.url(), None), Some(OwnedBroker::Rabbit(node)))),
+                    None => Ok((find_or_start(&broker_dir)?, None)),
+                },
+                BusKind::Kafka => {
+                    let node = sagaflow_devkit::kafka::PrivateKafka::start_in(broker_dir, false)
+                        .ok_or("tansu-sagaflow is not installed; scripts/kafka.sh builds it")?;
+                    let kafka = Kafka { brokers: node.brokers(), private: None };
+                    Ok((Broker::kafka(kafka), Some(OwnedBroker::Kafka(node))))
+                }
+            }
+        },
+    )
     .await?
     .map_err(anyhow::Error::msg)?;
-    let mut broker = broker;
+    let dead_letters = match &broker.kafka {
+        Some(kafka) => DeadLetters::Kafka { brokers: kafka.brokers.clone(), namespace: namespace.clone() },
+        None => DeadLetters::Amqp { url: broker.url.clone(), namespace: namespace.clone() },
+    };
     // Shared with the blocking task that restarts it; stopped when the last handle drops.
-    let node = broker.private.take().map(Arc::new);
+    let node = node.map(Arc::new);
     let owns_broker = node.is_some();
 
     let catalog = dir.join("catalog.json");
@@ -175,8 +211,7 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
         ("orchestrator", "COMPENSATION_ATTEMPTS", "50"),
         ("orchestrator", "BACKOFF_MAX_MS", "2000"),
     ];
-    let namespace = format!("sagaflow-{run_id}");
-    let programs = supervisor::plan(&namespace, &broker.url, &dir, ports, &extra);
+    let programs = supervisor::plan(&namespace, &broker, &dir, ports, &extra);
     let supervisor = Arc::new(Supervisor::start(&programs, Logs::Files(dir.clone())));
     supervisor::wait_healthy(&programs, Duration::from_secs(60)).await?;
     let api = programs[0].http.clone();
@@ -196,6 +231,7 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
         concurrency: 8,
         timeout_secs: args.quiesce_timeout,
         keep: false,
+        bus: args.bus,
     };
     let orders = demo::orders(&demo_args, &run_id);
     let pace = Duration::from_millis(args.duration * 1000 / (args.orders.max(1) as u64));
@@ -312,7 +348,7 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
         inventory: http_of("inventory"),
         notification: http_of("notification"),
         token: None,
-        broker: Some((broker.url.clone(), namespace.clone())),
+        broker: Some(dead_letters),
     };
     let ids: Vec<String> = orders.iter().map(|(id, _, _)| id.clone()).collect();
     let books = Books::read(&endpoints, Some(&ids), Duration::from_secs(60)).await;

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::output::say;
 use crate::system::StartedSystem;
+use sagaflow_runtime::config::BusKind;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -34,6 +35,10 @@ pub struct DemoArgs {
     /// SIGTERM): something to explore.
     #[arg(long)]
     pub keep: bool,
+    /// The broker: `rabbitmq` (AMQP_URL, else the broker step), or `kafka` (KAFKA_BROKERS, else
+    /// a private tansu broker that scripts/kafka.sh builds).
+    #[arg(long, value_enum, env = "BUS", default_value_t = BusKind::Rabbitmq)]
+    pub bus: BusKind,
 }
 
 /// The demo's catalog: the example's products, plus a rare print of which only a few exist,
@@ -116,7 +121,7 @@ pub async fn run(args: DemoArgs, api: &str) -> anyhow::Result<()> {
         eprintln!("Using the system already running at {api}.");
         api.to_owned()
     } else {
-        let system = start_system(&run_id).await?;
+        let system = start_system(&run_id, args.bus).await?;
         let api = system.api().to_owned();
         started = Some(system);
         api
@@ -137,10 +142,10 @@ pub async fn run(args: DemoArgs, api: &str) -> anyhow::Result<()> {
 }
 
 /// Starts the four programs for the demo on a broker found or started for it.
-async fn start_system(run_id: &str) -> anyhow::Result<StartedSystem> {
+async fn start_system(run_id: &str, bus: BusKind) -> anyhow::Result<StartedSystem> {
     let dir = std::path::absolute(std::path::Path::new("target/demo").join(run_id))?;
     std::fs::create_dir_all(&dir)?;
-    let broker = StartedSystem::broker(&dir).await?;
+    let broker = StartedSystem::broker(&dir, bus).await?;
     let catalog = dir.join("catalog.json");
     std::fs::write(&catalog, CATALOG)?;
     let catalog = catalog.display().to_string();
@@ -151,8 +156,8 @@ async fn start_system(run_id: &str) -> anyhow::Result<StartedSystem> {
         ("orchestrator", "ATTEMPT_TIMEOUT_MS", "3000"),
     ];
     eprintln!(
-        "Starting orchestrator, payment, inventory and notification ({}; logs in {})",
-        if broker.private.is_some() { "on a private RabbitMQ node" } else { "on the RabbitMQ at 127.0.0.1" },
+        "Starting orchestrator, payment, inventory and notification (on {}; logs in {})",
+        broker.describe(),
         dir.display()
     );
     StartedSystem::start_on(broker, &dir, &format!("sagaflow-{run_id}"), &extra).await

@@ -103,9 +103,13 @@ struct CheckArgs {
     /// Notification's HTTP API.
     #[arg(long, env = "SAGAFLOW_NOTIFICATION", default_value = "http://127.0.0.1:8083")]
     notification: String,
-    /// The broker, to look at the dead-letter queue (with --namespace); skipped if not given.
-    #[arg(long)]
+    /// The RabbitMQ broker, to look at the dead-letter queue (with --namespace); skipped if
+    /// neither this nor --kafka-brokers is given.
+    #[arg(long, conflicts_with = "kafka_brokers")]
     amqp_url: Option<String>,
+    /// The Kafka brokers, to look at the dead-letter topic (with --namespace).
+    #[arg(long)]
+    kafka_brokers: Option<String>,
     /// The namespace whose dead-letter queue to look at.
     #[arg(long, env = "SAGA_NAMESPACE", default_value = "sagaflow")]
     namespace: String,
@@ -175,7 +179,11 @@ async fn check(api: &str, token: Option<String>, args: CheckArgs) -> ExitCode {
         inventory: args.inventory,
         notification: args.notification,
         token,
-        broker: args.amqp_url.map(|url| (url, args.namespace)),
+        broker: match (args.amqp_url, args.kafka_brokers) {
+            (Some(url), _) => Some(verdict::DeadLetters::Amqp { url, namespace: args.namespace }),
+            (None, Some(brokers)) => Some(verdict::DeadLetters::Kafka { brokers, namespace: args.namespace }),
+            (None, None) => None,
+        },
     };
     let books =
         match verdict::Books::read(&endpoints, None, std::time::Duration::from_secs(args.timeout_secs)).await

@@ -34,6 +34,10 @@ pub struct UpArgs {
     pub inventory_port: Option<u16>,
     #[arg(long)]
     pub notification_port: Option<u16>,
+    /// The broker: `rabbitmq` (AMQP_URL, else the broker step), or `kafka` (KAFKA_BROKERS, else
+    /// a private tansu broker that scripts/kafka.sh builds).
+    #[arg(long, value_enum, env = "BUS", default_value_t = sagaflow_runtime::config::BusKind::Rabbitmq)]
+    pub bus: sagaflow_runtime::config::BusKind,
 }
 
 impl UpArgs {
@@ -96,7 +100,7 @@ pub struct Supervisor {
 /// The four programs with their settings and default ports (8080 to 8083, or `ports`).
 pub fn plan(
     namespace: &str,
-    amqp_url: &str,
+    broker: &sagaflow_devkit::broker::Broker,
     data_dir: &std::path::Path,
     ports: [u16; 4],
     extra: &[(&str, &str, &str)],
@@ -105,12 +109,12 @@ pub fn plan(
         .iter()
         .zip(ports)
         .map(|(&name, port)| {
-            let mut env = vec![
-                ("SAGA_NAMESPACE".to_owned(), namespace.to_owned()),
-                ("AMQP_URL".to_owned(), amqp_url.to_owned()),
+            let mut env = vec![("SAGA_NAMESPACE".to_owned(), namespace.to_owned())];
+            env.extend(broker.program_env().into_iter().map(|(k, v)| (k.to_owned(), v)));
+            env.extend([
                 ("DATA_DIR".to_owned(), data_dir.join(name).display().to_string()),
                 ("HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
-            ];
+            ]);
             env.extend(
                 extra
                     .iter()
@@ -302,15 +306,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let ports = args.ports()?;
     std::fs::create_dir_all(&args.data_dir)?;
     let broker_dir = std::path::absolute(args.data_dir.join("broker"))?;
-    let broker = tokio::task::spawn_blocking(move || sagaflow_devkit::broker::find_or_start(&broker_dir))
-        .await?
-        .map_err(anyhow::Error::msg)?;
-    eprintln!(
-        "[sagactl] broker: {}",
-        if broker.private.is_some() { "a private node started for this run" } else { "found" }
-    );
+    let bus = args.bus;
+    let broker =
+        tokio::task::spawn_blocking(move || sagaflow_devkit::broker::find_or_start_bus(bus, &broker_dir))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+    eprintln!("[sagactl] broker: {}", broker.describe());
     let data_dir = std::path::absolute(&args.data_dir)?;
-    let programs = plan(&args.namespace, &broker.url, &data_dir, ports, &[]);
+    let programs = plan(&args.namespace, &broker, &data_dir, ports, &[]);
     let supervisor = Supervisor::start(&programs, Logs::Terminal);
     let stop = sagaflow_runtime::shutdown::on_signal();
     tokio::select! {

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sagaflow_runtime::config::BusKind;
+
 use crate::supervisor::{self, Logs, Program, Supervisor};
 
 pub struct StartedSystem {
@@ -16,10 +18,10 @@ pub struct StartedSystem {
 }
 
 impl StartedSystem {
-    /// Finds or starts a broker (its private node, if any, under `dir/broker`).
-    pub async fn broker(dir: &Path) -> anyhow::Result<sagaflow_devkit::broker::Broker> {
+    /// Finds or starts a broker for `bus` (its private node, if any, under `dir/broker`).
+    pub async fn broker(dir: &Path, bus: BusKind) -> anyhow::Result<sagaflow_devkit::broker::Broker> {
         let broker_dir = dir.join("broker");
-        tokio::task::spawn_blocking(move || sagaflow_devkit::broker::find_or_start(&broker_dir))
+        tokio::task::spawn_blocking(move || sagaflow_devkit::broker::find_or_start_bus(bus, &broker_dir))
             .await?
             .map_err(anyhow::Error::msg)
     }
@@ -33,7 +35,7 @@ impl StartedSystem {
         extra: &[(&str, &str, &str)],
     ) -> anyhow::Result<Self> {
         let ports = [0; 4].map(|_| sagaflow_devkit::broker::free_port());
-        let programs = supervisor::plan(namespace, &broker.url, dir, ports, extra);
+        let programs = supervisor::plan(namespace, &broker, dir, ports, extra);
         let supervisor = Supervisor::start(&programs, Logs::Files(dir.to_path_buf()));
         let system =
             Self { programs, supervisor, broker, namespace: namespace.to_owned(), dir: dir.to_path_buf() };
@@ -56,13 +58,17 @@ impl StartedSystem {
     /// Stops the programs and deletes the namespace; hands the broker back for another run.
     pub async fn stop_programs(self) -> sagaflow_devkit::broker::Broker {
         self.supervisor.stop().await;
-        // A namespace made for one run should not stay behind on a shared broker.
+        // A namespace made for one run should not stay behind on a shared broker. (On Kafka the
+        // broker is the run's own, or the operator's: its topics are left as they are.)
+        if self.broker.kafka.is_some() {
+            return self.broker;
+        }
         if let Ok(connection) =
             lapin::Connection::connect(&self.broker.url, lapin::ConnectionProperties::default()).await
         {
             if let Ok(channel) = connection.create_channel().await {
                 let topology = sagaflow_events::Topology::new(self.namespace.clone());
-                let _ = sagaflow_runtime::bus::topology::delete(&channel, &topology).await;
+                let _ = sagaflow_runtime::bus::amqp::topology::delete(&channel, &topology).await;
             }
             let _ = connection.close(200, "bye".into()).await;
         }

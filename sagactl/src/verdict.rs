@@ -23,8 +23,17 @@ pub struct Endpoints {
     pub notification: String,
     /// `API_TOKEN`, when the system has one.
     pub token: Option<String>,
-    /// The broker and namespace, to look at the dead-letter queue; `None` skips that check.
-    pub broker: Option<(String, String)>,
+    /// Where the dead letters are; `None` skips that check.
+    pub broker: Option<DeadLetters>,
+}
+
+/// The dead letters of a namespace, on either broker.
+#[derive(Debug, Clone)]
+pub enum DeadLetters {
+    /// Its dead-letter queue on RabbitMQ.
+    Amqp { url: String, namespace: String },
+    /// Its dead-letter topic on Kafka.
+    Kafka { brokers: String, namespace: String },
 }
 
 /// Why no verdict could be given.
@@ -185,7 +194,22 @@ impl Books {
         let mails: Value =
             reader.json("the notifications", &format!("{}/notifications", at.notification)).await?;
         let dead_letters = match &at.broker {
-            Some((url, namespace)) => Some(dead_letters(url, namespace).await?),
+            Some(DeadLetters::Amqp { url, namespace }) => Some(dead_letters(url, namespace).await?),
+            Some(DeadLetters::Kafka { brokers, namespace }) => {
+                let topic = sagaflow_events::Topology::new(namespace.as_str()).dead_letter_queue();
+                let (brokers, of) = (brokers.clone(), topic.clone());
+                let count =
+                    tokio::task::spawn_blocking(move || sagaflow_devkit::kafka::topic_records(&brokers, &of))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r)
+                        .map_err(|error| CheckError::Unreadable {
+                            what: format!("the topic {topic}"),
+                            url: brokers_of(&at.broker),
+                            error,
+                        })?;
+                Some(u32::try_from(count).unwrap_or(u32::MAX))
+            }
             None => None,
         };
         Ok(Self {
@@ -270,6 +294,14 @@ async fn every_order(reader: &Reader, api: &str) -> Result<Vec<String>, CheckErr
             Some(next) => after = Some(next),
             None => return Ok(ids),
         }
+    }
+}
+
+fn brokers_of(at: &Option<DeadLetters>) -> String {
+    match at {
+        Some(DeadLetters::Kafka { brokers, .. }) => format!("kafka://{brokers}"),
+        Some(DeadLetters::Amqp { url, .. }) => url.clone(),
+        None => String::new(),
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod bus;
 pub mod commands;
 pub mod disk;
+pub mod kafka;
 pub mod procs;
 pub mod raw_http;
 pub mod system;

@@ -49,3 +49,34 @@ fn short_chaos_runs_keep_every_invariant() {
     }
     println!("{stdout}");
 }
+
+/// The same run on Kafka (a private tansu broker): every program SIGKILLed at least once and
+/// one broker restart, with the same invariants.
+#[test]
+fn a_short_chaos_run_on_kafka_keeps_every_invariant() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let output = std::process::Command::new(sagaflow_tests::procs::binary("sagactl"))
+        .args(["chaos", "--bus", "kafka", "--orders", "200", "--duration", "6", "--kill-interval", "600"])
+        .args(["--seed", "11"])
+        .arg("--report")
+        .arg(&report)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("sagactl runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "chaos on kafka found violations or could not judge (exit {:?}):\n{stdout}\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["passed"], true);
+    for program in ["orchestrator", "payment", "inventory", "notification"] {
+        assert!(report["kills"][program].as_u64().unwrap_or(0) >= 1, "{program} was never killed: {stdout}");
+    }
+    assert_eq!(report["ownsBroker"], true);
+    assert!(report["brokerRestarts"].as_u64().unwrap() >= 1, "the broker was never restarted");
+    println!("{stdout}");
+}

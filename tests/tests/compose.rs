@@ -85,3 +85,25 @@ fn the_compose_file_publishes_nothing_beyond_this_machine() {
         assert!(env.iter().any(|k| k == "API_TOKEN"), "{service} ({command}) runs without API_TOKEN");
     }
 }
+
+/// The `kafka` profile runs a real Kafka in KRaft mode (no ZooKeeper) in place of RabbitMQ, with
+/// no port of its own published; the programs choose it with BUS and find it at KAFKA_BROKERS.
+#[test]
+fn the_kafka_profile_runs_kafka_in_kraft_mode_in_place_of_rabbitmq() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let kafka = compose.split("\n  kafka:\n").nth(1).expect("a kafka service").split("\n\n").next().unwrap();
+    assert!(kafka.contains("profiles: [\"kafka\"]"), "{kafka}");
+    assert!(kafka.contains("KAFKA_PROCESS_ROLES: broker,controller"), "KRaft: {kafka}");
+    assert!(!compose.to_lowercase().contains("zookeeper:"), "no ZooKeeper service");
+    assert!(!kafka.contains("ports:"), "Kafka is reached on the compose network only");
+    let rabbit = compose.split("\n  rabbitmq:\n").nth(1).expect("a rabbitmq service");
+    assert!(rabbit.trim_start().starts_with("profiles: [\"rabbitmq\"]"), "RabbitMQ is a profile too");
+    let dotenv = std::fs::read_to_string(root.join(".env")).expect(".env chooses the default profile");
+    assert!(dotenv.lines().any(|l| l == "COMPOSE_PROFILES=rabbitmq"), "{dotenv}");
+    for (service, (command, env)) in programs(&compose) {
+        for key in ["BUS", "KAFKA_BROKERS", "AMQP_URL"] {
+            assert!(env.iter().any(|k| k == key), "{service} ({command}) lacks {key}");
+        }
+    }
+}

@@ -32,10 +32,46 @@ type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<(Instant, String)>>>>;
 #[derive(Clone)]
 pub struct Watcher {
     waiting: Waiting,
-    _connection: Arc<Connection>,
+    /// What must live as long as the watcher: its connection or consumer.
+    _keep: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 impl Watcher {
+    /// Watches the terminal events of a system on Kafka: the topics of their routing keys,
+    /// read from their beginning in a consumer group of its own.
+    pub async fn start_kafka(brokers: &str, topology: &sagaflow_events::Topology) -> anyhow::Result<Self> {
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        use rdkafka::Message as _;
+        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("{}.bench-watcher", topology.namespace()))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("log_level", "3")
+            .create()?;
+        let topics: Vec<String> = TERMINAL_KEYS.iter().map(|k| topology.event_topic(k)).collect();
+        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let consumer = Arc::new(consumer);
+        let waiting: Waiting = Arc::default();
+        let (map, reader) = (waiting.clone(), consumer.clone());
+        tokio::spawn(async move {
+            let mut stream = reader.stream();
+            while let Some(Ok(record)) = stream.next().await {
+                let seen = Instant::now();
+                let Ok(event) = serde_json::from_slice::<Value>(record.payload().unwrap_or_default()) else {
+                    continue;
+                };
+                let (Some(id), Some(name)) = (event["orderId"].as_str(), event["event"].as_str()) else {
+                    continue;
+                };
+                if let Some(tx) = map.lock().expect("not poisoned").remove(id) {
+                    let _ = tx.send((seen, name.to_owned()));
+                }
+            }
+        });
+        Ok(Self { waiting, _keep: consumer })
+    }
+
     pub async fn start(url: &str, events_exchange: &str) -> anyhow::Result<Self> {
         let connection = Connection::connect(url, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
@@ -74,7 +110,7 @@ impl Watcher {
                 }
             }
         });
-        Ok(Self { waiting, _connection: Arc::new(connection) })
+        Ok(Self { waiting, _keep: Arc::new(connection) })
     }
 
     fn expect(&self, order_id: &str) -> oneshot::Receiver<(Instant, String)> {

@@ -26,6 +26,7 @@ use load::{Endings, Latency, Placer, Sample, Target, Watcher};
 use serde::Serialize;
 
 use crate::system::StartedSystem;
+use sagaflow_runtime::config::BusKind;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -50,6 +51,10 @@ pub struct BenchArgs {
     /// Length of the retention run, in seconds (long enough for sled's files to level off).
     #[arg(long, default_value_t = 180)]
     pub retention_seconds: u64,
+    /// The broker the saga design runs on: `rabbitmq`, or `kafka` (a private tansu broker that
+    /// scripts/kafka.sh builds). The broker-ceiling phase is RabbitMQ's only.
+    #[arg(long, value_enum, default_value_t = BusKind::Rabbitmq)]
+    pub bus: BusKind,
     /// Run only these phases (for profiling one of them); the report shows the others empty.
     #[arg(long, value_delimiter = ',', default_value = "ceiling,saga,chain,stored,retention")]
     pub phases: Vec<Phase>,
@@ -202,12 +207,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench { args: args.clone(), dir: dir.clone(), catalog: catalog.display().to_string(), run_id };
     eprintln!("sagactl bench: data and logs in {}", dir.display());
 
-    let mut broker = bench_broker(&dir).await?;
-    let broker_name =
-        if broker.private.is_some() { "a private RabbitMQ node" } else { "RabbitMQ at 127.0.0.1" };
+    let mut broker = bench_broker(&dir, args.bus).await?;
+    let broker_name = broker.describe();
     let on = |phase: Phase| args.phases.contains(&phase);
     let mut ceiling = ceiling::Ceiling::default();
-    if on(Phase::Ceiling) {
+    if on(Phase::Ceiling) && broker.kafka.is_some() {
+        eprintln!("[1/5] broker ceiling: skipped (RabbitMQ only)");
+    } else if on(Phase::Ceiling) {
         eprintln!("[1/5] broker ceiling ({} messages, {broker_name})", args.ceiling_messages);
         let namespace = format!("sagaflow-{}", bench.run_id);
         ceiling = ceiling::measure(&broker.url, &namespace, args.ceiling_messages, 512).await?;
@@ -250,7 +256,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     drop(broker);
 
-    let machine = machine(&broker_name.replace("a private", "private"));
+    let machine = machine(&broker_name.replace("a private", "private"), args.bus);
     let targets = report::targets(&saga, &rest_chain, &stored, &retention, args.smoke);
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -363,7 +369,7 @@ impl Bench {
             ("inventory", "CHAIN_NEXT", notification.as_str()),
         ];
         let mut programs: Vec<_> =
-            crate::supervisor::plan("unused", &broker.url, &dir, ports, &extra).into_iter().skip(1).collect();
+            crate::supervisor::plan("unused", &broker, &dir, ports, &extra).into_iter().skip(1).collect();
         for hop in &mut programs {
             hop.binary = "rest-chain-hop";
             hop.env.push(("PARTICIPANT".to_owned(), hop.name.to_owned()));
@@ -620,16 +626,19 @@ fn result(label: &str, offered: f64, rate: f64, samples: &[Sample], cost: Cost) 
 
 /// The bench's broker: a private node of its own when RabbitMQ is installed, so that its CPU
 /// is the system's alone and its counters count only the system's messages; else the broker
-/// step's.
-async fn bench_broker(dir: &Path) -> anyhow::Result<sagaflow_devkit::broker::Broker> {
+/// step's. On Kafka, a private tansu broker (or `KAFKA_BROKERS`).
+async fn bench_broker(dir: &Path, bus: BusKind) -> anyhow::Result<sagaflow_devkit::broker::Broker> {
+    if bus == BusKind::Kafka {
+        return StartedSystem::broker(dir, bus).await;
+    }
     let broker_dir = dir.join("broker");
     let private = tokio::task::spawn_blocking(move || {
         sagaflow_devkit::broker::PrivateBroker::start_with_metrics(broker_dir)
     })
     .await?;
     match private {
-        Some(node) => Ok(sagaflow_devkit::broker::Broker { url: node.url(), private: Some(node) }),
-        None => StartedSystem::broker(dir).await,
+        Some(node) => Ok(sagaflow_devkit::broker::Broker::amqp(node.url(), Some(node))),
+        None => StartedSystem::broker(dir, bus).await,
     }
 }
 
@@ -641,7 +650,10 @@ fn broker_metrics(system: &StartedSystem) -> Option<String> {
 /// terminal event on the system's public topic exchange.
 async fn saga_target(system: &StartedSystem) -> anyhow::Result<Target> {
     let topology = sagaflow_events::Topology::new(system.namespace.clone());
-    let watcher = Watcher::start(&system.broker.url, &topology.events_exchange()).await?;
+    let watcher = match &system.broker.kafka {
+        Some(kafka) => Watcher::start_kafka(&kafka.brokers, &topology).await?,
+        None => Watcher::start(&system.broker.url, &topology.events_exchange()).await?,
+    };
     Ok(Target::Saga { api: system.api().to_owned(), watcher })
 }
 
@@ -651,12 +663,13 @@ fn pids(system: &StartedSystem) -> Vec<(String, u32)> {
         .iter()
         .filter_map(|p| system.supervisor.pid(p.name).map(|pid| (p.name.to_owned(), pid)))
         .collect();
-    let broker = match &system.broker.private {
-        Some(node) => node.pid(),
-        None => procstat::shared_broker_pid(),
+    let broker = match (&system.broker.kafka, &system.broker.private) {
+        (Some(kafka), _) => kafka.private.as_ref().and_then(|k| k.pid()).map(|pid| ("tansu", pid)),
+        (None, Some(node)) => node.pid().map(|pid| ("rabbitmq", pid)),
+        (None, None) => procstat::shared_broker_pid().map(|pid| ("rabbitmq", pid)),
     };
-    if let Some(pid) = broker {
-        pids.push(("rabbitmq".to_owned(), pid));
+    if let Some((name, pid)) = broker {
+        pids.push((name.to_owned(), pid));
     }
     pids.push((cost::LOAD_GENERATOR.to_owned(), std::process::id()));
     pids
@@ -717,7 +730,7 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn machine(broker: &str) -> Machine {
+fn machine(broker: &str, bus: BusKind) -> Machine {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let cpu = read("/proc/cpuinfo")
         .lines()
@@ -731,8 +744,12 @@ fn machine(broker: &str) -> Machine {
         .find(|l| l.starts_with("MemTotal:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0.0);
-    let version = std::process::Command::new("rabbitmqctl")
-        .args(["--version"])
+    let (tool, flag) = match bus {
+        BusKind::Rabbitmq => ("rabbitmqctl".into(), "--version"),
+        BusKind::Kafka => (sagaflow_devkit::kafka::tansu().unwrap_or_default(), "--version"),
+    };
+    let version = std::process::Command::new(tool)
+        .args([flag])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();

@@ -1,0 +1,158 @@
+//! A private Kafka-protocol broker for tests, the chaos run and the bench: tansu, a Rust broker
+//! from crates.io, with its SQLite engine (so that topics, records, consumer groups and their
+//! offsets survive a restart), on its own port and data folder, bound to 127.0.0.1.
+//!
+//! `make test` builds tansu once (`scripts/kafka.sh`, as `tansu-sagaflow`: tansu 0.6.0 with
+//! one patch to its SQLite engine, `devkit/tansu/storage-loop.patch`); a machine that has it
+//! skips the build. Nothing here downloads anything.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::broker::free_port;
+
+/// Where `scripts/kafka.sh` puts its build of tansu, unless `TANSU` names another binary.
+pub fn tansu() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TANSU") {
+        return Some(PathBuf::from(path));
+    }
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    let installed = home.join("bin").join("tansu-sagaflow");
+    installed.exists().then_some(installed)
+}
+
+pub struct PrivateKafka {
+    pub port: u16,
+    binary: PathBuf,
+    dir: PathBuf,
+    child: Mutex<Option<Child>>,
+    /// Delete `dir` when dropped (a temporary node).
+    temporary: bool,
+}
+
+impl PrivateKafka {
+    /// Starts a temporary broker on a free port. `None` when tansu is not installed.
+    pub fn start() -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!("sagaflow-kafka-{}-{}", std::process::id(), free_port()));
+        Self::start_in(dir, true)
+    }
+
+    /// Starts a broker keeping its data under `dir`.
+    pub fn start_in(dir: PathBuf, temporary: bool) -> Option<Self> {
+        let binary = tansu()?;
+        let broker = Self { port: free_port(), binary, dir, child: Mutex::new(None), temporary };
+        broker.boot();
+        Some(broker)
+    }
+
+    /// `KAFKA_BROKERS` for the programs.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().expect("not poisoned").as_ref().map(Child::id)
+    }
+
+    fn boot(&self) {
+        std::fs::create_dir_all(&self.dir).expect("kafka data dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .expect("kafka log file");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(&self.binary)
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            // The engine's path is relative to the working folder.
+            .current_dir(&self.dir)
+            .env_remove("STORAGE_ENGINE")
+            .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts");
+        *self.child.lock().expect("not poisoned") = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) =
+                self.child.lock().expect("not poisoned").as_mut().and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("tansu exited with {status} on port {}; its log:\n{}", self.port, self.log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on port {}; its log:\n{}",
+                self.port,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
+        log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Stops the broker (SIGTERM, then SIGKILL after 10 s); its data stays.
+    pub fn stop(&self) {
+        let Some(mut child) = self.child.lock().expect("not poisoned").take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        self.boot();
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        self.stop();
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Records in `topic` now (the sum over its partitions of the high watermark less the low),
+/// as a Kafka client sees it: how the chaos run counts dead letters on Kafka.
+pub fn topic_records(brokers: &str, topic: &str) -> Result<u64, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let timeout = Duration::from_secs(5);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
+    let mut total = 0u64;
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        if let Some(e) = t.error() {
+            return Err(format!("{topic}: {e:?}"));
+        }
+        for partition in t.partitions() {
+            let (low, high) =
+                consumer.fetch_watermarks(topic, partition.id(), timeout).map_err(|e| e.to_string())?;
+            total = total.saturating_add(u64::try_from(high.saturating_sub(low)).unwrap_or(0));
+        }
+    }
+    Ok(total)
+}
