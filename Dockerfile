@@ -1,6 +1,8 @@
 # One image for every sagaflow program. Build: docker build -t sagaflow .
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# librdkafka (the Kafka transport's client) is built from the sources rdkafka ships: it needs make.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --workspace --bins \
  && mkdir /out \
