@@ -162,6 +162,70 @@ impl System {
     pub async fn notifications(&self) -> Value {
         self.get(&self.notification.http, "/notifications").await
     }
+
+    /// Checks the books against every order's outcome, once every reservation is sold or
+    /// released: money (charged less refunded is the amount of a completed order, else 0), one
+    /// mail per completed order and none otherwise, and stock (what left `initial` is what the
+    /// completed orders bought).
+    pub async fn assert_books(&self, orders: &[Value], initial: &Value) {
+        let stock =
+            wait::until("every reservation to be sold or released", Duration::from_secs(30), || async {
+                let stock = self.stock().await;
+                stock.as_object()?.values().all(|p| p["reserved"] == 0).then_some(stock)
+            })
+            .await;
+        let ledger = self.ledger().await;
+        let notes = self.notifications().await;
+        let mut sold: HashMap<String, u64> = HashMap::new();
+        for order in orders {
+            let id = order["orderId"].as_str().unwrap();
+            let amount = order["amountCents"].as_u64().unwrap();
+            let (charged, refunded) = ledger.get(id).copied().unwrap_or((0, 0));
+            let completed = order["state"] == "completed";
+            assert_eq!(charged - refunded, if completed { amount } else { 0 }, "money of {id}: {order}");
+            assert_eq!(
+                notes["notifications"].get(id).and_then(Value::as_u64).unwrap_or(0),
+                u64::from(completed),
+                "mail of {id}"
+            );
+            if completed {
+                for line in order["items"].as_array().unwrap() {
+                    *sold.entry(line["productId"].as_str().unwrap().to_owned()).or_default() +=
+                        line["quantity"].as_u64().unwrap();
+                }
+            }
+        }
+        for (product, s0) in initial.as_object().unwrap() {
+            let now = &stock[product];
+            let gone = s0["available"].as_u64().unwrap() - now["available"].as_u64().unwrap();
+            let completed = sold.get(product).copied().unwrap_or(0);
+            assert_eq!(gone, completed, "stock of {product}");
+            assert_eq!(now["sold"].as_u64().unwrap(), completed, "sold of {product}");
+        }
+    }
+
+    /// Starts a second instance of each of `programs` on this system's namespace, with a store
+    /// of its own and `env` added, and checks that it exits at once saying `says`; then that
+    /// the first instances were not disturbed.
+    pub async fn assert_second_instances_refused(&self, programs: &[&str], env: &[(&str, &str)], says: &str) {
+        let namespace = self.bus.topology.namespace().to_owned();
+        for program in programs {
+            let data = self.dir.path().join(format!("{program}-2")).display().to_string();
+            let port = format!("127.0.0.1:{}", crate::procs::free_port());
+            let mut all = vec![
+                ("HTTP_ADDR", port.as_str()),
+                ("DATA_DIR", data.as_str()),
+                ("SAGA_NAMESPACE", &namespace),
+            ];
+            all.extend_from_slice(env);
+            let (status, out) = Program::run_to_exit(program, &all, Duration::from_secs(40));
+            let status = status.unwrap_or_else(|| panic!("a second {program} kept running:\n{out}"));
+            assert!(!status.success());
+            assert!(out.contains(says), "{program}:\n{out}");
+        }
+        assert_eq!(self.place(&order_json("twice-1", &[("abc", 1)])).await, 202);
+        assert_eq!(self.wait_terminal("twice-1").await["state"], "completed");
+    }
 }
 
 /// An order as `POST /orders` takes it.

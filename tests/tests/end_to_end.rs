@@ -114,44 +114,13 @@ async fn a_few_hundred_mixed_orders_conserve_money_and_stock() {
     );
 
     // Let the last replies, compensations and completions settle, then check the books.
-    let stock = wait::until("every reservation to be sold or released", Duration::from_secs(20), || async {
-        let stock = s.stock().await;
-        stock.as_object()?.values().all(|p| p["reserved"] == 0).then_some(stock)
-    })
-    .await;
-    let ledger = s.ledger().await;
-    let notes = s.notifications().await;
-    let mut sold: HashMap<String, u64> = HashMap::new();
-    for order in &orders {
-        let id = order["orderId"].as_str().unwrap();
-        let amount = order["amountCents"].as_u64().unwrap();
-        let (charged, refunded) = ledger.get(id).copied().unwrap_or((0, 0));
-        let completed = order["state"] == "completed";
-        assert_eq!(charged - refunded, if completed { amount } else { 0 }, "money of {id}: {order}");
-        assert_eq!(
-            notes["notifications"].get(id).and_then(Value::as_u64).unwrap_or(0),
-            u64::from(completed),
-            "mail of {id}"
-        );
-        if completed {
-            for line in order["items"].as_array().unwrap() {
-                *sold.entry(line["productId"].as_str().unwrap().to_owned()).or_default() +=
-                    line["quantity"].as_u64().unwrap();
-            }
-        }
-    }
-    for (product, s0) in initial.as_object().unwrap() {
-        let now = &stock[product];
-        let gone = s0["available"].as_u64().unwrap() - now["available"].as_u64().unwrap();
-        let completed = sold.get(product).copied().unwrap_or(0);
-        assert_eq!(gone, completed, "stock of {product}");
-        assert_eq!(now["sold"].as_u64().unwrap(), completed, "sold of {product}");
-    }
+    s.assert_books(&orders, &initial).await;
     assert!(outcomes.get("completed:-").copied().unwrap_or(0) > n / 2, "{outcomes:?}");
     assert!(
         outcomes.contains_key("compensated:payment_declined")
             && outcomes.contains_key("compensated:out_of_stock")
     );
+    let notes = s.notifications().await;
     assert_eq!(
         notes["delivered"].as_u64().unwrap() as usize,
         outcomes.get("completed:-").copied().unwrap_or(0)

@@ -800,25 +800,13 @@ async fn class_11_services_forget_what_retention_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn class_12_a_second_instance_refuses_to_start() {
     let s = System::start("hostile-twice").await;
-    let namespace = s.bus.topology.namespace().to_owned();
     let url = amqp_url();
-    for program in ["payment", "orchestrator"] {
-        let data = s.dir.path().join(format!("{program}-2")).display().to_string();
-        let port = format!("127.0.0.1:{}", free_port());
-        let env = [
-            ("HTTP_ADDR", port.as_str()),
-            ("DATA_DIR", data.as_str()),
-            ("SAGA_NAMESPACE", &namespace),
-            ("AMQP_URL", &url),
-        ];
-        let (status, out) = Program::run_to_exit(program, &env, Duration::from_secs(40));
-        let status = status.unwrap_or_else(|| panic!("a second {program} kept running:\n{out}"));
-        assert!(!status.success());
-        assert!(out.contains("another process consumes"), "{program}:\n{out}");
-    }
-    // The first instances were not disturbed.
-    assert_eq!(s.place(&order_json("twice-1", &[("abc", 1)])).await, 202);
-    assert_eq!(s.wait_terminal("twice-1").await["state"], "completed");
+    s.assert_second_instances_refused(
+        &["payment", "orchestrator"],
+        &[("AMQP_URL", &url)],
+        "another process consumes",
+    )
+    .await;
 }
 
 /// 13. Commands and replies that the relay finds ready together travel as one batch (issue

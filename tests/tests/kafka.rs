@@ -9,7 +9,6 @@ use std::time::Duration;
 use sagaflow_devkit::kafka::PrivateKafka;
 use sagaflow_events::Participant;
 use sagaflow_tests::kafka::KafkaTestBus;
-use sagaflow_tests::procs::{free_port, Program};
 use sagaflow_tests::system::{order_json, System, DECLINE_OVER};
 use sagaflow_tests::wait;
 use serde_json::Value;
@@ -118,39 +117,10 @@ async fn on_kafka_nothing_is_lost_or_done_twice_through_kills_of_every_program_a
         orders.push(order);
     }
     eprintln!("{n} orders on kafka through kills and a broker restart: {outcomes:?}");
-    let stock = wait::until("every reservation to be sold or released", Duration::from_secs(30), || async {
-        let stock = s.stock().await;
-        stock.as_object()?.values().all(|p| p["reserved"] == 0).then_some(stock)
-    })
-    .await;
-    let ledger = s.ledger().await;
-    let notes = s.notifications().await;
-    let mut sold: HashMap<String, u64> = HashMap::new();
     for order in &orders {
-        let id = order["orderId"].as_str().unwrap();
         assert!(matches!(order["state"].as_str(), Some("completed" | "compensated")), "{order}");
-        let amount = order["amountCents"].as_u64().unwrap();
-        let (charged, refunded) = ledger.get(id).copied().unwrap_or((0, 0));
-        let completed = order["state"] == "completed";
-        assert_eq!(charged - refunded, if completed { amount } else { 0 }, "money of {id}: {order}");
-        assert!(charged <= amount, "charged once at most: {id}");
-        assert_eq!(
-            notes["notifications"].get(id).and_then(Value::as_u64).unwrap_or(0),
-            u64::from(completed),
-            "mail of {id}"
-        );
-        if completed {
-            for line in order["items"].as_array().unwrap() {
-                *sold.entry(line["productId"].as_str().unwrap().to_owned()).or_default() +=
-                    line["quantity"].as_u64().unwrap();
-            }
-        }
     }
-    for (product, s0) in initial.as_object().unwrap() {
-        let now = &stock[product];
-        let gone = s0["available"].as_u64().unwrap() - now["available"].as_u64().unwrap();
-        assert_eq!(gone, sold.get(product).copied().unwrap_or(0), "stock of {product}");
-    }
+    s.assert_books(&orders, &initial).await;
     assert!(outcomes.get("completed:-").copied().unwrap_or(0) > n / 2, "{outcomes:?}");
 }
 
@@ -267,25 +237,9 @@ async fn on_kafka_garbage_huge_headers_and_forged_commands_break_nothing() {
 async fn on_kafka_a_second_instance_refuses_to_start() {
     let kafka = kafka();
     let s = system_on(&kafka, "kafka-twice").await;
-    let namespace = s.bus.topology.namespace().to_owned();
     let brokers = kafka.brokers();
-    for program in ["payment", "orchestrator"] {
-        let data = s.dir.path().join(format!("{program}-2")).display().to_string();
-        let port = format!("127.0.0.1:{}", free_port());
-        let env = [
-            ("HTTP_ADDR", port.as_str()),
-            ("DATA_DIR", data.as_str()),
-            ("SAGA_NAMESPACE", &namespace),
-            ("BUS", "kafka"),
-            ("KAFKA_BROKERS", &brokers),
-        ];
-        let (status, out) = Program::run_to_exit(program, &env, Duration::from_secs(40));
-        let status = status.unwrap_or_else(|| panic!("a second {program} kept running:\n{out}"));
-        assert!(!status.success());
-        assert!(out.contains("belongs to the store"), "{program}:\n{out}");
-    }
-    assert_eq!(s.place(&order_json("twice-1", &[("abc", 1)])).await, 202);
-    assert_eq!(s.wait_terminal("twice-1").await["state"], "completed");
+    let env = [("BUS", "kafka"), ("KAFKA_BROKERS", brokers.as_str())];
+    s.assert_second_instances_refused(&["payment", "orchestrator"], &env, "belongs to the store").await;
 }
 
 /// The relay on Kafka: an entry the broker (or the client, on its behalf) refuses, here a
@@ -315,7 +269,11 @@ async fn on_kafka_an_entry_that_is_refused_is_parked_and_the_rest_flows() {
 
     let (sink, _inputs) = tokio::sync::mpsc::channel(8);
     let relay: Bus<()> = Bus {
-        broker: Broker::Kafka(KafkaSettings { brokers: kafka.brokers().parse().unwrap(), partitions: 1, fetch_wait_ms: 20 }),
+        broker: Broker::Kafka(KafkaSettings {
+            brokers: kafka.brokers().parse().unwrap(),
+            partitions: 1,
+            fetch_wait_ms: 20,
+        }),
         topology: bus.topology.clone(),
         consumers: Vec::new(),
         sink,
