@@ -161,7 +161,8 @@ fn seed_line(l: &SeedLine) -> String {
 
 /// One chaos run.
 pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
-    let run_id = format!("chaos{}", sagaflow_runtime::now_millis() % 1_000_000);
+    // With the pid: two runs started in the same millisecond (two tests) must not share a folder.
+    let run_id = format!("chaos{}-{}", sagaflow_runtime::now_millis() % 1_000_000, std::process::id());
     let dir = std::path::absolute(std::path::Path::new("target/chaos").join(&run_id))?;
     std::fs::create_dir_all(&dir)?;
 

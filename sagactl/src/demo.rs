@@ -115,7 +115,7 @@ pub fn orders(args: &DemoArgs, run: &str) -> Vec<(String, Kind, Value)> {
 pub async fn run(args: DemoArgs, api: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let running = http.get(format!("{api}/health")).send().await.is_ok_and(|r| r.status().is_success());
-    let run_id = format!("demo{}", sagaflow_runtime::now_millis() % 1_000_000);
+    let run_id = format!("demo{}-{}", sagaflow_runtime::now_millis() % 1_000_000, std::process::id());
     let mut started = None;
     let api = if running {
         eprintln!("Using the system already running at {api}.");

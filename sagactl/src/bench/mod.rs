@@ -197,7 +197,7 @@ pub struct Report {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let args = args.effective();
-    let run_id = format!("bench{}", sagaflow_runtime::now_millis() % 1_000_000);
+    let run_id = format!("bench{}-{}", sagaflow_runtime::now_millis() % 1_000_000, std::process::id());
     let dir = std::path::absolute(Path::new("target/bench").join(&run_id))?;
     std::fs::create_dir_all(&dir)?;
     std::fs::create_dir_all(&args.out)?;

@@ -9,12 +9,15 @@
 //!   (`acks=all`), and removes an entry only once its delivery report says the broker has it.
 //!   Each record goes alone: librdkafka batches per partition by itself, so our
 //!   [`batch`](crate::bus::batch) envelope would only add a layer. A record the broker refuses
-//!   is struck; after [`STRIKES`] it is parked with the broker's reason, and everything behind
-//!   it flows on. A delivery that times out (the broker is away) is no strike.
-//! - **Consumers** read in the consumer group named after their queue, with auto-commit off:
-//!   the pipeline commits each partition's next offset once the batch is durable
-//!   ([`Offsets`]). A crash before the commit hands the records to the next start; the barrier
-//!   and the saga store recognise them as duplicates.
+//!   while it takes others (or refuses for what it is: too large, invalid) is struck; after
+//!   [`STRIKES`] it is parked with the broker's reason, and everything behind it flows on. A
+//!   broker that fails everything parks nothing: the session ends and starts again
+//!   ([`Failures`]).
+//! - **Consumers** take every partition of their topic ([`assign_all`]) and commit, in the
+//!   consumer group named after their queue, each partition's next offset once the batch is
+//!   durable ([`Offsets`]); auto-commit is off. A crash before the commit hands the records to
+//!   the next start; the barrier and the saga store recognise them as duplicates. There is no
+//!   rebalance to hand a partition back in: one process consumes a queue.
 //! - **One store per queue.** Kafka splits a group's partitions among its members, and each
 //!   process keeps its records in its own store, so a second member would take part of the
 //!   first one's work without its records. Kafka has no exclusive consumer, and not every
@@ -165,8 +168,6 @@ pub(in crate::bus) async fn session<J: Send + 'static>(
                 .set("group.id", &spec.queue)
                 .set("enable.auto.commit", "false")
                 .set("auto.offset.reset", "earliest")
-                .set("session.timeout.ms", "6000")
-                .set("heartbeat.interval.ms", "1000")
                 .set("fetch.wait.max.ms", settings.fetch_wait_ms.to_string())
                 .create()?;
             let owner = bus.topology.owner_queue(&spec.queue);
@@ -177,7 +178,10 @@ pub(in crate::bus) async fn session<J: Send + 'static>(
             groups.push(Arc::new(GroupConsumer { consumer, topic }));
         }
         for (from, (spec, group)) in bus.consumers.iter().zip(groups).enumerate() {
-            group.consumer.subscribe(&[group.topic.as_str()])?;
+            let assigned = group.clone();
+            tokio::task::spawn_blocking(move || assign_all(&assigned))
+                .await
+                .map_err(|e| SessionError::ConsumerEnded(e.to_string()))??;
             let forward = Forward {
                 group,
                 from,
@@ -291,6 +295,28 @@ fn claim(settings: &KafkaSettings, topic: &str, queue: &str, store_id: &str) -> 
     Ok(())
 }
 
+/// Takes every partition of the consumer's topic, from the offset its group committed.
+///
+/// Assigned, not subscribed: the process is the only consumer of its queues (see [`claim`]),
+/// so there is nothing to balance, and no rebalance can hand a partition to a member that
+/// died or take one from under a batch in flight. Offsets are still committed in the group
+/// named after the queue, which is where the next start (or any Kafka tool) reads them.
+/// Blocking: run it off the runtime.
+fn assign_all(group: &GroupConsumer) -> Result<(), SessionError> {
+    let metadata = group.consumer.fetch_metadata(Some(&group.topic), Duration::from_secs(10))?;
+    let mut list = TopicPartitionList::new();
+    for topic in metadata.topics().iter().filter(|t| t.name() == group.topic) {
+        for partition in topic.partitions() {
+            list.add_partition_offset(&group.topic, partition.id(), Offset::Stored)?;
+        }
+    }
+    if list.count() == 0 {
+        return Err(SessionError::UnknownQueue(group.topic.clone()));
+    }
+    group.consumer.assign(&list)?;
+    Ok(())
+}
+
 /// One consumer's forwarding task and what it needs.
 struct Forward<J> {
     group: Arc<GroupConsumer>,
@@ -333,25 +359,60 @@ impl<J> Forward<J> {
     }
 }
 
-/// Is this a refusal of the record itself (as opposed to a broker that is away)?
-fn refusal(error: &KafkaError) -> bool {
-    !matches!(
+/// Is this a refusal of the record itself, whatever the broker's state? (Anything else may be
+/// a broker that is unwell: see [`Failures`].)
+fn refusal_of_the_record(error: &KafkaError) -> bool {
+    matches!(
         error.rdkafka_error_code(),
         Some(
-            RDKafkaErrorCode::MessageTimedOut
-                | RDKafkaErrorCode::RequestTimedOut
-                | RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::QueueFull
-                | RDKafkaErrorCode::NetworkException
-                | RDKafkaErrorCode::NotLeaderForPartition
-                | RDKafkaErrorCode::LeaderNotAvailable
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTimestamp
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRequiredAcks
+                | RDKafkaErrorCode::PolicyViolation
         )
     )
 }
 
-/// Publishes durable entries until a record fails (then the session ends, and the next one
-/// sends again what was not reported) or the outbox is dropped.
+/// What failed in one session, and whether the broker took anything meanwhile.
+///
+/// A failure counts against its entry (a strike) only if the broker is shown to work: it is a
+/// refusal of the record itself, or the broker took another of our records in the same
+/// session. A broker that fails everything (tansu answers every request with an error while it
+/// shuts down; a real broker may lose its storage) is an outage, not a reason to park innocent
+/// messages: the session ends and the next one sends them again, after the backoff.
+#[derive(Default)]
+struct Failures {
+    took_any: bool,
+    failed: Vec<(u64, SendError)>,
+}
+
+impl Failures {
+    /// Parks what must be parked and returns the session's end, if it must end.
+    fn settle(self, outbox: &Outbox, strikes: &mut Strikes) -> Result<(), SessionError> {
+        let mut end = None;
+        for (id, error) in self.failed {
+            let fault = match &error {
+                SendError::NoTopic { .. } => true,
+                SendError::Kafka(e) => (self.took_any || refusal_of_the_record(e)) && strikes.strike(id),
+            };
+            if fault {
+                tracing::warn!(id, error = %error, "outbox entry parked");
+                outbox.park(id, &format!("the broker refused it {STRIKES} times, last: {error}"));
+            } else if end.is_none() {
+                end = Some(SessionError::Entry(format!("outbox entry {id}: {error}")));
+            }
+        }
+        end.map_or(Ok(()), Err)
+    }
+}
+
+/// Publishes durable entries until an entry fails (then, once what is in flight has reported,
+/// the session ends, and the next one sends again what was not reported) or the outbox is
+/// dropped.
 async fn relay(
     outbox: &Arc<Outbox>,
     producer: &FutureProducer,
@@ -363,16 +424,26 @@ async fn relay(
     let mut durable = outbox.watch_durable();
     let mut in_flight: VecDeque<(u64, DeliveryFuture)> = VecDeque::with_capacity(window);
     let mut next: u64 = 0;
+    let mut failures = Failures::default();
     loop {
+        // Once something failed, nothing new goes out: what is in flight reports, then the
+        // failures are settled.
+        let failing = !failures.failed.is_empty();
+        if failing && in_flight.is_empty() {
+            let took_any = failures.took_any;
+            failures.settle(outbox, strikes)?;
+            failures = Failures { took_any, failed: Vec::new() };
+            continue;
+        }
         let upto = *durable.borrow_and_update();
         let room = window.saturating_sub(in_flight.len());
-        if room > 0 && next <= upto {
+        if !failing && room > 0 && next <= upto {
             let entries = outbox.read(next, upto, room);
             if let Some(&(last, _)) = entries.last() {
                 for (id, message) in entries {
                     match send(producer, topology, &message) {
                         Ok(delivery) => in_flight.push_back((id, delivery)),
-                        Err(e) => failed(outbox, strikes, id, &e)?,
+                        Err(e) => failures.failed.push((id, e)),
                     }
                 }
                 next = last + 1;
@@ -386,12 +457,13 @@ async fn relay(
                     Ok(Ok(_)) => {
                         outbox.confirmed(id);
                         strikes.cleared(id);
+                        failures.took_any = true;
                     }
-                    Ok(Err((e, _))) => failed(outbox, strikes, id, &SendError::Kafka(e))?,
+                    Ok(Err((e, _))) => failures.failed.push((id, SendError::Kafka(e))),
                     Err(_canceled) => return Err(SessionError::Closed),
                 }
             }
-            changed = durable.changed(), if room > 0 => {
+            changed = durable.changed(), if !failing && room > 0 => {
                 if changed.is_err() {
                     return Ok(());
                 }
@@ -406,20 +478,6 @@ enum SendError {
     NoTopic { exchange: String, key: String },
     #[error(transparent)]
     Kafka(KafkaError),
-}
-
-/// An entry that failed: parked if the broker cannot take it (or has refused it [`STRIKES`]
-/// times); otherwise the session ends and the next one tries again.
-fn failed(outbox: &Outbox, strikes: &mut Strikes, id: u64, error: &SendError) -> Result<(), SessionError> {
-    match error {
-        SendError::NoTopic { .. } => outbox.park(id, &error.to_string()),
-        SendError::Kafka(e) if refusal(e) && strikes.strike(id) => {
-            outbox.park(id, &format!("the broker refused it {STRIKES} times: {e}"))
-        }
-        SendError::Kafka(e) => return Err(SessionError::Entry(format!("outbox entry {id}: {e}"))),
-    }
-    tracing::warn!(id, error = %error, "outbox entry parked");
-    Ok(())
 }
 
 /// Hands one message to the producer.
@@ -457,11 +515,46 @@ mod tests {
         assert!(!strikes.strike(7) && !strikes.strike(7));
     }
 
+    fn outbox() -> (tempfile::TempDir, Arc<Outbox>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let outbox = Outbox::open(&db).unwrap();
+        for i in 0..3u8 {
+            let route = crate::bus::Route { exchange: "x".into(), key: String::new() };
+            outbox.stage_alone(&Message::json(route, "o", "k", vec![i])).unwrap();
+        }
+        (dir, outbox)
+    }
+
+    fn failed(took_any: bool, ids: &[u64], code: RDKafkaErrorCode) -> Failures {
+        let failed =
+            ids.iter().map(|id| (*id, SendError::Kafka(KafkaError::MessageProduction(code)))).collect();
+        Failures { took_any, failed }
+    }
+
     #[test]
-    fn an_absent_broker_is_no_refusal_but_a_size_is() {
-        let away = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
-        assert!(!refusal(&away));
-        let too_big = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
-        assert!(refusal(&too_big));
+    fn a_broker_that_fails_everything_parks_nothing_however_often() {
+        let (_dir, outbox) = outbox();
+        let mut strikes = Strikes::default();
+        for _ in 0..10 {
+            let settled = failed(false, &[1, 2, 3], RDKafkaErrorCode::Unknown).settle(&outbox, &mut strikes);
+            assert!(settled.is_err(), "the session ends and tries again");
+        }
+        assert_eq!(outbox.parked_count(), 0);
+    }
+
+    #[test]
+    fn an_entry_that_fails_while_others_pass_is_parked_at_its_third_strike() {
+        let (_dir, outbox) = outbox();
+        let mut strikes = Strikes::default();
+        for round in 1..=STRIKES {
+            let _ = failed(true, &[2], RDKafkaErrorCode::Unknown).settle(&outbox, &mut strikes);
+            assert_eq!(outbox.parked_count(), usize::from(round == STRIKES), "round {round}");
+        }
+        // A record the broker refuses for what it is needs no other record to pass.
+        for _ in 0..STRIKES {
+            let _ = failed(false, &[3], RDKafkaErrorCode::MessageSizeTooLarge).settle(&outbox, &mut strikes);
+        }
+        assert_eq!(outbox.parked_count(), 2);
     }
 }
