@@ -42,3 +42,42 @@ pub fn lines(items: &[(&str, i64)]) -> OrderLines {
     )
     .expect("valid lines")
 }
+
+/// Commands the orchestrator would never send, as raw JSON for `participant`'s queue, each of
+/// which broke a participant's books when trusted: two lines of one product, each within the
+/// stock and together far beyond it; charges of one order under two sagas (u64::MAX, then 1);
+/// a refund of a real charge that claims another amount. [`crate::system::System::
+/// assert_forgeries_changed_nothing`] checks what must hold afterwards.
+pub fn forged() -> Vec<(Participant, Vec<u8>)> {
+    let raw = |v: serde_json::Value| serde_json::to_vec(&v).expect("JSON");
+    let mut out = vec![(
+        Participant::Inventory,
+        raw(serde_json::json!({
+            "sagaId": "forged-1", "orderId": "forged-1", "step": "inventory", "phase": "action", "attempt": 1,
+            "idempotencyKey": "forged-1/inventory/action", "sentAt": 1, "command": "reserveStock",
+            "items": [
+                { "productId": "abc", "quantity": 60000, "unitPriceCents": 1 },
+                { "productId": "abc", "quantity": 60000, "unitPriceCents": 1 },
+            ],
+        })),
+    )];
+    for (saga, amount) in [("forged-2", u64::MAX), ("forged-3", 1)] {
+        out.push((
+            Participant::Payment,
+            raw(serde_json::json!({
+                "sagaId": saga, "orderId": "forged-order", "step": "payment", "phase": "action", "attempt": 1,
+                "idempotencyKey": format!("{saga}/payment/action"), "sentAt": 1, "command": "chargePayment",
+                "userId": "u", "amountCents": amount,
+            })),
+        ));
+    }
+    out.push((
+        Participant::Payment,
+        raw(serde_json::json!({
+            "sagaId": "forged-3", "orderId": "forged-order", "step": "payment", "phase": "compensation",
+            "attempt": 1, "idempotencyKey": "forged-3/payment/compensation", "sentAt": 1,
+            "command": "refundPayment", "amountCents": 999,
+        })),
+    ));
+    out
+}

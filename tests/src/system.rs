@@ -204,6 +204,46 @@ impl System {
         }
     }
 
+    /// After [`crate::commands::forged`] was sent: an honest order still completes, every
+    /// program is healthy, stock is conserved and untouched by the forged reservation, and
+    /// each forged saga was charged at most what it asked, with no refund of another amount.
+    pub async fn assert_forgeries_changed_nothing(&self) {
+        assert_eq!(self.place(&order_json("honest-1", &[("abc", 1)])).await, 202);
+        assert_eq!(self.wait_terminal("honest-1").await["state"], "completed");
+        for p in self.programs() {
+            let health = self.http.get(format!("{}/health", p.http)).send().await.expect("GET /health");
+            assert!(health.status().is_success(), "{} is not healthy", p.name);
+        }
+        // The honest order's reservation becomes a sale once its completion is read.
+        let stock =
+            wait::until("every reservation to be sold or released", Duration::from_secs(20), || async {
+                let stock = self.stock().await;
+                stock.as_object()?.values().all(|p| p["reserved"] == 0).then_some(stock)
+            })
+            .await;
+        for (product, st) in stock.as_object().unwrap() {
+            let [a, r, sold, initial] =
+                ["available", "reserved", "sold", "initial"].map(|k| st[k].as_u64().unwrap());
+            assert_eq!(
+                u128::from(a) + u128::from(r) + u128::from(sold),
+                u128::from(initial),
+                "{product}: {st}"
+            );
+        }
+        let payments = self.get(&self.payment.http, "/payments").await;
+        for p in payments["payments"].as_array().unwrap() {
+            let (charged, refunded) =
+                (p["chargedCents"].as_u64().unwrap(), p["refundedCents"].as_u64().unwrap());
+            assert!(refunded == 0 || refunded == charged, "{p}");
+            if p["sagaId"] == "forged-3" {
+                assert_eq!((charged, refunded), (1, 0), "a refund of another amount is refused: {p}");
+            }
+            if p["sagaId"] == "forged-2" {
+                assert_eq!(charged, u64::MAX, "each saga is charged what it was asked, once: {p}");
+            }
+        }
+    }
+
     /// Starts a second instance of each of `programs` on this system's namespace, with a store
     /// of its own and `env` added, and checks that it exits at once saying `says`; then that
     /// the first instances were not disturbed.
