@@ -179,6 +179,14 @@ async fn on_kafka_garbage_huge_headers_and_forged_commands_break_nothing() {
     let garbage =
         letters.iter().find(|l| l.body.starts_with(b"\xff\xfe not a reply")).expect("the garbage reply");
     assert!(garbage.header("traceparent").is_none(), "the 131 kB header is not carried");
+    // Operators see them through the orchestrator too; a log cannot give one back.
+    let page = s.get(&s.orchestrator.http, "/dead-letters").await;
+    let listed = page["deadLetters"].as_array().expect("a page of dead letters");
+    assert!(listed.iter().any(|d| d["id"] == "original-id" && d["reason"].is_string()), "{page}");
+    let overview = s.get(&s.orchestrator.http, "/overview").await;
+    assert!(overview["deadLetters"].as_u64().unwrap_or(0) >= 2, "{overview}");
+    let (status, answer) = s.post("/dead-letters/original-id/requeue", "").await;
+    assert_eq!(status, 501, "{answer}");
     for p in s.programs() {
         let metrics = s.http.get(format!("{}/metrics", p.http)).send().await.unwrap().text().await.unwrap();
         assert!(metrics.contains("sagaflow_outbox_parked 0"), "{}: {metrics}", p.name);

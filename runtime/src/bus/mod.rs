@@ -8,6 +8,7 @@
 //! - [`batch`]: several messages for one queue as one broker message, and back.
 //! - [`dead_letter`]: a message that cannot be understood, as an entry for the dead-letter
 //!   route with its original bytes and the reason.
+//! - [`inspect`]: what operators see of the broker (queue depths, dead letters).
 //! - [`acks`]: the acknowledgements a batch owes, folded per consumer (AMQP) or per partition
 //!   (Kafka offsets).
 //!
@@ -19,6 +20,7 @@ pub mod acks;
 pub mod amqp;
 pub mod batch;
 pub mod dead_letter;
+pub mod inspect;
 pub mod kafka;
 pub mod message;
 
@@ -30,7 +32,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use acks::Acks;
-pub use amqp::inspect;
 pub use batch::Delivery;
 pub use dead_letter::dead_letter;
 pub use message::{HeaderValue, Headers, Message, Received, Route};

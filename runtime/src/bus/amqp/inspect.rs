@@ -1,6 +1,4 @@
-//! Asks the broker about a namespace for operators: how many consumers and messages each queue
-//! has, and what sits in the dead-letter queue, one of which can be sent back to the queue it
-//! came from or discarded.
+//! The RabbitMQ side of the operators' view ([`crate::bus::inspect`]).
 //!
 //! The broker stays the owner of the dead letters (the chaos verdict and the tests read the
 //! queue too): browsing takes up to [`MAX_BROWSED`] messages without acknowledging them and
@@ -20,64 +18,19 @@ use sagaflow_events::{headers, Topology};
 
 use super::properties as amqp;
 use crate::bus::dead_letter::{DROPPED_HEADERS, ORIGINAL_PROPERTY_PREFIX};
+use crate::bus::inspect::{Disposal, InspectError, QueueState, MAX_BROWSED};
 use crate::bus::Received;
-use crate::config::Broker;
+use crate::config::AmqpUrl;
 
-/// The most dead letters one look takes.
-pub const MAX_BROWSED: usize = 200;
-
-#[derive(Debug, thiserror::Error)]
-pub enum InspectError {
-    #[error("the broker: {0}")]
-    Broker(#[from] lapin::Error),
-    #[error("no dead letter {0} among the first {MAX_BROWSED} in the queue")]
-    NoSuchDeadLetter(String),
-    #[error("dead letter {0} does not say which queue it came from")]
-    NoOrigin(String),
-    #[error("dead letter {id} came from {queue}, which is not a queue of this namespace")]
-    ForeignQueue { id: String, queue: String },
-    #[error("the broker did not confirm the requeued message")]
-    NotConfirmed,
-    #[error(
-        "queue depths and browsing dead letters work on RabbitMQ only; on Kafka, read the topic {0} \
-         with any Kafka client"
-    )]
-    NotOnKafka(String),
+/// The RabbitMQ side of [`Inspector`](crate::bus::inspect::Inspector).
+pub(crate) struct Rabbit<'a> {
+    pub url: &'a AmqpUrl,
+    pub topology: &'a Topology,
 }
 
-/// A queue as the broker sees it now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueState {
-    pub consumers: u32,
-    pub messages: u32,
-}
-
-/// What to do with a dead letter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposal {
-    /// Back to the queue it was taken from, as it first arrived.
-    Requeue,
-    Discard,
-}
-
-#[derive(Clone)]
-pub struct Inspector {
-    broker: Broker,
-    topology: Topology,
-}
-
-impl Inspector {
-    pub fn new(broker: Broker, topology: Topology) -> Self {
-        Self { broker, topology }
-    }
-
+impl Rabbit<'_> {
     async fn connect(&self) -> Result<Connection, InspectError> {
-        match &self.broker {
-            Broker::RabbitMq(url) => {
-                Ok(Connection::connect(url.expose(), ConnectionProperties::default()).await?)
-            }
-            Broker::Kafka(_) => Err(InspectError::NotOnKafka(self.topology.dead_letter_queue())),
-        }
+        Ok(Connection::connect(self.url.expose(), ConnectionProperties::default()).await?)
     }
 
     async fn channel(&self) -> Result<(Connection, Channel), InspectError> {

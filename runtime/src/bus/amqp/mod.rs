@@ -8,9 +8,10 @@
 //! - [`relay`]: publishes durable outbox entries with confirms, batching what is ready together
 //!   for one queue, and parks what the broker keeps refusing.
 //! - [`unbound`]: public events that nobody listens to, held back instead of paid for.
-//! - [`inspect`]: queue depths and consumers, and the dead letters, for operators.
+//! - [`inspect`]: queue depths and consumers, and the dead letters, for operators
+//!   ([`crate::bus::inspect`]).
 
-pub mod inspect;
+pub(crate) mod inspect;
 pub mod properties;
 pub mod relay;
 mod session;

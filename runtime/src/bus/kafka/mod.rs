@@ -31,6 +31,7 @@
 //! - **Public events** go each to the topic of its routing key; an event nobody reads costs one
 //!   append, so nothing is held back as on RabbitMQ.
 
+pub mod inspect;
 mod record;
 
 use std::collections::{HashMap, VecDeque};
@@ -131,7 +132,7 @@ impl Strikes {
     }
 }
 
-fn client(settings: &KafkaSettings) -> ClientConfig {
+pub(crate) fn client(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", settings.brokers.as_str()).set("log_level", "4");
     config
