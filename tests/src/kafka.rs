@@ -52,6 +52,17 @@ impl KafkaTestBus {
             .expect("the broker takes it");
     }
 
+    /// Whether the broker has `topic` (with at least one partition).
+    pub fn topic_exists(&self, topic: &str) -> bool {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("a consumer");
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).expect("metadata");
+        metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    }
+
     /// Every record in the dead-letter topic now.
     pub fn dead_letters(&self) -> Vec<Letter> {
         let topic = self.topology.dead_letter_queue();

@@ -206,7 +206,7 @@ async fn on_kafka_a_second_instance_refuses_to_start() {
 
 /// The relay on Kafka: an entry the broker (or the client, on its behalf) refuses, here a
 /// record over the size limit, and one whose route names no topic are parked with the reason,
-/// and the entries behind them go out.
+/// and the entries behind them go out. Then `sagactl purge` takes the namespace's topics away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_kafka_an_entry_that_is_refused_is_parked_and_the_rest_flows() {
     use sagaflow_runtime::bus::{Bus, Message, Route};
@@ -272,4 +272,20 @@ async fn on_kafka_an_entry_that_is_refused_is_parked_and_the_rest_flows() {
     .await;
     stop.cancel();
     let _ = task.await;
+    // `sagactl purge --bus kafka` deletes the namespace's topics, and only when told to.
+    let purge = |yes: bool| {
+        let mut command = std::process::Command::new(sagaflow_tests::procs::binary("sagactl"));
+        command.args(["purge", "--bus", "kafka", "--kafka-brokers", &bus.brokers, "--namespace", &namespace]);
+        if yes {
+            command.arg("--yes");
+        }
+        let out = command.output().expect("sagactl runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dead_letters = bus.topology.dead_letter_queue();
+    assert!(purge(false).contains(&dead_letters));
+    assert!(tokio::task::block_in_place(|| bus.topic_exists(&dead_letters)));
+    purge(true);
+    assert!(!tokio::task::block_in_place(|| bus.topic_exists(&dead_letters)));
 }

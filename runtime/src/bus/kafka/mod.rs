@@ -232,15 +232,21 @@ pub(in crate::bus) async fn session<J: Send + 'static>(
     result
 }
 
+/// Every topic of the namespace, with its partitions: the topics of [`Topology::kafka_topics`],
+/// and one single-partition owner topic per consumed queue ([`claim`]).
+pub fn namespace_topics(topology: &Topology, partitions: u16) -> Vec<(String, i32)> {
+    let topics = topology.kafka_topics().into_iter().map(|t| (t, i32::from(partitions)));
+    let owners = topology.consumed_queues().into_iter().map(|q| (topology.owner_queue(&q), 1));
+    topics.chain(owners).collect()
+}
+
 /// Creates every topic of the namespace; one that exists already is left as it is.
 async fn create_topics(settings: &KafkaSettings, topology: &Topology) -> Result<(), SessionError> {
     let admin: AdminClient<DefaultClientContext> = client(settings).create()?;
-    let topics = topology.kafka_topics();
-    let owners: Vec<String> = topology.consumed_queues().iter().map(|q| topology.owner_queue(q)).collect();
+    let topics = namespace_topics(topology, settings.partitions);
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, i32::from(settings.partitions), TopicReplication::Fixed(1)))
-        .chain(owners.iter().map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1))))
+        .map(|(t, partitions)| NewTopic::new(t, *partitions, TopicReplication::Fixed(1)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &options).await? {
@@ -253,6 +259,24 @@ async fn create_topics(settings: &KafkaSettings, topology: &Topology) -> Result<
         }
     }
     Ok(())
+}
+
+/// Deletes every topic of the namespace, with what it holds (`sagactl purge --bus kafka`); one
+/// that does not exist is no error. Returns the topics deleted.
+pub async fn delete_topics(settings: &KafkaSettings, topology: &Topology) -> Result<Vec<String>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client(settings).create()?;
+    let topics: Vec<String> = namespace_topics(topology, 1).into_iter().map(|(t, _)| t).collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let mut deleted = Vec::new();
+    for result in admin.delete_topics(&names, &options).await? {
+        match result {
+            Ok(topic) => deleted.push(topic),
+            Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+        }
+    }
+    Ok(deleted)
 }
 
 /// Claims `queue` for the store `store_id` (see the module's comment): the owner topic names
