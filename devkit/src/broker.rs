@@ -89,24 +89,25 @@ impl Broker {
     }
 }
 
-/// The broker step for `bus`: [`find_or_start`] for RabbitMQ; for Kafka, `KAFKA_BROKERS` if
-/// set (and answering), else a private tansu broker under `dir`.
+/// The broker step for `bus`: [`find_or_start`] for RabbitMQ; for Kafka, `kafka_brokers` if
+/// given (and answering), else a private tansu broker under `dir`.
 pub fn find_or_start_bus(
     bus: sagaflow_runtime::config::BusKind,
+    kafka_brokers: Option<&sagaflow_runtime::config::KafkaBrokers>,
     dir: &std::path::Path,
 ) -> Result<Broker, String> {
-    use sagaflow_runtime::config::{BusKind, KafkaBrokers};
+    use sagaflow_runtime::config::BusKind;
     match bus {
         BusKind::Rabbitmq => find_or_start(dir),
         BusKind::Kafka => {
-            if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
-                let parsed: KafkaBrokers = brokers.parse().map_err(|e| format!("KAFKA_BROKERS: {e}"))?;
+            if let Some(parsed) = kafka_brokers {
+                let brokers = parsed.to_string();
                 let first = parsed.as_str().split(',').next().unwrap_or_default().to_owned();
                 let (host, port) = first.rsplit_once(':').unwrap_or((&first, "9092"));
                 return if answers(host, port.parse().unwrap_or(9092)) {
                     Ok(Broker::kafka(Kafka { brokers, private: None }))
                 } else {
-                    Err(format!("KAFKA_BROKERS is set, but nothing answers on {first}"))
+                    Err(format!("nothing answers on the Kafka broker {first}"))
                 };
             }
             match crate::kafka::PrivateKafka::start_in(dir.to_path_buf(), false) {

@@ -232,7 +232,7 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
         concurrency: 8,
         timeout_secs: args.quiesce_timeout,
         keep: false,
-        bus: args.bus,
+        bus: crate::system::BusChoice { bus: args.bus, kafka_brokers: None },
     };
     let orders = demo::orders(&demo_args, &run_id);
     let pace = Duration::from_millis(args.duration * 1000 / (args.orders.max(1) as u64));

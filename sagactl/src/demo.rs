@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use crate::output::say;
+use crate::system::BusChoice;
 use crate::system::StartedSystem;
-use sagaflow_runtime::config::BusKind;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -35,10 +35,8 @@ pub struct DemoArgs {
     /// SIGTERM): something to explore.
     #[arg(long)]
     pub keep: bool,
-    /// The broker: `rabbitmq` (AMQP_URL, else the broker step), or `kafka` (KAFKA_BROKERS, else
-    /// a private tansu broker that scripts/kafka.sh builds).
-    #[arg(long, value_enum, env = "BUS", default_value_t = BusKind::Rabbitmq)]
-    pub bus: BusKind,
+    #[command(flatten)]
+    pub bus: BusChoice,
 }
 
 /// The demo's catalog: the example's products, plus a rare print of which only a few exist,
@@ -121,7 +119,7 @@ pub async fn run(args: DemoArgs, api: &str) -> anyhow::Result<()> {
         eprintln!("Using the system already running at {api}.");
         api.to_owned()
     } else {
-        let system = start_system(&run_id, args.bus).await?;
+        let system = start_system(&run_id, &args.bus).await?;
         let api = system.api().to_owned();
         started = Some(system);
         api
@@ -142,7 +140,7 @@ pub async fn run(args: DemoArgs, api: &str) -> anyhow::Result<()> {
 }
 
 /// Starts the four programs for the demo on a broker found or started for it.
-async fn start_system(run_id: &str, bus: BusKind) -> anyhow::Result<StartedSystem> {
+async fn start_system(run_id: &str, bus: &BusChoice) -> anyhow::Result<StartedSystem> {
     let dir = std::path::absolute(std::path::Path::new("target/demo").join(run_id))?;
     std::fs::create_dir_all(&dir)?;
     let broker = StartedSystem::broker(&dir, bus).await?;

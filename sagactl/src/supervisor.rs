@@ -34,10 +34,8 @@ pub struct UpArgs {
     pub inventory_port: Option<u16>,
     #[arg(long)]
     pub notification_port: Option<u16>,
-    /// The broker: `rabbitmq` (AMQP_URL, else the broker step), or `kafka` (KAFKA_BROKERS, else
-    /// a private tansu broker that scripts/kafka.sh builds).
-    #[arg(long, value_enum, env = "BUS", default_value_t = sagaflow_runtime::config::BusKind::Rabbitmq)]
-    pub bus: sagaflow_runtime::config::BusKind,
+    #[command(flatten)]
+    pub bus: crate::system::BusChoice,
 }
 
 impl UpArgs {
@@ -306,11 +304,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let ports = args.ports()?;
     std::fs::create_dir_all(&args.data_dir)?;
     let broker_dir = std::path::absolute(args.data_dir.join("broker"))?;
-    let bus = args.bus;
-    let broker =
-        tokio::task::spawn_blocking(move || sagaflow_devkit::broker::find_or_start_bus(bus, &broker_dir))
-            .await?
-            .map_err(anyhow::Error::msg)?;
+    let (bus, kafka) = (args.bus.bus, args.bus.kafka_brokers.clone());
+    let broker = tokio::task::spawn_blocking(move || {
+        sagaflow_devkit::broker::find_or_start_bus(bus, kafka.as_ref(), &broker_dir)
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
     eprintln!("[sagactl] broker: {}", broker.describe());
     let data_dir = std::path::absolute(&args.data_dir)?;
     let programs = plan(&args.namespace, &broker, &data_dir, ports, &[]);

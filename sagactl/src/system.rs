@@ -5,9 +5,22 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sagaflow_runtime::config::BusKind;
+use sagaflow_runtime::config::{BusKind, KafkaBrokers};
 
 use crate::supervisor::{self, Logs, Program, Supervisor};
+
+/// Which broker a run uses (`up`, `demo`, `bench`): the same settings as the programs'.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BusChoice {
+    /// `rabbitmq` (AMQP_URL, else the broker step), or `kafka` (KAFKA_BROKERS, else a private
+    /// tansu broker that scripts/kafka.sh builds).
+    #[arg(long, value_enum, env = "BUS", default_value_t = BusKind::Rabbitmq)]
+    pub bus: BusKind,
+    /// The Kafka brokers to run on, host:port comma-separated (with --bus kafka); without, a
+    /// private tansu broker.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<KafkaBrokers>,
+}
 
 pub struct StartedSystem {
     pub programs: Vec<Program>,
@@ -18,12 +31,15 @@ pub struct StartedSystem {
 }
 
 impl StartedSystem {
-    /// Finds or starts a broker for `bus` (its private node, if any, under `dir/broker`).
-    pub async fn broker(dir: &Path, bus: BusKind) -> anyhow::Result<sagaflow_devkit::broker::Broker> {
+    /// Finds or starts the broker `choice` names (its private node, if any, under `dir/broker`).
+    pub async fn broker(dir: &Path, choice: &BusChoice) -> anyhow::Result<sagaflow_devkit::broker::Broker> {
         let broker_dir = dir.join("broker");
-        tokio::task::spawn_blocking(move || sagaflow_devkit::broker::find_or_start_bus(bus, &broker_dir))
-            .await?
-            .map_err(anyhow::Error::msg)
+        let (bus, kafka) = (choice.bus, choice.kafka_brokers.clone());
+        tokio::task::spawn_blocking(move || {
+            sagaflow_devkit::broker::find_or_start_bus(bus, kafka.as_ref(), &broker_dir)
+        })
+        .await?
+        .map_err(anyhow::Error::msg)
     }
 
     /// Starts the four programs on `broker` with data and logs in `dir`; `extra` adds settings

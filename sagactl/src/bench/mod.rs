@@ -51,10 +51,9 @@ pub struct BenchArgs {
     /// Length of the retention run, in seconds (long enough for sled's files to level off).
     #[arg(long, default_value_t = 180)]
     pub retention_seconds: u64,
-    /// The broker the saga design runs on: `rabbitmq`, or `kafka` (a private tansu broker that
-    /// scripts/kafka.sh builds). The broker-ceiling phase is RabbitMQ's only.
-    #[arg(long, value_enum, default_value_t = BusKind::Rabbitmq)]
-    pub bus: BusKind,
+    /// The broker the saga design runs on (the broker-ceiling phase is RabbitMQ's only).
+    #[command(flatten)]
+    pub bus: crate::system::BusChoice,
     /// Run only these phases (for profiling one of them); the report shows the others empty.
     #[arg(long, value_delimiter = ',', default_value = "ceiling,saga,chain,stored,retention")]
     pub phases: Vec<Phase>,
@@ -207,7 +206,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench { args: args.clone(), dir: dir.clone(), catalog: catalog.display().to_string(), run_id };
     eprintln!("sagactl bench: data and logs in {}", dir.display());
 
-    let mut broker = bench_broker(&dir, args.bus).await?;
+    let mut broker = bench_broker(&dir, &args.bus).await?;
     let broker_name = broker.describe();
     let on = |phase: Phase| args.phases.contains(&phase);
     let mut ceiling = ceiling::Ceiling::default();
@@ -256,7 +255,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     drop(broker);
 
-    let machine = machine(&broker_name.replace("a private", "private"), args.bus);
+    let machine = machine(&broker_name.replace("a private", "private"), args.bus.bus);
     let targets = report::targets(&saga, &rest_chain, &stored, &retention, args.smoke);
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -627,8 +626,11 @@ fn result(label: &str, offered: f64, rate: f64, samples: &[Sample], cost: Cost) 
 /// The bench's broker: a private node of its own when RabbitMQ is installed, so that its CPU
 /// is the system's alone and its counters count only the system's messages; else the broker
 /// step's. On Kafka, a private tansu broker (or `KAFKA_BROKERS`).
-async fn bench_broker(dir: &Path, bus: BusKind) -> anyhow::Result<sagaflow_devkit::broker::Broker> {
-    if bus == BusKind::Kafka {
+async fn bench_broker(
+    dir: &Path,
+    bus: &crate::system::BusChoice,
+) -> anyhow::Result<sagaflow_devkit::broker::Broker> {
+    if bus.bus == BusKind::Kafka {
         return StartedSystem::broker(dir, bus).await;
     }
     let broker_dir = dir.join("broker");
