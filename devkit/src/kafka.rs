@@ -2,9 +2,8 @@
 //! from crates.io, with its SQLite engine (so that topics, records, consumer groups and their
 //! offsets survive a restart), on its own port and data folder, bound to 127.0.0.1.
 //!
-//! `make test` builds tansu once (`scripts/kafka.sh`, as `tansu-sagaflow`: tansu 0.6.0 with
-//! one patch to its SQLite engine, `devkit/tansu/storage-loop.patch`); a machine that has it
-//! skips the build. Nothing here downloads anything.
+//! `make test` installs tansu once (`scripts/kafka.sh`); a machine that has it skips the
+//! build. Nothing here downloads anything.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::broker::free_port;
 
-/// Where `scripts/kafka.sh` puts its build of tansu, unless `TANSU` names another binary.
+/// Where `scripts/kafka.sh` installs tansu, unless `TANSU` names another binary.
 pub fn tansu() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("TANSU") {
         return Some(PathBuf::from(path));
@@ -21,7 +20,7 @@ pub fn tansu() -> Option<PathBuf> {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-    let installed = home.join("bin").join("tansu-sagaflow");
+    let installed = home.join("bin").join("tansu");
     installed.exists().then_some(installed)
 }
 

@@ -180,7 +180,7 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
                 },
                 BusKind::Kafka => {
                     let node = sagaflow_devkit::kafka::PrivateKafka::start_in(broker_dir, false)
-                        .ok_or("tansu-sagaflow is not installed; scripts/kafka.sh builds it")?;
+                        .ok_or("tansu is not installed; scripts/kafka.sh installs it")?;
                     let kafka = Kafka { brokers: node.brokers(), private: None };
                     Ok((Broker::kafka(kafka), Some(OwnedBroker::Kafka(node))))
                 }

@@ -13,7 +13,7 @@ use crate::supervisor::{self, Logs, Program, Supervisor};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BusChoice {
     /// `rabbitmq` (AMQP_URL, else the broker step), or `kafka` (KAFKA_BROKERS, else a private
-    /// tansu broker that scripts/kafka.sh builds).
+    /// tansu broker, which scripts/kafka.sh installs).
     #[arg(long, value_enum, env = "BUS", default_value_t = BusKind::Rabbitmq)]
     pub bus: BusKind,
     /// The Kafka brokers to run on, host:port comma-separated (with --bus kafka); without, a

@@ -16,7 +16,7 @@ use serde_json::Value;
 const EXAMPLE_ORDER: &str = include_str!("../../events/tests/fixtures/OrderPlaced.json");
 
 fn kafka() -> PrivateKafka {
-    PrivateKafka::start().expect("tansu-sagaflow is not installed; `make test` builds it (scripts/kafka.sh)")
+    PrivateKafka::start().expect("tansu is not installed; `make test` installs it (scripts/kafka.sh)")
 }
 
 async fn system_on(kafka: &PrivateKafka, test: &str) -> System {
