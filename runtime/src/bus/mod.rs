@@ -9,6 +9,7 @@
 //! - [`dead_letter`]: a message that cannot be understood, as an entry for the dead-letter
 //!   route with its original bytes and the reason.
 //! - [`inspect`]: what operators see of the broker (queue depths, dead letters).
+//! - [`strikes`]: refusals counted per outbox entry, until it is parked.
 //! - [`acks`]: the acknowledgements a batch owes, folded per consumer (AMQP) or per partition
 //!   (Kafka offsets).
 //!
@@ -23,6 +24,7 @@ pub mod dead_letter;
 pub mod inspect;
 pub mod kafka;
 pub mod message;
+pub mod strikes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,7 +136,7 @@ pub(crate) enum SessionError {
 /// What a transport remembers across its sessions.
 enum Memory {
     Amqp(amqp::RelayState),
-    Kafka(kafka::Strikes),
+    Kafka(strikes::Strikes),
 }
 
 impl<J: Send + 'static> Bus<J> {
@@ -148,7 +150,7 @@ impl<J: Send + 'static> Bus<J> {
         let mut failures: u32 = 0;
         let mut memory = match self.broker {
             Broker::RabbitMq(_) => Memory::Amqp(amqp::RelayState::default()),
-            Broker::Kafka(_) => Memory::Kafka(kafka::Strikes::default()),
+            Broker::Kafka(_) => Memory::Kafka(strikes::Strikes::default()),
         };
         let mut consumed = false;
         let mut refused_since: Option<Instant> = None;

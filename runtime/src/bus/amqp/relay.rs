@@ -17,7 +17,7 @@
 //! broker says no queue is bound to their route, and dropped only once a later look proves
 //! nobody was bound when they were made.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,12 +28,9 @@ use super::properties as amqp;
 use super::unbound::{Look, Unbound};
 use crate::bus::batch;
 use crate::bus::message::{Message, Route};
+use crate::bus::strikes::{Strikes, STRIKES};
 use crate::metrics::Counter;
 use crate::outbox::Outbox;
-
-/// Failures an entry may cause alone before it is parked. More than one, so that a broker
-/// restart that happens to fall on a probe does not park an innocent message.
-pub const STRIKES: u32 = 3;
 
 /// What the relay remembers across sessions.
 #[derive(Debug, Default)]
@@ -45,7 +42,7 @@ pub struct RelayState {
     /// The suspect being published alone now.
     probing: Option<u64>,
     /// Failures each suspect caused while alone in flight.
-    strikes: HashMap<u64, u32>,
+    strikes: Strikes,
 }
 
 /// A publish awaiting its confirm: the outbox entries it carries (several for a batch), and,
@@ -72,11 +69,8 @@ impl RelayState {
 
     /// Counts a failure of `id`; true once it has caused [`STRIKES`]. A parked id is forgotten.
     fn strike(&mut self, id: u64) -> bool {
-        let strikes = self.strikes.entry(id).or_default();
-        *strikes += 1;
-        let out = *strikes >= STRIKES;
+        let out = self.strikes.strike(id);
         if out {
-            self.strikes.remove(&id);
             self.suspects.remove(&id);
         }
         out
@@ -84,7 +78,7 @@ impl RelayState {
 
     fn cleared(&mut self, id: u64) {
         self.suspects.remove(&id);
-        self.strikes.remove(&id);
+        self.strikes.cleared(id);
         self.in_flight.remove(&id);
     }
 }

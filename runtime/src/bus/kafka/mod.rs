@@ -52,14 +52,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::record::{CONTENT_TYPE, CORRELATION_ID, KIND, MESSAGE_ID};
 use super::message::Message;
+use super::strikes::{Strikes, STRIKES};
 use super::{Bus, Delivery, Receipt, ReceiptOf, SessionError};
 use crate::config::KafkaSettings;
 use crate::outbox::Outbox;
 use crate::pipeline::Input;
-
-/// Refusals an entry may cause before it is parked. More than one, so that a broker that
-/// restarts in the middle of a delivery does not park an innocent message.
-pub const STRIKES: u32 = 3;
 
 /// How often the session asks the broker for its metadata, to tell `/health` whether the
 /// broker is reachable (librdkafka reconnects by itself and would otherwise say nothing).
@@ -105,29 +102,6 @@ impl Offsets {
             if let Err(e) = group.consumer.commit(&list, CommitMode::Async) {
                 tracing::debug!(error = %e, "commit failed; the records will be delivered again");
             }
-        }
-    }
-}
-
-/// Refusals counted per outbox entry, across sessions.
-#[derive(Debug, Default)]
-pub struct Strikes(HashMap<u64, u32>);
-
-impl Strikes {
-    /// Counts a refusal of `id`; true once it has had [`STRIKES`].
-    fn strike(&mut self, id: u64) -> bool {
-        let count = self.0.entry(id).or_default();
-        *count += 1;
-        let out = *count >= STRIKES;
-        if out {
-            self.0.remove(&id);
-        }
-        out
-    }
-
-    fn cleared(&mut self, id: u64) {
-        if !self.0.is_empty() {
-            self.0.remove(&id);
         }
     }
 }
@@ -528,17 +502,6 @@ fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_entry_is_parked_at_its_third_refusal_and_a_clear_forgets_it() {
-        let mut strikes = Strikes::default();
-        assert!(!strikes.strike(7));
-        assert!(!strikes.strike(7));
-        assert!(strikes.strike(7));
-        assert!(!strikes.strike(7), "a parked entry starts again from nothing");
-        strikes.cleared(7);
-        assert!(!strikes.strike(7) && !strikes.strike(7));
-    }
 
     fn outbox() -> (tempfile::TempDir, Arc<Outbox>) {
         let dir = tempfile::tempdir().unwrap();
