@@ -70,6 +70,15 @@ impl Broker {
         Self { url: SHARED_URL.into(), private: None, kafka: Some(kafka) }
     }
 
+    /// This broker as the programs' own settings describe it.
+    pub fn runtime_broker(&self) -> Result<sagaflow_runtime::config::Broker, String> {
+        use sagaflow_runtime::config::{Broker as Runtime, KafkaSettings};
+        Ok(match &self.kafka {
+            Some(kafka) => Runtime::Kafka(KafkaSettings::at(kafka.brokers.parse()?)),
+            None => Runtime::RabbitMq(self.url.parse()?),
+        })
+    }
+
     /// The settings that point a program at this broker.
     pub fn program_env(&self) -> Vec<(&'static str, String)> {
         match &self.kafka {

@@ -125,28 +125,3 @@ impl Drop for PrivateKafka {
         }
     }
 }
-
-/// Records in `topic` now (the sum over its partitions of the high watermark less the low),
-/// as a Kafka client sees it: how the chaos run counts dead letters on Kafka.
-pub fn topic_records(brokers: &str, topic: &str) -> Result<u64, String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let timeout = Duration::from_secs(5);
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("log_level", "3")
-        .create()
-        .map_err(|e| e.to_string())?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
-    let mut total = 0u64;
-    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
-        if let Some(e) = t.error() {
-            return Err(format!("{topic}: {e:?}"));
-        }
-        for partition in t.partitions() {
-            let (low, high) =
-                consumer.fetch_watermarks(topic, partition.id(), timeout).map_err(|e| e.to_string())?;
-            total = total.saturating_add(u64::try_from(high.saturating_sub(low)).unwrap_or(0));
-        }
-    }
-    Ok(total)
-}

@@ -19,12 +19,12 @@ pub struct CommonArgs {
     pub kafka_brokers: KafkaBrokers,
     /// Partitions of each topic the system creates on Kafka (BUS=kafka). Messages are keyed by
     /// order id, so each order's messages stay in order within one partition.
-    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = KafkaSettings::PARTITIONS, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub kafka_partitions: u16,
     /// How long a consumer's fetch may wait at the Kafka broker for records (BUS=kafka). Kafka
     /// answers as soon as records arrive, whatever this is; tansu 0.6 sleeps about this long
     /// on every fetch, records or not, so there it bounds what each hop of a saga costs.
-    #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = KafkaSettings::FETCH_WAIT_MS, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub kafka_fetch_wait_ms: u32,
     /// Prefix of every exchange and queue, so several systems can share one broker.
     #[arg(long = "namespace", env = "SAGA_NAMESPACE", default_value = "sagaflow")]
@@ -101,6 +101,16 @@ pub struct KafkaSettings {
     pub partitions: u16,
     /// How long a fetch may wait at the broker for records.
     pub fetch_wait_ms: u32,
+}
+
+impl KafkaSettings {
+    pub const PARTITIONS: u16 = 4;
+    pub const FETCH_WAIT_MS: u32 = 20;
+
+    /// `brokers` with the default settings (for tools that only look or delete).
+    pub fn at(brokers: KafkaBrokers) -> Self {
+        Self { brokers, partitions: Self::PARTITIONS, fetch_wait_ms: Self::FETCH_WAIT_MS }
+    }
 }
 
 impl fmt::Display for Broker {

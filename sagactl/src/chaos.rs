@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::demo::{self, DemoArgs, Kind, Seeded};
 use crate::supervisor::{self, Logs, Supervisor, PROGRAMS};
-use crate::verdict::{Books, DeadLetters, Endpoints};
+use crate::verdict::{Books, DeadLettersAt, Endpoints};
 use sagaflow_runtime::config::BusKind;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -189,9 +189,9 @@ pub async fn run(args: ChaosArgs) -> Result<(Ending, SeedLine), RunError> {
     )
     .await?
     .map_err(anyhow::Error::msg)?;
-    let dead_letters = match &broker.kafka {
-        Some(kafka) => DeadLetters::Kafka { brokers: kafka.brokers.clone(), namespace: namespace.clone() },
-        None => DeadLetters::Amqp { url: broker.url.clone(), namespace: namespace.clone() },
+    let dead_letters = DeadLettersAt {
+        broker: broker.runtime_broker().map_err(anyhow::Error::msg)?,
+        namespace: namespace.clone(),
     };
     // Shared with the blocking task that restarts it; stopped when the last handle drops.
     let node = node.map(Arc::new);

@@ -28,6 +28,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use output::say;
+use sagaflow_runtime::config::{AmqpUrl, Broker, KafkaBrokers, KafkaSettings};
 
 #[derive(Parser)]
 #[command(name = "sagactl", version, about = "Run and operate sagaflow")]
@@ -106,10 +107,10 @@ struct CheckArgs {
     /// The RabbitMQ broker, to look at the dead-letter queue (with --namespace); skipped if
     /// neither this nor --kafka-brokers is given.
     #[arg(long, conflicts_with = "kafka_brokers")]
-    amqp_url: Option<String>,
+    amqp_url: Option<AmqpUrl>,
     /// The Kafka brokers, to look at the dead-letter topic (with --namespace).
     #[arg(long)]
-    kafka_brokers: Option<String>,
+    kafka_brokers: Option<KafkaBrokers>,
     /// The namespace whose dead-letter queue to look at.
     #[arg(long, env = "SAGA_NAMESPACE", default_value = "sagaflow")]
     namespace: String,
@@ -180,8 +181,13 @@ async fn check(api: &str, token: Option<String>, args: CheckArgs) -> ExitCode {
         notification: args.notification,
         token,
         broker: match (args.amqp_url, args.kafka_brokers) {
-            (Some(url), _) => Some(verdict::DeadLetters::Amqp { url, namespace: args.namespace }),
-            (None, Some(brokers)) => Some(verdict::DeadLetters::Kafka { brokers, namespace: args.namespace }),
+            (Some(url), _) => {
+                Some(verdict::DeadLettersAt { broker: Broker::RabbitMq(url), namespace: args.namespace })
+            }
+            (None, Some(brokers)) => Some(verdict::DeadLettersAt {
+                broker: Broker::Kafka(KafkaSettings::at(brokers)),
+                namespace: args.namespace,
+            }),
             (None, None) => None,
         },
     };

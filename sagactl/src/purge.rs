@@ -84,7 +84,7 @@ async fn run_kafka(args: PurgeArgs, topology: Topology) -> anyhow::Result<()> {
         say!("run again with --yes to delete them and what they hold");
         return Ok(());
     }
-    let settings = KafkaSettings { brokers: args.kafka_brokers.clone(), partitions: 1, fetch_wait_ms: 20 };
+    let settings = KafkaSettings::at(args.kafka_brokers.clone());
     let deleted = kafka::delete_topics(&settings, &topology)
         .await
         .with_context(|| format!("deleting the topics of namespace {:?}", args.namespace))?;

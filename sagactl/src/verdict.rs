@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use sagaflow_api as api;
+use sagaflow_runtime::bus::inspect::Inspector;
+use sagaflow_runtime::config::Broker;
 use serde_json::Value;
 
 /// Where a system answers.
@@ -24,16 +26,15 @@ pub struct Endpoints {
     /// `API_TOKEN`, when the system has one.
     pub token: Option<String>,
     /// Where the dead letters are; `None` skips that check.
-    pub broker: Option<DeadLetters>,
+    pub broker: Option<DeadLettersAt>,
 }
 
-/// The dead letters of a namespace, on either broker.
+/// The broker and namespace whose dead letters the verdict counts (a queue on RabbitMQ, a
+/// topic on Kafka), as the operators' view does.
 #[derive(Debug, Clone)]
-pub enum DeadLetters {
-    /// Its dead-letter queue on RabbitMQ.
-    Amqp { url: String, namespace: String },
-    /// Its dead-letter topic on Kafka.
-    Kafka { brokers: String, namespace: String },
+pub struct DeadLettersAt {
+    pub broker: Broker,
+    pub namespace: String,
 }
 
 /// Why no verdict could be given.
@@ -194,22 +195,7 @@ impl Books {
         let mails: Value =
             reader.json("the notifications", &format!("{}/notifications", at.notification)).await?;
         let dead_letters = match &at.broker {
-            Some(DeadLetters::Amqp { url, namespace }) => Some(dead_letters(url, namespace).await?),
-            Some(DeadLetters::Kafka { brokers, namespace }) => {
-                let topic = sagaflow_events::Topology::new(namespace.as_str()).dead_letter_queue();
-                let (brokers, of) = (brokers.clone(), topic.clone());
-                let count =
-                    tokio::task::spawn_blocking(move || sagaflow_devkit::kafka::topic_records(&brokers, &of))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r)
-                        .map_err(|error| CheckError::Unreadable {
-                            what: format!("the topic {topic}"),
-                            url: brokers_of(&at.broker),
-                            error,
-                        })?;
-                Some(u32::try_from(count).unwrap_or(u32::MAX))
-            }
+            Some(place) => Some(dead_letters(place).await?),
             None => None,
         };
         Ok(Self {
@@ -297,32 +283,23 @@ async fn every_order(reader: &Reader, api: &str) -> Result<Vec<String>, CheckErr
     }
 }
 
-fn brokers_of(at: &Option<DeadLetters>) -> String {
-    match at {
-        Some(DeadLetters::Kafka { brokers, .. }) => format!("kafka://{brokers}"),
-        Some(DeadLetters::Amqp { url, .. }) => url.clone(),
-        None => String::new(),
-    }
-}
-
-async fn dead_letters(url: &str, namespace: &str) -> Result<u32, CheckError> {
-    let unreadable = |e: String| CheckError::Unreadable {
-        what: "the dead-letter queue".into(),
-        url: url.to_owned(),
-        error: e,
+/// How many dead letters the namespace holds, through the operators' view of the broker.
+async fn dead_letters(at: &DeadLettersAt) -> Result<u32, CheckError> {
+    let topology = sagaflow_events::Topology::new(at.namespace.as_str());
+    let queue = topology.dead_letter_queue();
+    let unreadable = |error: String| CheckError::Unreadable {
+        what: format!("the dead letters ({queue})"),
+        url: at.broker.to_string(),
+        error,
     };
-    let topology = sagaflow_events::Topology::new(namespace);
-    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+    let seen = Inspector::new(at.broker.clone(), topology.clone())
+        .queues(std::slice::from_ref(&queue))
         .await
         .map_err(|e| unreadable(e.to_string()))?;
-    let channel = connection.create_channel().await.map_err(|e| unreadable(e.to_string()))?;
-    let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-    let queue = channel
-        .queue_declare(topology.dead_letter_queue().as_str().into(), options, Default::default())
-        .await
-        .map_err(|e| unreadable(e.to_string()))?;
-    let _ = connection.close(200, "bye".into()).await;
-    Ok(queue.message_count())
+    seen.into_iter()
+        .find(|(name, _)| *name == queue)
+        .map(|(_, state)| state.messages)
+        .ok_or_else(|| unreadable("the broker does not have it".into()))
 }
 
 #[cfg(test)]
