@@ -127,8 +127,8 @@ pub(crate) enum SessionError {
     ConsumerEnded(String),
     #[error("{0} is not a queue of this namespace")]
     UnknownQueue(String),
-    #[error("an outbox entry failed: {0}")]
-    Entry(String),
+    #[error("outbox entry {id} failed: {error}")]
+    Entry { id: u64, error: rdkafka::error::KafkaError },
     #[error("connection closed")]
     Closed,
 }

@@ -746,12 +746,12 @@ fn machine(broker: &str, bus: BusKind) -> Machine {
         .find(|l| l.starts_with("MemTotal:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0.0);
-    let (tool, flag) = match bus {
-        BusKind::Rabbitmq => ("rabbitmqctl".into(), "--version"),
-        BusKind::Kafka => (sagaflow_devkit::kafka::tansu().unwrap_or_default(), "--version"),
+    let tool = match bus {
+        BusKind::Rabbitmq => "rabbitmqctl".into(),
+        BusKind::Kafka => sagaflow_devkit::kafka::tansu().unwrap_or_default(),
     };
     let version = std::process::Command::new(tool)
-        .args([flag])
+        .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();

@@ -1,6 +1,7 @@
-//! One AMQP session, owned by us: connect, declare, consume, relay; on any failure it ends, and
-//! [`Bus::run`](crate::bus::Bus::run) backs off with jitter and starts another. We do not use lapin's automatic recovery, which can hang after a
-//! broker restart; a fresh connection with everything redeclared is simpler to trust.
+//! One AMQP session, owned by us: connect, declare, consume, relay; on any failure it ends,
+//! and [`Bus::run`](crate::bus::Bus::run) backs off with jitter and starts another. We do not
+//! use lapin's automatic recovery, which can hang after a broker restart; a fresh connection
+//! with everything redeclared is simpler to trust.
 //!
 //! **One process consumes a queue, and always with the same store.** Each process keeps its
 //! barrier or its sagas in its own store, so a second instance on the same namespace would

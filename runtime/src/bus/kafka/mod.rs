@@ -50,7 +50,6 @@ use sagaflow_events::Topology;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use self::record::{CONTENT_TYPE, CORRELATION_ID, KIND, MESSAGE_ID};
 use super::message::Message;
 use super::strikes::{Strikes, STRIKES};
 use super::{Bus, Delivery, Receipt, ReceiptOf, SessionError};
@@ -146,10 +145,7 @@ pub(in crate::bus) async fn session<J: Send + 'static>(
                 .set("fetch.wait.max.ms", settings.fetch_wait_ms.to_string())
                 .create()?;
             let owner = bus.topology.owner_queue(&spec.queue);
-            let (settings, queue, store) = (settings.clone(), spec.queue.clone(), bus.store_id.clone());
-            tokio::task::spawn_blocking(move || claim(&settings, &owner, &queue, &store))
-                .await
-                .map_err(|e| SessionError::ConsumerEnded(e.to_string()))??;
+            claim(settings, &producer, &owner, &spec.queue, &bus.store_id).await?;
             groups.push(Arc::new(GroupConsumer { consumer, topic }));
         }
         for (from, (spec, group)) in bus.consumers.iter().zip(groups).enumerate() {
@@ -254,44 +250,55 @@ pub async fn delete_topics(settings: &KafkaSettings, topology: &Topology) -> Res
 }
 
 /// Claims `queue` for the store `store_id` (see the module's comment): the owner topic names
-/// it already, or names nobody and is made to. Blocking: run it off the runtime.
-fn claim(settings: &KafkaSettings, topic: &str, queue: &str, store_id: &str) -> Result<(), SessionError> {
+/// it already, or names nobody and is made to, through the session's producer.
+async fn claim(
+    settings: &KafkaSettings,
+    producer: &FutureProducer,
+    owner: &str,
+    queue: &str,
+    store_id: &str,
+) -> Result<(), SessionError> {
+    let (reading, topic) = (settings.clone(), owner.to_owned());
+    let holder = tokio::task::spawn_blocking(move || last_record(&reading, &topic))
+        .await
+        .map_err(|e| SessionError::ConsumerEnded(e.to_string()))??;
+    match holder {
+        Some(holder) if holder == store_id => Ok(()),
+        Some(holder) => Err(SessionError::OtherStore { queue: queue.to_owned(), owner: holder }),
+        None => {
+            let record = FutureRecord::to(owner).key(queue).payload(store_id);
+            producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+            Ok(())
+        }
+    }
+}
+
+/// The payload of the last record of partition 0 of `topic`, if it has one. Blocking.
+fn last_record(settings: &KafkaSettings, topic: &str) -> Result<Option<String>, SessionError> {
     use rdkafka::consumer::BaseConsumer;
-    use rdkafka::producer::{BaseProducer, BaseRecord};
     let timeout = Duration::from_secs(10);
     let reader: BaseConsumer = client(settings)
         .set("group.id", format!("{topic}.reader"))
         .set("enable.auto.commit", "false")
         .create()?;
     let (low, high) = reader.fetch_watermarks(topic, 0, timeout)?;
-    if high > low {
-        let mut at = TopicPartitionList::new();
-        at.add_partition_offset(topic, 0, Offset::Offset(high - 1))?;
-        reader.assign(&at)?;
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            match reader.poll(Duration::from_millis(200)) {
-                Some(Ok(record)) => {
-                    let owner = String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned();
-                    return if owner == store_id {
-                        Ok(())
-                    } else {
-                        Err(SessionError::OtherStore { queue: queue.to_owned(), owner })
-                    };
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None if std::time::Instant::now() > deadline => return Err(SessionError::Closed),
-                None => {}
+    if high <= low {
+        return Ok(None);
+    }
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset(topic, 0, Offset::Offset(high - 1))?;
+    reader.assign(&at)?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(record)) => {
+                return Ok(Some(String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned()))
             }
+            Some(Err(e)) => return Err(e.into()),
+            None if std::time::Instant::now() > deadline => return Err(SessionError::Closed),
+            None => {}
         }
     }
-    let writer: BaseProducer =
-        client(settings).set("enable.idempotence", "true").set("acks", "all").create()?;
-    writer
-        .send(BaseRecord::<[u8], [u8]>::to(topic).key(queue.as_bytes()).payload(store_id.as_bytes()))
-        .map_err(|(e, _)| e)?;
-    writer.flush(timeout)?;
-    Ok(())
 }
 
 /// Takes every partition of the consumer's topic, from the offset its group committed.
@@ -401,8 +408,8 @@ impl Failures {
             if fault {
                 tracing::warn!(id, error = %error, "outbox entry parked");
                 outbox.park(id, &format!("the broker refused it {STRIKES} times, last: {error}"));
-            } else if end.is_none() {
-                end = Some(SessionError::Entry(format!("outbox entry {id}: {error}")));
+            } else if let (None, SendError::Kafka(error)) = (&end, error) {
+                end = Some(SessionError::Entry { id, error });
             }
         }
         end.map_or(Ok(()), Err)
