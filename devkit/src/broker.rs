@@ -26,6 +26,12 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The last 30 lines of a broker's log, for a failure message.
+pub(crate) fn log_tail(log: &std::path::Path) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
 /// True when something accepts TCP connections at `host:port` within a second.
 pub fn answers(host: &str, port: u16) -> bool {
     use std::net::ToSocketAddrs;
@@ -272,9 +278,7 @@ impl PrivateBroker {
     }
 
     fn log_tail(&self) -> String {
-        let log =
-            std::fs::read_to_string(self.path("log").join(format!("{}.log", self.node))).unwrap_or_default();
-        log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        log_tail(&self.path("log").join(format!("{}.log", self.node)))
     }
 
     /// Stops the node; its data stays, so a restart keeps durable queues and messages.

@@ -97,8 +97,7 @@ impl PrivateKafka {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
-        log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        crate::broker::log_tail(&self.dir.join("tansu.log"))
     }
 
     /// Stops the broker; its data stays. With SIGKILL, as a crash would: tansu 0.6 does not
