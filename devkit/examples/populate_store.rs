@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use sagaflow_events::{Catalog, OrderId, OrderPlaced, Topology, WireItem};
 use sagaflow_orchestrator::engine::{new_saga, Engine};
-use sagaflow_orchestrator::order_saga::{RetrySettings, StepOrder};
 use sagaflow_orchestrator::store::Store;
 use sagaflow_runtime::db::Db;
 
@@ -34,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let definition = StepOrder::default().definition(&RetrySettings::default())?;
+    let definition = sagaflow_orchestrator::order_saga::default_definition();
     let db = Arc::new(Db::open(&path)?);
     let store = Arc::new(Store::open(db.clone(), definition)?);
     let catalog = Arc::new(Catalog::builtin());

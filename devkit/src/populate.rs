@@ -11,15 +11,13 @@ use sagaflow_runtime::db::Db;
 use sagaflow_saga::{HistoryEntry, Input, Outcome, Phase, Saga, Timestamp};
 
 use sagaflow_orchestrator::engine::new_saga;
-use sagaflow_orchestrator::order_saga::{RetrySettings, StepOrder};
 use sagaflow_orchestrator::record::SagaRecord;
 use sagaflow_orchestrator::store::{Store, StoreError};
 use sagaflow_runtime::writes::Writes;
 
 /// A one-item order that completed every step, as a finished record and its history.
 pub fn completed_saga(now: u64) -> (SagaRecord, Vec<HistoryEntry>) {
-    let definition =
-        StepOrder::default().definition(&RetrySettings::default()).expect("the default definition is valid");
+    let definition = sagaflow_orchestrator::order_saga::default_definition();
     let order_id = OrderId::parse("template-00000000").expect("a valid id");
     let placed = OrderPlaced {
         event: None,
@@ -66,8 +64,7 @@ pub fn completed_saga(now: u64) -> (SagaRecord, Vec<HistoryEntry>) {
 /// copy of [`completed_saga`] under its own ids, written through the store's own transactions
 /// (so indexes and counts are what running them leaves), 10,000 to a commit.
 pub fn fill(path: &Path, count: u64, prefix: &str) -> Result<usize, StoreError> {
-    let definition =
-        StepOrder::default().definition(&RetrySettings::default()).expect("the default definition is valid");
+    let definition = sagaflow_orchestrator::order_saga::default_definition();
     let store = Store::open(Arc::new(Db::open(path)?), definition)?;
     let (template, history) = completed_saga(sagaflow_runtime::now_millis());
     let mut imported = 0;

@@ -36,8 +36,10 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Catalog(#[from] sagaflow_events::CatalogError),
-    #[error("the saga definition: {0}")]
-    Definition(#[from] sagaflow_saga::DefinitionError),
+    #[error("the saga definition {0}")]
+    SagaFile(#[from] crate::saga_file::SagaFileError),
+    #[error("{0}")]
+    NotRunnable(String),
     #[error(transparent)]
     Process(#[from] ProcessError),
 }
@@ -50,14 +52,30 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
     let server = HttpServer::bind(&config.http, DEFAULT_PORT).await?;
     let topology = config.common.topology();
     let catalog = Arc::new(Catalog::load_or_builtin(config.catalog.as_deref())?);
-    let definition = config.steps.definition(&config.retry())?;
+    let sagas = crate::saga_file::load(&config.saga_files)?;
+    if let Some(other) = sagas.values().find(|s| s.name != "order") {
+        // Loaded and checked, but the engine runs only the order saga so far: say so rather
+        // than take sagas that would never move.
+        return Err(AppError::NotRunnable(format!(
+            "{}: the saga {:?} is a valid definition, but this orchestrator runs only the order saga so far",
+            other.path.display(),
+            other.name
+        )));
+    }
+    let order_saga = &sagas["order"];
+    let definition = crate::order_saga::definition(order_saga, &config.order_overrides())?;
+    // How often timers look for what is due: often enough for the shortest attempt timeout.
+    let shortest_timeout = definition.steps().iter().map(|s| s.retry.attempt_timeout.0).min().unwrap_or(0);
+    let steps = definition.steps().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(",");
     let db = Arc::new(Db::open(&config.data_dir.join("sagas.sled"))?);
     let store = Arc::new(Store::open(db.clone(), definition)?.keeping_changes(config.change_feed_keep));
     // No counting here: sled's len() walks a whole tree, and start-up must not grow with the
     // number of sagas. /metrics reports the outbox depth and armed timers.
     tracing::info!(
         data_dir = %config.data_dir.display(),
-        steps = %config.steps,
+        order_saga = %order_saga.path.display(),
+        version = order_saga.version,
+        steps,
         open_ms = started.elapsed().as_millis() as u64,
         "store open"
     );
@@ -92,7 +110,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
             Arc::clone(&timers_in_flight),
             timer_wake.clone(),
             health.watch_bus(),
-            Duration::from_millis(config.attempt_timeout_ms.min(2_000)),
+            Duration::from_millis(shortest_timeout.min(2_000)),
             stop.clone(),
         )),
         tokio::spawn(crate::retention::run(

@@ -6,7 +6,7 @@ use sagaflow_runtime::config::{CommonArgs, TuningArgs};
 use sagaflow_runtime::http::HttpArgs;
 use sagaflow_saga::Millis;
 
-use crate::order_saga::{RetrySettings, StepOrder};
+use crate::order_saga::{Overrides, StepOrder};
 
 /// Runs order sagas: takes orders over HTTP and from the intake queue, sends commands to
 /// payment, inventory and notification, and compensates when a step fails.
@@ -23,24 +23,32 @@ pub struct Config {
     /// Catalog file (JSON or TOML) with prices; the built-in catalog if not set.
     #[arg(long, env = "CATALOG")]
     pub catalog: Option<PathBuf>,
-    /// The order of the steps. Notification cannot be undone, so it must come last.
-    #[arg(long, env = "SAGA_STEPS", default_value = "payment,inventory,notification")]
-    pub steps: StepOrder,
+    /// A saga definition file (TOML), repeatable. One that names the saga `order` replaces the
+    /// built-in order saga (sagas/order.toml); see the README, "Define your own saga".
+    #[arg(long = "saga-file", env = "SAGA_FILES", value_delimiter = ',')]
+    pub saga_files: Vec<PathBuf>,
+    /// The order of the order saga's steps; notification cannot be undone, so it comes last.
+    /// [default: as the order saga's file says: payment,inventory,notification]
+    #[arg(long, env = "SAGA_STEPS")]
+    pub steps: Option<StepOrder>,
     /// How long to wait for one reply before sending the command again.
-    #[arg(long, env = "ATTEMPT_TIMEOUT_MS", default_value_t = 5_000)]
-    pub attempt_timeout_ms: u64,
+    /// [default: as the order saga's file says: 5000]
+    #[arg(long, env = "ATTEMPT_TIMEOUT_MS")]
+    pub attempt_timeout_ms: Option<u64>,
     /// Attempts of payment or inventory before the saga compensates with reason `timed_out`.
-    #[arg(long, env = "ACTION_ATTEMPTS", default_value_t = 4)]
-    pub action_attempts: u32,
+    /// [default: as the order saga's file says: 4]
+    #[arg(long, env = "ACTION_ATTEMPTS")]
+    pub action_attempts: Option<u32>,
     /// Attempts of a refund or release before the saga is `stuck`.
-    #[arg(long, env = "COMPENSATION_ATTEMPTS", default_value_t = 8)]
-    pub compensation_attempts: u32,
-    /// First wait before a retry; doubles per attempt.
-    #[arg(long, env = "BACKOFF_INITIAL_MS", default_value_t = 250)]
-    pub backoff_initial_ms: u64,
-    /// Longest wait between retries.
-    #[arg(long, env = "BACKOFF_MAX_MS", default_value_t = 10_000)]
-    pub backoff_max_ms: u64,
+    /// [default: as the order saga's file says: 8]
+    #[arg(long, env = "COMPENSATION_ATTEMPTS")]
+    pub compensation_attempts: Option<u32>,
+    /// First wait before a retry; doubles per attempt. [default: as the order saga's file says: 250]
+    #[arg(long, env = "BACKOFF_INITIAL_MS")]
+    pub backoff_initial_ms: Option<u64>,
+    /// Longest wait between retries. [default: as the order saga's file says: 10000]
+    #[arg(long, env = "BACKOFF_MAX_MS")]
+    pub backoff_max_ms: Option<u64>,
     /// Remove finished sagas (completed or compensated) this many seconds after they finished,
     /// and let the participants forget them, which bounds every store's size; 0 keeps them for
     /// ever. Stuck sagas are never removed. Placing a removed order id again starts a new saga.
@@ -58,13 +66,15 @@ pub struct Config {
 pub const DEFAULT_PORT: u16 = 8080;
 
 impl Config {
-    pub fn retry(&self) -> RetrySettings {
-        RetrySettings {
-            attempt_timeout: Millis(self.attempt_timeout_ms),
-            action_attempts: self.action_attempts.max(1),
-            compensation_attempts: self.compensation_attempts.max(1),
-            backoff_initial: Millis(self.backoff_initial_ms),
-            backoff_max: Millis(self.backoff_max_ms.max(self.backoff_initial_ms)),
+    /// What the flags say about the order saga, over what its file says.
+    pub fn order_overrides(&self) -> Overrides {
+        Overrides {
+            steps: self.steps.clone(),
+            attempt_timeout: self.attempt_timeout_ms.map(Millis),
+            action_attempts: self.action_attempts,
+            compensation_attempts: self.compensation_attempts,
+            backoff_initial: self.backoff_initial_ms.map(Millis),
+            backoff_max: self.backoff_max_ms.map(Millis),
         }
     }
 }

@@ -25,5 +25,6 @@ pub mod outgoing;
 pub mod recent;
 pub mod record;
 pub mod retention;
+pub mod saga_file;
 pub mod store;
 pub mod timers;

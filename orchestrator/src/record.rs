@@ -64,12 +64,34 @@ impl SagaRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use sagaflow_events::{Cents, OrderLine, OrderLines, ProductId, Quantity, UserId};
     use sagaflow_saga::{Input, Outcome, Phase, Timestamp};
 
     use super::*;
-    use crate::order_saga::{RetrySettings, StepOrder};
+
+    /// A fresh record of `order`'s saga.
+    pub(crate) fn record_of(order: &Order, definition: &sagaflow_saga::SagaDefinition) -> SagaRecord {
+        let saga_id = SagaId::generate();
+        SagaRecord {
+            order_id: order.order_id.clone(),
+            saga: Saga::new(saga_id.as_str(), definition, 1),
+            saga_id,
+            order: Some(order.clone()),
+            invalid: None,
+            definition: definition.fingerprint(),
+            body_hash: String::new(),
+            created_at: 1,
+            updated_at: 1,
+            created_seq: 1,
+            finished_at: None,
+            trace_id: "0".repeat(32),
+            payment_id: None,
+            command_sent_at: 0,
+            history_len: 0,
+            ignored_recorded: 0,
+        }
+    }
 
     /// The largest record anything can make: every bounded field at its bound, and a saga that
     /// went through every step, compensation and failure with the longest reasons.
@@ -90,7 +112,7 @@ mod tests {
             amount_cents: lines.total(),
             lines,
         };
-        let definition = StepOrder::default().definition(&RetrySettings::default()).unwrap();
+        let definition = crate::order_saga::default_definition();
         let mut saga = Saga::new(SagaId::generate().as_str(), &definition, u64::MAX);
         let reason = "r".repeat(sagaflow_events::text::MAX_REASON_LEN);
         let now = Timestamp(u64::MAX / 2);

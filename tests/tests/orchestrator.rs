@@ -606,3 +606,110 @@ async fn the_list_filters_pages_and_refuses_unknown_parameters() {
         assert!(answer["error"].is_string(), "{bad}: {answer}");
     }
 }
+
+/// The order saga is a file (`sagas/order.toml`): one given with `--saga-file` (`SAGA_FILES`)
+/// sets its steps' order and retries. Here inventory goes first and is tried twice, so a
+/// silent inventory times the saga out before payment is ever asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_saga_file_sets_the_steps_and_their_retries() {
+    let shipped = include_str!("../../sagas/order.toml");
+    let payment_step = shipped.split("[[steps]]").nth(1).unwrap();
+    let inventory_step = shipped.split("[[steps]]").nth(2).unwrap();
+    let file = shipped
+        .replacen(payment_step, "PAYMENT", 1)
+        .replacen(inventory_step, payment_step, 1)
+        .replacen("PAYMENT", inventory_step, 1)
+        .replacen("timeout = \"5s\"\nattempts = 4", "timeout = \"400ms\"\nattempts = 2", 1)
+        .replace("initial = \"250ms\", max = \"10s\"", "initial = \"50ms\", max = \"200ms\"");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.toml");
+    std::fs::write(&path, &file).unwrap();
+    let path = path.display().to_string();
+    let h = Harness::start("saga-file", &[("SAGA_FILES", path.as_str())]).await;
+    let payment = h.bus.participant(Participant::Payment, |_| Answer::Succeed).await;
+    let inventory = h
+        .bus
+        .participant(Participant::Inventory, |c| {
+            if c.phase == Phase::Action {
+                Answer::Silent
+            } else {
+                Answer::Succeed
+            }
+        })
+        .await;
+
+    assert_eq!(h.post("/orders", &order_json("f-1", &[("abc", 1)])).await.0, 202);
+    let order = h.wait_state("f-1", "compensated", Duration::from_secs(30)).await;
+    assert_eq!(order["reason"], "timed_out");
+    let steps: Vec<&str> =
+        order["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["inventory", "payment", "notification"]);
+    let reserves: Vec<u32> = inventory
+        .received_for("f-1")
+        .iter()
+        .filter(|c| c.phase == Phase::Action)
+        .map(|c| c.attempt)
+        .collect();
+    assert_eq!(reserves, [1, 2]);
+    assert!(payment.received_for("f-1").is_empty(), "payment was asked before inventory");
+}
+
+/// A definition that breaks a rule stops the orchestrator at start-up, before it is ready, with
+/// one line naming the file, the step and the rule; a valid definition of another saga is
+/// refused too, since only the order saga runs so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_saga_file_stops_the_orchestrator_with_one_line() {
+    let shipped = include_str!("../../sagas/order.toml");
+    let trip = "name = \"trip\"\nversion = 1\n[[steps]]\nname = \"flight\"\nparticipant = \"flights\"\n\
+                action = { command = \"bookFlight\", carries = [\"input.from\"] }\n\
+                compensation = { command = \"cancelFlight\" }\n";
+    let cases = [
+        ("syntax.toml", "name = \"x\"\nversion = [", None, "not a valid definition"),
+        (
+            "later.toml",
+            &trip.replace("input.from", "steps.hotel.ref") as &str,
+            Some("flight"),
+            "step `hotel` does not come before",
+        ),
+        (
+            "order.toml",
+            &format!("{shipped}compensation = {{ command = \"unsend\" }}\n"),
+            Some("notification"),
+            "compensation is none",
+        ),
+        (
+            "order.toml",
+            &shipped.replacen("\"chargePayment\"", "\"charge\"", 1),
+            Some("payment"),
+            "action is chargePayment",
+        ),
+        ("trip.toml", trip, None, "runs only the order saga so far"),
+    ];
+    let namespace = unique_namespace("saga-file-refused");
+    let url = amqp_url();
+    for (name, text, step, rule) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let path = path.display().to_string();
+        let addr = format!("127.0.0.1:{}", sagaflow_tests::procs::free_port());
+        let data = dir.path().join("data").display().to_string();
+        let env = [
+            ("HTTP_ADDR", addr.as_str()),
+            ("DATA_DIR", data.as_str()),
+            ("SAGA_NAMESPACE", &namespace),
+            ("AMQP_URL", &url),
+            ("SAGA_FILES", &path),
+        ];
+        let (status, out) = Program::run_to_exit("orchestrator", &env, Duration::from_secs(20));
+        let status = status.unwrap_or_else(|| panic!("{name}: the orchestrator kept running:\n{out}"));
+        assert!(!status.success(), "{name}: exited {status}");
+        assert_eq!(out.trim().lines().count(), 1, "{name}: more than one line:\n{out}");
+        assert!(out.contains(&path), "{name}: the file is not named:\n{out}");
+        assert!(out.contains(rule), "{name}: should say {rule:?}:\n{out}");
+        if let Some(step) = step {
+            assert!(out.contains(&format!("step `{step}`")), "{name}: the step is not named:\n{out}");
+        }
+        assert!(!out.contains("ready"), "{name}: said it was ready:\n{out}");
+    }
+}
