@@ -75,6 +75,19 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// `GET /schemas`: the JSON Schemas of the bus envelopes the orchestrator serves.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SchemaIndex {
+    pub schemas: Vec<SchemaLink>,
+}
+
+/// One schema: its name and where to get it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SchemaLink {
+    pub name: String,
+    pub href: String,
+}
+
 /// One line of `GET /orders`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -14,7 +14,7 @@ use crate::Phase;
 
 /// A command with its envelope. The envelope says which saga, step, phase and attempt it
 /// belongs to, so that the reply can be matched to exactly that attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandMessage {
     pub saga_id: SagaId,
@@ -24,7 +24,7 @@ pub struct CommandMessage {
     pub phase: Phase,
     pub attempt: u32,
     /// The same for every retry of one action, different for its compensation: the participant
-    /// applies each key at most once. Always [`CommandMessage::key_for`] the envelope.
+    /// applies each key at most once. Always `{sagaId}/{step}/{phase}` (see `key_for`).
     pub idempotency_key: String,
     /// When the orchestrator committed the command, in ms since the epoch. A participant that
     /// has forgotten finished sagas refuses a command it has no record of if it was sent
@@ -36,7 +36,7 @@ pub struct CommandMessage {
 }
 
 /// The business part of a command, tagged by `command`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "command", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum CommandBody {
     ChargePayment { user_id: UserId, amount_cents: Cents },
@@ -151,7 +151,7 @@ impl CommandMessage {
 /// Sent by the orchestrator to every participant when retention removed finished sagas: what a
 /// participant recorded for them (barrier records, books) may go too, so that participants'
 /// stores follow the same retention window as the orchestrator's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ForgetSagas {
     /// Every saga listed finished, and every command of theirs was sent, at or before this
@@ -161,7 +161,7 @@ pub struct ForgetSagas {
 }
 
 /// One saga to forget, and how it ended (inventory sells a reservation a completed order left).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Forgotten {
     pub saga_id: SagaId,
@@ -193,6 +193,20 @@ impl TryFrom<Vec<Forgotten>> for ForgottenSagas {
     fn try_from(sagas: Vec<Forgotten>) -> Result<Self, String> {
         let count = sagas.len();
         Self::new(sagas).ok_or_else(|| format!("at most {MAX_FORGOTTEN} sagas per message, not {count}"))
+    }
+}
+
+impl schemars::JsonSchema for ForgottenSagas {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ForgottenSagas".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "array",
+            "items": generator.subschema_for::<Forgotten>(),
+            "maxItems": MAX_FORGOTTEN,
+        })
     }
 }
 

@@ -39,6 +39,17 @@ fn check_id(what: &'static str, value: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// What [`check_id`] accepts, as a JSON Schema.
+fn id_schema(what: &str) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_ID_LEN,
+        "pattern": "^[A-Za-z0-9_:-][A-Za-z0-9._:-]*$",
+        "description": format!("{what}: letters, digits and . _ : -, not starting with a dot"),
+    })
+}
+
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
@@ -80,6 +91,16 @@ macro_rules! string_id {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                id_schema($what)
             }
         }
     };
@@ -125,7 +146,20 @@ impl SagaId {
 }
 
 /// Money, as an integer count of the currency's minor unit. Never a float.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct Cents(pub u64);
 
@@ -146,7 +180,9 @@ impl fmt::Display for Cents {
 }
 
 /// A quantity of at least 1, by construction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct Quantity(NonZeroU32);
 

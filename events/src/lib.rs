@@ -8,6 +8,8 @@
 //! - [`command`]: what the orchestrator asks a participant to do, and what it may forget.
 //! - [`reply`]: what a participant answers.
 //! - [`public`]: what the system tells the world, on the public topic exchange.
+//! - [`schemas`]: the JSON Schemas of the envelopes a participant reads and writes, for
+//!   participants in other languages; kept in `events/schemas/`, checked against the types.
 //! - [`topology`]: every exchange, queue, routing key and header name, from the namespace.
 //!
 //! JSON field names are camelCase; money is always an integer count of cents.
@@ -18,6 +20,7 @@ pub mod ids;
 pub mod order;
 pub mod public;
 pub mod reply;
+pub mod schemas;
 pub mod text;
 pub mod topology;
 
@@ -45,6 +48,7 @@ pub use topology::{headers, Participant, Topology};
     strum::Display,
     strum::EnumString,
     strum::IntoStaticStr,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "camelCase")]
 #[strum(serialize_all = "camelCase")]

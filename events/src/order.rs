@@ -121,6 +121,22 @@ impl TryFrom<Vec<OrderLine>> for OrderLines {
     }
 }
 
+impl schemars::JsonSchema for OrderLines {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OrderLines".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "array",
+            "items": generator.subschema_for::<OrderLine>(),
+            "minItems": 1,
+            "maxItems": MAX_ITEMS,
+            "description": "Each product on one line only; the total of the lines fits in 64 bits.",
+        })
+    }
+}
+
 impl From<OrderLines> for Vec<OrderLine> {
     fn from(lines: OrderLines) -> Self {
         lines.lines
@@ -135,7 +151,7 @@ impl<'a> IntoIterator for &'a OrderLines {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLine {
     pub product_id: ProductId,

@@ -8,7 +8,7 @@ use crate::Phase;
 
 /// A participant's answer, echoing the command's envelope so the orchestrator can match it to
 /// the exact attempt it answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplyMessage {
     pub saga_id: SagaId,
@@ -45,7 +45,7 @@ impl ReplyMessage {
 }
 
 /// Tagged by `outcome`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "camelCase")]
 pub enum ReplyOutcome {
     /// Done, now or earlier (a repeated command gets its first answer again).

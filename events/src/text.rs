@@ -61,6 +61,21 @@ impl From<Reason> for String {
     }
 }
 
+/// A sender should keep within the bound; a longer reason is cut, not refused.
+impl schemars::JsonSchema for Reason {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Reason".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "maxLength": MAX_REASON_LEN,
+            "description": "A short, printable explanation; longer text is cut and control characters become spaces.",
+        })
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -169,6 +169,22 @@ async fn real_answers_validate_against_the_openapi_document() {
     let traced = s.order("api-traced").await;
     assert_eq!(traced["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736", "{traced}");
 
+    // The bus envelopes' JSON Schemas, for participants in other languages: each one listed is
+    // served as published, and is a schema a validator accepts.
+    let (_, index) = c.check("get", "/schemas", "/schemas", None).await;
+    let names: Vec<&str> =
+        index["schemas"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["command.json", "reply.json", "forget-sagas.json"], "{index}");
+    for (name, published) in sagaflow_events::schemas::PUBLISHED {
+        let served = reqwest::get(format!("{}/schemas/{name}", s.orchestrator.http)).await.unwrap();
+        assert_eq!(served.headers()["content-type"], "application/schema+json");
+        let served: Value = served.json().await.unwrap();
+        assert_eq!(served, serde_json::from_str::<Value>(published).unwrap(), "{name}");
+        jsonschema::validator_for(&served).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let (status, _) = c.check("get", "/schemas/{name}", "/schemas/nothing.json", None).await;
+    assert_eq!(status, 404);
+
     // The schemas are not permissive: answers of the wrong shape fail them.
     let page_schema = jsonschema::validator_for(&schema_for(&c.doc, "/orders", "get", 200)).unwrap();
     assert!(!page_schema.is_valid(&json!({ "orders": [{ "orderId": 1 }] })));

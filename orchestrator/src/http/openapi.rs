@@ -30,6 +30,8 @@ use super::api;
         health,
         parked,
         openapi_json,
+        schema_index,
+        schema,
     ),
     modifiers(&BearerToken),
     security(("bearer" = [])),
@@ -53,6 +55,40 @@ impl Modify for BearerToken {
     responses((status = 200, description = "This document")))]
 pub(super) async fn openapi_json() -> Response {
     Json(ApiDoc::openapi()).into_response()
+}
+
+/// The JSON Schemas of the envelopes a participant reads and writes (see
+/// [`sagaflow_events::schemas`]), for participants in any language.
+#[utoipa::path(get, path = "/schemas", tag = "operations",
+    responses((status = 200, body = sagaflow_api::SchemaIndex, description = "The schemas served, by name")))]
+pub(super) async fn schema_index() -> Response {
+    let schemas = sagaflow_events::schemas::PUBLISHED
+        .iter()
+        .map(|(name, _)| sagaflow_api::SchemaLink {
+            name: (*name).to_owned(),
+            href: format!("/schemas/{name}"),
+        })
+        .collect();
+    Json(sagaflow_api::SchemaIndex { schemas }).into_response()
+}
+
+#[utoipa::path(get, path = "/schemas/{name}", tag = "operations",
+    params(("name" = String, Path, description = "command.json, reply.json or forget-sagas.json")),
+    responses(
+        (status = 200, content_type = "application/schema+json", body = Object, description = "A JSON Schema (2020-12)"),
+        (status = 404, body = sagaflow_api::ErrorBody, description = "No schema of that name"),
+    ))]
+pub(super) async fn schema(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    match sagaflow_events::schemas::PUBLISHED.iter().find(|(n, _)| *n == name) {
+        Some((_, text)) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/schema+json")], *text).into_response()
+        }
+        None => sagaflow_runtime::http::errors::JsonError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "no such schema: see /schemas",
+        )
+        .into_response(),
+    }
 }
 
 // Served by `sagaflow_runtime::http::common_routes`, the same in every program; described here.
