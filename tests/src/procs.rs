@@ -159,6 +159,12 @@ impl Program {
         wait_exit(&mut child, timeout)
     }
 
+    /// Sets `key` to `value` for the next start, as with a changed configuration.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts the program again with the same settings, port and data folder.
     pub fn restart(&mut self) {
         self.kill();

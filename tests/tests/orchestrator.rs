@@ -713,3 +713,72 @@ async fn a_bad_saga_file_stops_the_orchestrator_with_one_line() {
         assert!(!out.contains("ready"), "{name}: said it was ready:\n{out}");
     }
 }
+
+/// Versions in flight: sagas started under version 1 of the order saga's file finish under it
+/// after the orchestrator restarts with version 2, which new sagas get. Here version 2 puts
+/// inventory first, so each saga's steps show which definition it ran under.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_in_flight_finish_under_the_version_they_started_with() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let v1 = include_str!("../../sagas/order.toml");
+    let payment_step = v1.split("[[steps]]").nth(1).unwrap();
+    let inventory_step = v1.split("[[steps]]").nth(2).unwrap();
+    let v2 = v1
+        .replacen("version = 1", "version = 2", 1)
+        .replacen(payment_step, "PAYMENT", 1)
+        .replacen(inventory_step, payment_step, 1)
+        .replacen("PAYMENT", inventory_step, 1);
+    let files = tempfile::tempdir().unwrap();
+    let (path_v1, path_v2) = (files.path().join("order-v1.toml"), files.path().join("order-v2.toml"));
+    std::fs::write(&path_v1, v1).unwrap();
+    std::fs::write(&path_v2, v2).unwrap();
+    let (path_v1, path_v2) = (path_v1.display().to_string(), path_v2.display().to_string());
+
+    let env = [("SAGA_FILES", path_v1.as_str()), ("ATTEMPT_TIMEOUT_MS", "1000"), ("BACKOFF_MAX_MS", "200")];
+    let mut h = Harness::start("versions", &env).await;
+    let mail_open = Arc::new(AtomicBool::new(false));
+    let open = mail_open.clone();
+    let _doubles = [
+        h.bus.participant(Participant::Payment, |_| Answer::Succeed).await,
+        h.bus.participant(Participant::Inventory, |_| Answer::Succeed).await,
+        h.bus
+            .participant(Participant::Notification, move |_| {
+                if open.load(Ordering::SeqCst) {
+                    Answer::Succeed
+                } else {
+                    Answer::Silent
+                }
+            })
+            .await,
+    ];
+    for id in ["v1-a", "v1-b"] {
+        assert_eq!(h.post("/orders", &order_json(id, &[("abc", 1)])).await.0, 202);
+    }
+    // Both wait on the mail, past payment and inventory: in flight under version 1.
+    for id in ["v1-a", "v1-b"] {
+        wait::until(&format!("{id} to wait on the mail"), Duration::from_secs(20), || async {
+            let order = h.order(id).await;
+            (order["steps"][1]["state"] == "succeeded").then_some(())
+        })
+        .await;
+    }
+
+    h.orchestrator.terminate(Duration::from_secs(20)).expect("the orchestrator stops on SIGTERM");
+    h.orchestrator.set_env("SAGA_FILES", &path_v2);
+    h.orchestrator.restart_and_wait().await;
+    mail_open.store(true, Ordering::SeqCst);
+    assert_eq!(h.post("/orders", &order_json("v2-a", &[("abc", 1)])).await.0, 202);
+
+    let step_names = |order: &Value| -> Vec<String> {
+        order["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect()
+    };
+    for id in ["v1-a", "v1-b"] {
+        let order = h.wait_state(id, "completed", Duration::from_secs(30)).await;
+        assert_eq!(step_names(&order), ["payment", "inventory", "notification"], "{id} left version 1");
+    }
+    let order = h.wait_state("v2-a", "completed", Duration::from_secs(30)).await;
+    assert_eq!(step_names(&order), ["inventory", "payment", "notification"], "v2-a is not under version 2");
+    assert!(h.orchestrator.log_text().contains("version=2"), "the log does not say which version runs");
+}
