@@ -118,6 +118,8 @@ pub enum Rule {
     NotEarlier { path: String, step: String },
     #[error("carries {0:?} twice")]
     CarriedTwice(String),
+    #[error("carries two fields named {0:?}: a command's payload names each by its last segment")]
+    SameName(String),
     #[error("{0}")]
     Definition(DefinitionError),
     #[error("{0}")]
@@ -233,6 +235,52 @@ impl SagaFile {
     }
 }
 
+/// The most bytes of JSON one command's payload may take: it travels in one broker message,
+/// with its envelope, below any frame limit.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Why a command's payload could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("the payload of {command} would take {bytes} bytes, over {MAX_PAYLOAD_BYTES}")]
+    TooLarge { command: String, bytes: usize },
+}
+
+impl CommandSpec {
+    /// What this command carries: each carried path's value from the saga's `input` or an
+    /// earlier step's result, under the path's last segment (`input.userId` -> `userId`), as
+    /// the order saga's typed commands name them. A path with nothing at its end is left out
+    /// (a compensation carrying its action's result, after the action timed out, finds none).
+    pub fn payload(
+        &self,
+        input: &serde_json::Value,
+        results: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, PayloadError> {
+        let mut payload = serde_json::Map::new();
+        for path in &self.carries {
+            let mut segments = path.split('.');
+            let root = match segments.next() {
+                Some("input") => Some(input),
+                Some("steps") => segments.next().and_then(|step| results.get(step)),
+                _ => None,
+            };
+            let value = segments.try_fold(root, |at, field| Some(at?.get(field)));
+            if let Some(Some(value)) = value {
+                payload.insert(last_segment(path).to_owned(), value.clone());
+            }
+        }
+        let bytes = serde_json::to_vec(&payload).map(|v| v.len()).unwrap_or(usize::MAX);
+        if bytes > MAX_PAYLOAD_BYTES {
+            return Err(PayloadError::TooLarge { command: self.command.clone(), bytes });
+        }
+        Ok(payload)
+    }
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
 /// Reads the files given with `--saga-file`, and adds the built-in order saga unless one of
 /// them defines `order`. Each saga may be defined once.
 pub fn load(paths: &[PathBuf]) -> Result<BTreeMap<String, SagaFile>, SagaFileError> {
@@ -312,6 +360,9 @@ fn command(raw: &raw::Command, defaults: &raw::Retry, earlier: &[&str]) -> Resul
         check_path(path, earlier)?;
         if raw.carries[..i].contains(path) {
             return Err(Rule::CarriedTwice(path.clone()));
+        }
+        if raw.carries[..i].iter().any(|p| last_segment(p) == last_segment(path)) {
+            return Err(Rule::SameName(last_segment(path).to_owned()));
         }
     }
     let retry = raw.retry().or(defaults);
@@ -651,5 +702,79 @@ mod tests {
 
         let e = load(&[trip.clone(), trip]).unwrap_err();
         assert_eq!(e.rule, Rule::DefinedTwice("trip".into()));
+    }
+
+    #[test]
+    fn a_payload_takes_what_is_carried_and_nothing_else() {
+        let trip = parse(TRIP).unwrap();
+        let hotel = &trip.step("hotel").unwrap().action;
+        let input = serde_json::json!({"city": "Oslo", "secret": "x", "from": "AMS"});
+        let mut results = BTreeMap::new();
+        results.insert("flight".to_owned(), serde_json::json!({"arrival": "10:40", "bookingRef": "F1"}));
+        let payload = hotel.payload(&input, &results).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(payload),
+            serde_json::json!({"city": "Oslo", "arrival": "10:40"})
+        );
+        // The flight's answer never came: its compensation carries no reference, and says so
+        // by leaving it out.
+        let cancel = trip.step("flight").unwrap().compensation.as_ref().unwrap();
+        assert!(cancel.payload(&input, &BTreeMap::new()).unwrap().is_empty());
+        let big = serde_json::json!({"city": "x".repeat(MAX_PAYLOAD_BYTES)});
+        assert!(matches!(hotel.payload(&big, &results), Err(PayloadError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn two_carried_fields_may_not_share_a_name() {
+        let e = trip_with("\"input.city\"", "\"input.arrival\"").unwrap_err();
+        assert_eq!(e.rule, Rule::SameName("arrival".into()));
+        assert_eq!(e.step.as_deref(), Some("hotel"));
+    }
+
+    proptest::proptest! {
+        /// Whatever the input and results hold, the payload holds only carried names, each
+        /// with the value found at its path, and making it never panics.
+        #[test]
+        fn payloads_hold_only_what_is_carried(
+            input in json_value(3),
+            flight in json_value(3),
+        ) {
+            let trip = parse(TRIP).unwrap();
+            let hotel = &trip.step("hotel").unwrap().action;
+            let mut results = BTreeMap::new();
+            results.insert("flight".to_owned(), flight.clone());
+            if let Ok(payload) = hotel.payload(&input, &results) {
+                for (name, value) in &payload {
+                    let expected = match name.as_str() {
+                        "city" => input.get("city"),
+                        "arrival" => flight.get("arrival"),
+                        other => panic!("carried {other}, which is not carried"),
+                    };
+                    proptest::prop_assert_eq!(Some(value), expected);
+                }
+                proptest::prop_assert_eq!(payload.contains_key("city"), input.get("city").is_some());
+            }
+        }
+    }
+
+    fn json_value(depth: u32) -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-z]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(depth, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![Just("city".to_owned()), Just("arrival".to_owned()), "[a-z]{1,5}"],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 }
