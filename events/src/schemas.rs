@@ -114,4 +114,14 @@ mod tests {
         assert!(!jsonschema::is_valid(&reply, &bad), "an unknown outcome");
         assert!(serde_json::from_value::<ReplyMessage>(bad).is_err());
     }
+
+    proptest::proptest! {
+        /// An id's schema accepts exactly what the type accepts, for any string.
+        #[test]
+        fn an_id_schema_says_what_the_type_says(raw in "[ -~é/]{0,3}|[a-z.:_-]{1,140}") {
+            let schema = serde_json::to_value(schemars::schema_for!(crate::OrderId)).unwrap();
+            let valid = jsonschema::is_valid(&schema, &serde_json::Value::from(raw.clone()));
+            proptest::prop_assert_eq!(valid, crate::OrderId::parse(raw).is_ok());
+        }
+    }
 }

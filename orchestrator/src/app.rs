@@ -38,8 +38,8 @@ pub enum AppError {
     Catalog(#[from] sagaflow_events::CatalogError),
     #[error("the saga definition {0}")]
     SagaFile(#[from] crate::saga_file::SagaFileError),
-    #[error("{0}")]
-    NotRunnable(String),
+    #[error("{}: the saga {saga:?} is a valid definition, but this orchestrator runs only the order saga so far", .file.display())]
+    NotRunnable { file: std::path::PathBuf, saga: String },
     #[error(transparent)]
     Process(#[from] ProcessError),
 }
@@ -56,11 +56,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
     if let Some(other) = sagas.values().find(|s| s.name != "order") {
         // Loaded and checked, but the engine runs only the order saga so far: say so rather
         // than take sagas that would never move.
-        return Err(AppError::NotRunnable(format!(
-            "{}: the saga {:?} is a valid definition, but this orchestrator runs only the order saga so far",
-            other.path.display(),
-            other.name
-        )));
+        return Err(AppError::NotRunnable { file: other.path.clone(), saga: other.name.clone() });
     }
     let order_saga = &sagas["order"];
     let definition = crate::order_saga::definition(order_saga, &config.order_overrides())?;

@@ -24,7 +24,7 @@ pub struct Config {
     #[arg(long, env = "CATALOG")]
     pub catalog: Option<PathBuf>,
     /// A saga definition file (TOML), repeatable. One that names the saga `order` replaces the
-    /// built-in order saga (sagas/order.toml); see the README, "Define your own saga".
+    /// built-in order saga (sagas/order.toml); see the README, "The order saga is a file".
     #[arg(long = "saga-file", env = "SAGA_FILES", value_delimiter = ',')]
     pub saga_files: Vec<PathBuf>,
     /// The order of the order saga's steps; notification cannot be undone, so it comes last.

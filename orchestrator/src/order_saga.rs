@@ -168,7 +168,7 @@ pub fn definition(file: &SagaFile, overrides: &Overrides) -> Result<SagaDefiniti
             }
         })
         .collect();
-    SagaDefinition::new(steps).map_err(|e| file.refuse(None, Rule::Definition(e)))
+    SagaDefinition::new(steps).map_err(|e| file.refuse_definition(e))
 }
 
 /// The definition every saga gets when nothing is configured: `sagas/order.toml` as shipped.

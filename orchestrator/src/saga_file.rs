@@ -196,14 +196,7 @@ impl SagaFile {
             input_schema: raw.input_schema,
             steps,
         };
-        file.definition().map_err(|e| {
-            let step = match &e {
-                DefinitionError::DuplicateStep(s) | DefinitionError::ZeroAttempts(s) => Some(s.as_str()),
-                DefinitionError::CompensableAfterPointOfNoReturn { step, .. } => Some(step.as_str()),
-                DefinitionError::NoSteps | DefinitionError::TooManySteps(_) => None,
-            };
-            refuse(step, Rule::Definition(e.clone()))
-        })?;
+        file.definition().map_err(|e| file.refuse_definition(e))?;
         Ok(file)
     }
 
@@ -227,6 +220,16 @@ impl SagaFile {
 
     pub fn step(&self, name: &str) -> Option<&StepSpec> {
         self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// A refusal of this file for breaking one of the core's rules, at the step it names.
+    pub fn refuse_definition(&self, e: DefinitionError) -> SagaFileError {
+        let step = match &e {
+            DefinitionError::DuplicateStep(s) | DefinitionError::ZeroAttempts(s) => Some(s.as_str()),
+            DefinitionError::CompensableAfterPointOfNoReturn { step, .. } => Some(step.as_str()),
+            DefinitionError::NoSteps | DefinitionError::TooManySteps(_) => None,
+        };
+        self.refuse(step, Rule::Definition(e.clone()))
     }
 
     /// A refusal of this file for `rule`, at `step` if given.

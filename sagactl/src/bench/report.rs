@@ -77,7 +77,7 @@ pub fn targets(
         ),
         target(
             "retention: every store levels off",
-            "last third's mean <= 1.10 x middle third's",
+            &format!("last third's mean <= {:.2} x middle third's", super::Level::TOLERANCE),
             (!retention.samples.is_empty()).then(|| {
                 let (o, s) = (retention.orchestrator.ratio(), retention.services.ratio());
                 (format!("orchestrator {o:.2}, services {s:.2}"), retention.bounded)
