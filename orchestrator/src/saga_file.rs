@@ -437,6 +437,8 @@ mod raw {
         pub compensation: Option<Command>,
     }
 
+    /// A command's own retry settings are its fields, not a flattened `Retry`: serde cannot
+    /// refuse unknown fields through `flatten`, and a misspelt `atempts` must not pass silently.
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Command {

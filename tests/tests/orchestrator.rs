@@ -14,6 +14,29 @@ use serde_json::{json, Value};
 
 const EXAMPLE_ORDER: &str = include_str!("../../events/tests/fixtures/OrderPlaced.json");
 
+/// The order saga's definition as shipped.
+const ORDER_SAGA: &str = include_str!("../../sagas/order.toml");
+
+/// `order_saga` (a definition file of the order saga) with inventory's step before payment's.
+fn inventory_first(order_saga: &str) -> String {
+    let payment_step = order_saga.split("[[steps]]").nth(1).unwrap();
+    let inventory_step = order_saga.split("[[steps]]").nth(2).unwrap();
+    order_saga.replacen(payment_step, "PAYMENT", 1).replacen(inventory_step, payment_step, 1).replacen(
+        "PAYMENT",
+        inventory_step,
+        1,
+    )
+}
+
+/// A participant double's script: never answers an action, succeeds at every compensation.
+fn silent_on_actions(c: &sagaflow_events::CommandMessage) -> Answer {
+    if c.phase == Phase::Action {
+        Answer::Silent
+    } else {
+        Answer::Succeed
+    }
+}
+
 /// Short timeouts so that retry and timeout paths run in seconds.
 const FAST: &[(&str, &str)] = &[
     ("ATTEMPT_TIMEOUT_MS", "400"),
@@ -238,16 +261,7 @@ async fn duplicate_and_stale_replies_change_nothing() {
 async fn a_silent_participant_is_retried_with_one_key_then_compensated() {
     let h = Harness::start("silent", FAST).await;
     let payment = h.bus.participant(Participant::Payment, |_| Answer::Succeed).await;
-    let inventory = h
-        .bus
-        .participant(Participant::Inventory, |c| {
-            if c.phase == Phase::Action {
-                Answer::Silent
-            } else {
-                Answer::Succeed
-            }
-        })
-        .await;
+    let inventory = h.bus.participant(Participant::Inventory, silent_on_actions).await;
 
     assert_eq!(h.post("/orders", &order_json("t-1", &[("abc", 1)])).await.0, 202);
     let order = h.wait_state("t-1", "compensated", Duration::from_secs(30)).await;
@@ -612,13 +626,7 @@ async fn the_list_filters_pages_and_refuses_unknown_parameters() {
 /// silent inventory times the saga out before payment is ever asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_saga_file_sets_the_steps_and_their_retries() {
-    let shipped = include_str!("../../sagas/order.toml");
-    let payment_step = shipped.split("[[steps]]").nth(1).unwrap();
-    let inventory_step = shipped.split("[[steps]]").nth(2).unwrap();
-    let file = shipped
-        .replacen(payment_step, "PAYMENT", 1)
-        .replacen(inventory_step, payment_step, 1)
-        .replacen("PAYMENT", inventory_step, 1)
+    let file = inventory_first(ORDER_SAGA)
         .replacen("timeout = \"5s\"\nattempts = 4", "timeout = \"400ms\"\nattempts = 2", 1)
         .replace("initial = \"250ms\", max = \"10s\"", "initial = \"50ms\", max = \"200ms\"");
     let dir = tempfile::tempdir().unwrap();
@@ -627,16 +635,7 @@ async fn an_order_saga_file_sets_the_steps_and_their_retries() {
     let path = path.display().to_string();
     let h = Harness::start("saga-file", &[("SAGA_FILES", path.as_str())]).await;
     let payment = h.bus.participant(Participant::Payment, |_| Answer::Succeed).await;
-    let inventory = h
-        .bus
-        .participant(Participant::Inventory, |c| {
-            if c.phase == Phase::Action {
-                Answer::Silent
-            } else {
-                Answer::Succeed
-            }
-        })
-        .await;
+    let inventory = h.bus.participant(Participant::Inventory, silent_on_actions).await;
 
     assert_eq!(h.post("/orders", &order_json("f-1", &[("abc", 1)])).await.0, 202);
     let order = h.wait_state("f-1", "compensated", Duration::from_secs(30)).await;
@@ -659,7 +658,7 @@ async fn an_order_saga_file_sets_the_steps_and_their_retries() {
 /// refused too, since only the order saga runs so far.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_saga_file_stops_the_orchestrator_with_one_line() {
-    let shipped = include_str!("../../sagas/order.toml");
+    let shipped = ORDER_SAGA;
     let trip = "name = \"trip\"\nversion = 1\n[[steps]]\nname = \"flight\"\nparticipant = \"flights\"\n\
                 action = { command = \"bookFlight\", carries = [\"input.from\"] }\n\
                 compensation = { command = \"cancelFlight\" }\n";
@@ -722,14 +721,8 @@ async fn sagas_in_flight_finish_under_the_version_they_started_with() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    let v1 = include_str!("../../sagas/order.toml");
-    let payment_step = v1.split("[[steps]]").nth(1).unwrap();
-    let inventory_step = v1.split("[[steps]]").nth(2).unwrap();
-    let v2 = v1
-        .replacen("version = 1", "version = 2", 1)
-        .replacen(payment_step, "PAYMENT", 1)
-        .replacen(inventory_step, payment_step, 1)
-        .replacen("PAYMENT", inventory_step, 1);
+    let v1 = ORDER_SAGA;
+    let v2 = inventory_first(v1).replacen("version = 1", "version = 2", 1);
     let files = tempfile::tempdir().unwrap();
     let (path_v1, path_v2) = (files.path().join("order-v1.toml"), files.path().join("order-v2.toml"));
     std::fs::write(&path_v1, v1).unwrap();
