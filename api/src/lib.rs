@@ -219,6 +219,10 @@ pub struct OrderDetail {
     pub duration_ms: Option<u64>,
     /// The W3C trace id every message about this order carries.
     pub trace_id: String,
+    /// The saga definition it runs under, to its end: the name and version of its file, and
+    /// the fingerprint of its steps. No name or version for a saga stored before they were
+    /// recorded.
+    pub definition: DefinitionRef,
     /// In the order they run.
     pub steps: Vec<Step>,
     /// The steps to undo, in the order they are undone: what would be undone if the saga
@@ -232,6 +236,15 @@ pub struct OrderDetail {
     pub ignored_recorded: u32,
     /// Ignored inputs beyond this many are counted in `/metrics`, not recorded.
     pub ignored_recorded_limit: u32,
+}
+
+/// Which saga definition a saga runs under.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefinitionRef {
+    pub name: Option<String>,
+    pub version: Option<u32>,
+    pub fingerprint: String,
 }
 
 /// One input the saga received, and when.

@@ -35,7 +35,8 @@ fn main() -> anyhow::Result<()> {
     }
     let definition = sagaflow_orchestrator::order_saga::default_definition();
     let db = Arc::new(Db::open(&path)?);
-    let store = Arc::new(Store::open(db.clone(), definition)?);
+    let label = sagaflow_orchestrator::order_saga::default_label();
+    let store = Arc::new(Store::open(db.clone(), definition, label)?);
     let catalog = Arc::new(Catalog::builtin());
     let engine = Engine {
         store: store.clone(),

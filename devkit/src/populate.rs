@@ -65,7 +65,8 @@ pub fn completed_saga(now: u64) -> (SagaRecord, Vec<HistoryEntry>) {
 /// (so indexes and counts are what running them leaves), 10,000 to a commit.
 pub fn fill(path: &Path, count: u64, prefix: &str) -> Result<usize, StoreError> {
     let definition = sagaflow_orchestrator::order_saga::default_definition();
-    let store = Store::open(Arc::new(Db::open(path)?), definition)?;
+    let label = sagaflow_orchestrator::order_saga::default_label();
+    let store = Store::open(Arc::new(Db::open(path)?), definition, label)?;
     let (template, history) = completed_saga(sagaflow_runtime::now_millis());
     let mut imported = 0;
     while imported < count {

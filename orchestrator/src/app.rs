@@ -64,7 +64,9 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
     let shortest_timeout = definition.steps().iter().map(|s| s.retry.attempt_timeout.0).min().unwrap_or(0);
     let steps = definition.steps().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(",");
     let db = Arc::new(Db::open(&config.data_dir.join("sagas.sled"))?);
-    let store = Arc::new(Store::open(db.clone(), definition)?.keeping_changes(config.change_feed_keep));
+    let label = crate::store::DefinitionLabel { name: order_saga.name.clone(), version: order_saga.version };
+    let store =
+        Arc::new(Store::open(db.clone(), definition, label)?.keeping_changes(config.change_feed_keep));
     // No counting here: sled's len() walks a whole tree, and start-up must not grow with the
     // number of sagas. /metrics reports the outbox depth and armed timers.
     tracing::info!(

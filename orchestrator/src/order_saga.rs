@@ -171,6 +171,12 @@ pub fn definition(file: &SagaFile, overrides: &Overrides) -> Result<SagaDefiniti
     SagaDefinition::new(steps).map_err(|e| file.refuse_definition(e))
 }
 
+/// The label of the order saga as shipped (`sagas/order.toml`).
+pub fn default_label() -> crate::store::DefinitionLabel {
+    let file = SagaFile::order();
+    crate::store::DefinitionLabel { name: file.name, version: file.version }
+}
+
 /// The definition every saga gets when nothing is configured: `sagas/order.toml` as shipped.
 pub fn default_definition() -> SagaDefinition {
     definition(&SagaFile::order(), &Overrides::default())

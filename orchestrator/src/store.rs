@@ -10,7 +10,8 @@
 //!   by due time, so the timer task reads only what is due.
 //! - `by_state`: state code (1 byte) + creation sequence -> order id, for listing by state.
 //! - `by_created`: creation sequence -> order id, for listing newest first.
-//! - `meta`: saga counts per state, and every saga definition in use by its fingerprint.
+//! - `meta`: saga counts per state, and every saga definition in use by its fingerprint, with
+//!   the saga name and version of the file it came from.
 //! - `outbox`: messages to publish (see `sagaflow_runtime::outbox`).
 //! - `changes`: the change feed, one entry per state or step change ([`crate::feed`]).
 //!
@@ -31,6 +32,16 @@ use sagaflow_saga::{HistoryEntry, SagaDefinition, Status, Timer, Timestamp};
 
 use crate::feed::{Change, Feed, FeedError};
 use crate::record::{SagaRecord, MAX_RECORD_BYTES};
+
+/// Where the definitions' labels are kept in `meta`, by fingerprint.
+const LABEL_PREFIX: &[u8] = b"definition-label:";
+
+/// The saga's name and version in the file a definition came from, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DefinitionLabel {
+    pub name: String,
+    pub version: u32,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -72,6 +83,8 @@ pub struct Store {
     current: Arc<SagaDefinition>,
     /// Every definition a stored saga may run under, by fingerprint.
     definitions: RwLock<HashMap<String, Arc<SagaDefinition>>>,
+    /// Which saga file and version each known definition came from, by fingerprint.
+    labels: HashMap<String, DefinitionLabel>,
     /// The largest record written since start, for `/metrics` and the bench.
     largest_record: std::sync::atomic::AtomicUsize,
 }
@@ -92,7 +105,9 @@ impl Indexed {
 impl Store {
     /// Opens (or creates) the store. Opening reads no saga: recovery is the timer index and the
     /// outbox, both already on disk, so start-up time does not grow with the number of sagas.
-    pub fn open(db: Arc<Db>, definition: SagaDefinition) -> Result<Self, StoreError> {
+    /// Opens the store, with `definition` (from the file and version `label` names) for new
+    /// sagas. Every definition a stored saga runs under stays known, with its label.
+    pub fn open(db: Arc<Db>, definition: SagaDefinition, label: DefinitionLabel) -> Result<Self, StoreError> {
         let sled = db.sled();
         let outbox = Outbox::open(sled)?;
         let meta = sled.open_tree("meta")?;
@@ -104,12 +119,28 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt { key: fingerprint.clone(), error: e.to_string() })?;
             definitions.insert(fingerprint, Arc::new(d));
         }
+        let mut labels = HashMap::new();
+        for entry in meta.scan_prefix(LABEL_PREFIX) {
+            let (key, value) = entry?;
+            let fingerprint = String::from_utf8_lossy(&key[LABEL_PREFIX.len()..]).into_owned();
+            let label: DefinitionLabel = serde_json::from_slice(&value)
+                .map_err(|e| StoreError::Corrupt { key: fingerprint.clone(), error: e.to_string() })?;
+            labels.insert(fingerprint, label);
+        }
         let fingerprint = definition.fingerprint();
         if !definitions.contains_key(&fingerprint) {
             meta.insert(
                 format!("definition:{fingerprint}"),
                 serde_json::to_vec(&definition).expect("serialises"),
             )?;
+        }
+        // The first label a definition was started with stays: the same steps under a later
+        // version number are still the definition the earlier sagas run under.
+        if !labels.contains_key(&fingerprint) {
+            let mut key = LABEL_PREFIX.to_vec();
+            key.extend_from_slice(fingerprint.as_bytes());
+            meta.insert(key, serde_json::to_vec(&label).expect("serialises"))?;
+            labels.insert(fingerprint.clone(), label);
         }
         let current = Arc::new(definition);
         definitions.insert(fingerprint, current.clone());
@@ -124,6 +155,7 @@ impl Store {
             feed: Feed::open(sled)?,
             current,
             definitions: RwLock::new(definitions),
+            labels,
             largest_record: Default::default(),
             db,
         })
@@ -154,6 +186,12 @@ impl Store {
 
     pub fn definition(&self, fingerprint: &str) -> Option<Arc<SagaDefinition>> {
         self.definitions.read().unwrap_or_else(|p| p.into_inner()).get(fingerprint).cloned()
+    }
+
+    /// The file's saga name and version a definition came from; `None` for one stored before
+    /// definitions had labels.
+    pub fn label(&self, fingerprint: &str) -> Option<&DefinitionLabel> {
+        self.labels.get(fingerprint)
     }
 
     /// The definition a stored saga runs under.

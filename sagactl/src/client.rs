@@ -91,6 +91,11 @@ impl Api {
             println!("amount  {}.{:02}", amount / 100, amount % 100);
         }
         println!("trace   {}", o.trace_id);
+        let d = &o.definition;
+        match (&d.name, d.version) {
+            (Some(name), Some(version)) => println!("saga    {name} v{version} ({})", d.fingerprint),
+            _ => println!("saga    {}", d.fingerprint),
+        }
         if !o.compensation_plan.is_empty() {
             println!("undo    {}", o.compensation_plan.join(" → "));
         }

@@ -330,6 +330,7 @@ mod tests {
                     finished_at: None,
                     duration_ms: None,
                     trace_id: String::new(),
+                    definition: api::DefinitionRef { name: None, version: None, fingerprint: String::new() },
                     steps: vec![],
                     compensation_plan: vec![],
                     history: vec![],

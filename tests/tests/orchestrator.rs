@@ -770,8 +770,13 @@ async fn sagas_in_flight_finish_under_the_version_they_started_with() {
     for id in ["v1-a", "v1-b"] {
         let order = h.wait_state(id, "completed", Duration::from_secs(30)).await;
         assert_eq!(step_names(&order), ["payment", "inventory", "notification"], "{id} left version 1");
+        assert_eq!(
+            (&order["definition"]["name"], &order["definition"]["version"]),
+            (&json!("order"), &json!(1))
+        );
     }
     let order = h.wait_state("v2-a", "completed", Duration::from_secs(30)).await;
     assert_eq!(step_names(&order), ["inventory", "payment", "notification"], "v2-a is not under version 2");
+    assert_eq!(order["definition"]["version"], 2, "{order}");
     assert!(h.orchestrator.log_text().contains("version=2"), "the log does not say which version runs");
 }

@@ -197,7 +197,8 @@ pub(super) fn detail_of(s: &ApiState, raw: &str) -> Result<sagaflow_api::OrderDe
     let record = record_of(s, raw)?;
     let definition = s.store.definition(&record.definition);
     let history = s.store.history(&record, HISTORY_SHOWN)?;
-    Ok(view::detail(&record, &history, definition.as_deref()))
+    let label = s.store.label(&record.definition);
+    Ok(view::detail(&record, &history, definition.as_deref(), label))
 }
 
 /// `GET /orders`'s query. Every parameter is optional; one this does not name is a 400, not

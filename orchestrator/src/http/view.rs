@@ -52,6 +52,7 @@ pub fn detail(
     record: &SagaRecord,
     history: &[HistoryEntry],
     definition: Option<&SagaDefinition>,
+    label: Option<&crate::store::DefinitionLabel>,
 ) -> api::OrderDetail {
     let step_name = |i: u32| {
         definition.and_then(|d| d.step(i)).map(|s| s.name.clone()).unwrap_or_else(|| format!("step{i}"))
@@ -117,6 +118,11 @@ pub fn detail(
         updated_at: rfc3339(record.updated_at),
         finished_at: record.finished_at.map(rfc3339),
         duration_ms: record.finished_at.map(|f| f.saturating_sub(record.created_at)),
+        definition: api::DefinitionRef {
+            name: label.map(|l| l.name.clone()),
+            version: label.map(|l| l.version),
+            fingerprint: record.definition.clone(),
+        },
         trace_id: record.trace_id.clone(),
         steps,
         compensation_plan,

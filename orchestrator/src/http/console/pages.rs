@@ -274,6 +274,10 @@ pub fn saga(d: &api::OrderDetail) -> Markup {
                     dt { "updated" } dd.mono { (d.updated_at) }
                     @if let Some(f) = &d.finished_at { dt { "finished" } dd.mono { (f) " (" (d.duration_ms.unwrap_or(0)) " ms)" } }
                     dt { "saga id" } dd.mono { (d.saga_id) }
+                    dt { "definition" } dd.mono {
+                        (d.definition.name.as_deref().unwrap_or("?")) " v" (d.definition.version.map_or("?".to_owned(), |v| v.to_string()))
+                        " (" (d.definition.fingerprint) ")"
+                    }
                     dt { "trace id" } dd.mono data-trace { (d.trace_id) }
                     @if let Some(p) = &d.payment_id { dt { "payment" } dd.mono { (p) } }
                     @if let Some(i) = &d.invalid { dt { "invalid" } dd.error { (i) } }
