@@ -138,6 +138,81 @@ string_id!(
     "paymentId"
 );
 
+string_id!(
+    /// A saga definition's name, such as `order` or `trip`.
+    SagaName,
+    "saga"
+);
+string_id!(
+    /// The id a client gives one saga of a definition other than the order saga (an order's
+    /// is its [`OrderId`]): what makes starting it idempotent.
+    BusinessId,
+    "id"
+);
+
+/// How the store, the API and the console name one saga: an order's id, or `{saga}/{id}` for
+/// a saga of any other definition. An order id cannot hold a `/`, so the two never meet.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SagaKey(String);
+
+impl SagaKey {
+    pub fn of_order(order_id: &OrderId) -> Self {
+        Self(order_id.0.clone())
+    }
+
+    pub fn of(saga: &SagaName, id: &BusinessId) -> Self {
+        Self(format!("{}/{}", saga.0, id.0))
+    }
+
+    /// An order id, or `{saga}/{id}` with both parts valid ids.
+    pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+        let value = value.into();
+        match value.split_once('/') {
+            None => check_id("orderId", &value)?,
+            Some((saga, id)) => {
+                check_id("saga", saga)?;
+                check_id("id", id)?;
+            }
+        }
+        Ok(Self(value))
+    }
+
+    /// The order id, for a saga of the order saga.
+    pub fn order_id(&self) -> Option<OrderId> {
+        (!self.0.contains('/')).then(|| OrderId(self.0.clone()))
+    }
+
+    /// The definition's name and the client's id, for a saga of any other definition.
+    pub fn generic(&self) -> Option<(SagaName, BusinessId)> {
+        let (saga, id) = self.0.split_once('/')?;
+        Some((SagaName(saga.to_owned()), BusinessId(id.to_owned())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SagaKey {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, IdError> {
+        Self::parse(value)
+    }
+}
+
+impl From<SagaKey> for String {
+    fn from(key: SagaKey) -> String {
+        key.0
+    }
+}
+
+impl fmt::Display for SagaKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl SagaId {
     /// A fresh, unique saga id (a UUID v7: unique, and ordered by creation time).
     pub fn generate() -> Self {
@@ -220,6 +295,20 @@ mod tests {
         }
         assert!(OrderId::parse("a.b").is_ok());
         assert!(SagaId::generate().as_str().len() <= MAX_ID_LEN);
+    }
+
+    #[test]
+    fn a_saga_key_is_an_order_id_or_a_saga_and_its_id() {
+        let order = SagaKey::parse("o-1").unwrap();
+        assert_eq!(order.order_id(), Some(OrderId::parse("o-1").unwrap()));
+        assert_eq!(order.generic(), None);
+        let trip = SagaKey::parse("trip/b-1").unwrap();
+        assert_eq!(trip.order_id(), None);
+        let (saga, id) = trip.generic().unwrap();
+        assert_eq!(SagaKey::of(&saga, &id), trip);
+        for bad in ["", "a/b/c", "/b", "a/", "trip/.x", "a b", &"a".repeat(129)] {
+            assert!(SagaKey::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`catalog`]: products, prices and initial stock.
 //! - [`command`]: what the orchestrator asks a participant to do, and what it may forget.
 //! - [`reply`]: what a participant answers.
+//! - [`generic`]: the command and reply envelopes of sagas defined in files.
 //! - [`public`]: what the system tells the world, on the public topic exchange.
 //! - [`schemas`]: the JSON Schemas of the envelopes a participant reads and writes, for
 //!   participants in other languages; kept in `events/schemas/`, checked against the types.
@@ -16,6 +17,7 @@
 
 pub mod catalog;
 pub mod command;
+pub mod generic;
 pub mod ids;
 pub mod order;
 pub mod public;
@@ -28,7 +30,11 @@ pub use catalog::{Catalog, CatalogError, Product};
 pub use command::{
     CommandBody, CommandKind, CommandMessage, ForgetSagas, Forgotten, ForgottenSagas, InvalidCommand,
 };
-pub use ids::{Cents, IdError, OrderId, PaymentId, ProductId, Quantity, SagaId, StepName, UserId};
+pub use generic::{SagaCommand, SagaReply, StepResult};
+pub use ids::{
+    BusinessId, Cents, IdError, OrderId, PaymentId, ProductId, Quantity, SagaId, SagaKey, SagaName, StepName,
+    UserId,
+};
 pub use order::{InvalidLines, InvalidOrder, Order, OrderLine, OrderLines, OrderPlaced, WireItem};
 pub use public::{PublicEvent, PUBLIC_EVENT_NAMES};
 pub use reply::{ReplyMessage, ReplyOutcome};

@@ -1,21 +1,24 @@
 //! The JSON Schemas of what a participant reads and writes, so that one can be written in any
-//! language: the command envelope, the reply envelope and `ForgetSagas`.
+//! language: the order saga's command and reply envelopes, `ForgetSagas`, and the envelopes of
+//! sagas defined in files.
 //!
 //! They are generated from the Rust types ([`generate`]) and kept in `events/schemas/`
 //! ([`PUBLISHED`]), which the orchestrator serves at `/schemas/`. A test fails when the two
 //! differ; `SAGAFLOW_WRITE_SCHEMAS=1 cargo test -p sagaflow-events schemas` writes them anew.
 
-use crate::{CommandMessage, ForgetSagas, ReplyMessage};
+use crate::{CommandMessage, ForgetSagas, ReplyMessage, SagaCommand, SagaReply};
 
 /// The schemas as kept in the repository: (file name, JSON text).
-pub const PUBLISHED: [(&str, &str); 3] = [
+pub const PUBLISHED: [(&str, &str); 5] = [
     ("command.json", include_str!("../schemas/command.json")),
     ("reply.json", include_str!("../schemas/reply.json")),
     ("forget-sagas.json", include_str!("../schemas/forget-sagas.json")),
+    ("saga-command.json", include_str!("../schemas/saga-command.json")),
+    ("saga-reply.json", include_str!("../schemas/saga-reply.json")),
 ];
 
 /// The schemas of the types as they are now, in the order and under the names of [`PUBLISHED`].
-pub fn generate() -> [(&'static str, String); 3] {
+pub fn generate() -> [(&'static str, String); 5] {
     fn render<T: schemars::JsonSchema>(id: &str, description: &str) -> String {
         let mut schema = schemars::schema_for!(T);
         schema.insert("$id".into(), format!("https://sagaflow.dev/schemas/{id}").into());
@@ -47,6 +50,23 @@ pub fn generate() -> [(&'static str, String); 3] {
                 "On a participant's command queue (AMQP type forgetSagas): these sagas are gone; \
                  their records may go, and a command sent before finishedBefore for a saga with no \
                  record is a late duplicate, to be refused with reason `expired`.",
+            ),
+        ),
+        (
+            "saga-command.json",
+            render::<SagaCommand>(
+                "saga-command.json",
+                "A command of a saga defined in a file, on {namespace}.{participant}.commands \
+                 (AMQP type: the command's name). The same barrier rules as command.json.",
+            ),
+        ),
+        (
+            "saga-reply.json",
+            render::<SagaReply>(
+                "saga-reply.json",
+                "The answer to a saga-command.json, published to the {namespace}.replies exchange. \
+                 It echoes the command's sagaId, saga, id, step, phase, attempt and idempotencyKey; \
+                 a succeeded action may give a result that later steps carry.",
             ),
         ),
     ]
@@ -113,6 +133,31 @@ mod tests {
         bad["outcome"] = "maybe".into();
         assert!(!jsonschema::is_valid(&reply, &bad), "an unknown outcome");
         assert!(serde_json::from_value::<ReplyMessage>(bad).is_err());
+
+        // A defined saga's envelopes, as examples/trip/participant.py reads and writes them.
+        let saga_command = schema("saga-command.json");
+        let saga_reply = schema("saga-reply.json");
+        let good = serde_json::json!({
+            "sagaId": "019a-1", "saga": "trip", "id": "t-1", "step": "flight", "phase": "action",
+            "attempt": 1, "idempotencyKey": "019a-1/flight/action", "sentAt": 1,
+            "command": "bookFlight", "payload": {"from": "AMS", "to": "LIS"}
+        });
+        assert!(serde_json::from_value::<SagaCommand>(good.clone()).is_ok());
+        assert!(jsonschema::is_valid(&saga_command, &good));
+        let mut bad = good.clone();
+        bad["payload"] = "AMS".into();
+        assert!(!jsonschema::is_valid(&saga_command, &bad), "a payload that is not an object");
+        let good = serde_json::json!({
+            "sagaId": "019a-1", "saga": "trip", "id": "t-1", "step": "flight", "phase": "action",
+            "attempt": 1, "idempotencyKey": "019a-1/flight/action", "outcome": "succeeded",
+            "result": {"flightRef": "F-1"}
+        });
+        assert!(serde_json::from_value::<SagaReply>(good.clone()).is_ok());
+        assert!(jsonschema::is_valid(&saga_reply, &good));
+        let mut bad = good.clone();
+        bad["id"] = "a/b".into();
+        assert!(!jsonschema::is_valid(&saga_reply, &bad), "an id with a slash");
+        assert!(serde_json::from_value::<SagaReply>(bad).is_err());
     }
 
     proptest::proptest! {

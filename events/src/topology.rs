@@ -51,11 +51,34 @@ pub enum Participant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     namespace: String,
+    /// Participants of sagas defined in files, beside the order saga's three: each has a
+    /// command queue too, declared by the orchestrator.
+    defined: Vec<String>,
 }
 
 impl Topology {
     pub fn new(namespace: impl Into<String>) -> Self {
-        Self { namespace: namespace.into() }
+        Self { namespace: namespace.into(), defined: Vec::new() }
+    }
+
+    /// The same namespace, with the participants that defined sagas name (a name the order
+    /// saga already has is not added twice).
+    pub fn with_participants<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        for name in names {
+            let builtin = name.parse::<Participant>().is_ok();
+            if !builtin && !self.defined.iter().any(|d| d == name) {
+                self.defined.push(name.to_owned());
+            }
+        }
+        self
+    }
+
+    /// Every participant's name: the order saga's, then those of defined sagas.
+    pub fn participant_names(&self) -> Vec<String> {
+        use strum::IntoEnumIterator;
+        let mut names: Vec<String> = Participant::iter().map(|p| p.to_string()).collect();
+        names.extend(self.defined.iter().cloned());
+        names
     }
 
     pub fn namespace(&self) -> &str {
@@ -79,12 +102,22 @@ impl Topology {
     }
 
     pub fn command_queue(&self, participant: Participant) -> String {
-        self.name(&format!("{participant}.commands"))
+        self.command_queue_of(participant.into())
     }
 
     /// The routing key of a participant's commands on the commands exchange.
     pub fn command_routing_key(&self, participant: Participant) -> String {
         participant.to_string()
+    }
+
+    /// The command queue of a participant by name, such as a defined saga's `flights`.
+    pub fn command_queue_of(&self, participant: &str) -> String {
+        self.name(&format!("{participant}.commands"))
+    }
+
+    /// Every command queue, the order saga's and those of defined sagas.
+    fn command_queues(&self) -> Vec<String> {
+        self.participant_names().iter().map(|p| self.command_queue_of(p)).collect()
     }
 
     pub fn replies_exchange(&self) -> String {
@@ -144,11 +177,10 @@ impl Topology {
     /// Kafka: the topic a message for `exchange` with routing `key` goes to, or `None` for a
     /// route that does not exist in this namespace.
     pub fn kafka_topic(&self, exchange: &str, key: &str) -> Option<String> {
-        use strum::IntoEnumIterator;
         if exchange == self.intake_exchange() {
             Some(self.intake_queue())
         } else if exchange == self.commands_exchange() {
-            Participant::iter().find(|p| self.command_routing_key(*p) == key).map(|p| self.command_queue(p))
+            self.participant_names().iter().find(|p| *p == key).map(|p| self.command_queue_of(p))
         } else if exchange == self.replies_exchange() {
             Some(self.replies_queue())
         } else if exchange == self.events_exchange() {
@@ -178,16 +210,14 @@ impl Topology {
             return Some(self.event_topic(&routing_key_of("OrderCompleted")));
         }
         let mut ours = vec![self.intake_queue(), self.replies_queue(), self.dead_letter_queue()];
-        use strum::IntoEnumIterator;
-        ours.extend(Participant::iter().map(|p| self.command_queue(p)));
+        ours.extend(self.command_queues());
         ours.into_iter().find(|q| q == queue)
     }
 
     /// Kafka: every topic of the namespace, to create before anything is sent.
     pub fn kafka_topics(&self) -> Vec<String> {
-        use strum::IntoEnumIterator;
         let mut topics = vec![self.intake_queue(), self.replies_queue(), self.dead_letter_queue()];
-        topics.extend(Participant::iter().map(|p| self.command_queue(p)));
+        topics.extend(self.command_queues());
         topics.extend(
             crate::public::PUBLIC_EVENT_NAMES.iter().map(|name| self.event_topic(&routing_key_of(name))),
         );
@@ -204,14 +234,13 @@ impl Topology {
 
     /// Every durable queue the system declares, for tests and tools that purge or inspect them.
     pub fn all_queues(&self) -> Vec<String> {
-        use strum::IntoEnumIterator;
         let mut queues = vec![
             self.intake_queue(),
             self.replies_queue(),
             self.dead_letter_queue(),
             self.completions_queue(),
         ];
-        queues.extend(Participant::iter().map(|p| self.command_queue(p)));
+        queues.extend(self.command_queues());
         let owners: Vec<String> = self.consumed_queues().iter().map(|q| self.owner_queue(q)).collect();
         queues.extend(owners);
         queues

@@ -5,8 +5,7 @@
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
-use sagaflow_events::{Participant, Topology};
-use strum::IntoEnumIterator;
+use sagaflow_events::Topology;
 
 /// How many times the broker hands out one message before dead-lettering it. Our consumers
 /// never requeue on purpose, so only a message that is in flight through this many crashes
@@ -39,10 +38,11 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin
     queue(channel, &completions, dlx.as_deref()).await?;
     bind(channel, &completions, &topology.events_exchange(), &topology.event_routing_key("OrderCompleted"))
         .await?;
-    for participant in Participant::iter() {
-        let q = topology.command_queue(participant);
+    // Each participant's queue is bound by its name, those of defined sagas included.
+    for participant in topology.participant_names() {
+        let q = topology.command_queue_of(&participant);
         queue(channel, &q, dlx.as_deref()).await?;
-        bind(channel, &q, &topology.commands_exchange(), &topology.command_routing_key(participant)).await?;
+        bind(channel, &q, &topology.commands_exchange(), &participant).await?;
     }
     Ok(())
 }
