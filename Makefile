@@ -7,10 +7,12 @@ export PROPTEST_CASES ?= 1000
 
 .PHONY: test demo bench bench-smoke build lint fmt check-core test-suite unit-tests system-tests
 
-## make test: the browser, Kafka and broker steps, then lint, the purity check and every test.
+## make test: the browser, Kafka, Python and broker steps, then lint, the purity check and
+## every test.
 test:
 	scripts/browser.sh
 	scripts/kafka.sh
+	scripts/python.sh
 	scripts/broker.sh run $(MAKE) --no-print-directory test-suite
 
 ## make demo: builds, starts everything, places a few hundred orders, prints a summary.

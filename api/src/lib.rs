@@ -61,12 +61,35 @@ impl std::str::FromStr for SagaState {
     }
 }
 
-/// `202` to `POST /orders`, `.../cancel` and `.../retry`: the change is durable.
+/// `202` to `POST /orders`, `POST /sagas/{saga}`, `.../cancel` and `.../retry`: the change is
+/// durable.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {
+    /// The order's id; for a saga defined in a file, its key `{saga}/{id}`.
     pub order_id: String,
+    /// The saga definition's name: `order`, or a defined saga's.
+    #[serde(default = "order_saga")]
+    pub saga: String,
     pub state: SagaState,
+}
+
+/// The name of the order saga, for answers that predate other sagas.
+fn order_saga() -> String {
+    "order".to_owned()
+}
+
+/// `POST /sagas/{saga}`: starts a saga of a definition loaded with `--saga-file`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartSaga {
+    /// Makes the start idempotent: the same id with the same input is the same saga, with
+    /// another input a `409`. Letters, digits and `. _ : -`, at most 128; one is made up
+    /// when absent.
+    pub id: Option<String>,
+    /// Checked against the definition's `input_schema`; at most 16 KiB of JSON.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
 }
 
 /// Every error answer, whatever the status.
@@ -92,7 +115,11 @@ pub struct SchemaLink {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderSummary {
+    /// The order's id; for a saga defined in a file, its key `{saga}/{id}`.
     pub order_id: String,
+    /// The saga definition's name: `order`, or a defined saga's.
+    #[serde(default = "order_saga")]
+    pub saga: String,
     /// New for every saga: an order id placed again after retention is another saga.
     pub saga_id: String,
     pub state: SagaState,
@@ -203,7 +230,11 @@ pub struct PlaceItem {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderDetail {
+    /// The order's id; for a saga defined in a file, its key `{saga}/{id}`.
     pub order_id: String,
+    /// The saga definition's name: `order`, or a defined saga's.
+    #[serde(default = "order_saga")]
+    pub saga: String,
     pub saga_id: String,
     pub state: SagaState,
     pub reason: Option<String>,
@@ -236,6 +267,14 @@ pub struct OrderDetail {
     pub ignored_recorded: u32,
     /// Ignored inputs beyond this many are counted in `/metrics`, not recorded.
     pub ignored_recorded_limit: u32,
+    /// A defined saga's input, as it was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<serde_json::Value>,
+    /// A defined saga's step results so far, by step name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub results: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// Which saga definition a saga runs under.

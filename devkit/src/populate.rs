@@ -40,7 +40,7 @@ pub fn completed_saga(now: u64) -> (SagaRecord, Vec<HistoryEntry>) {
     }
     assert!(saga.is_terminal(), "the template saga completed");
     let record = SagaRecord {
-        order_id,
+        key: sagaflow_events::SagaKey::of_order(&order_id),
         saga_id,
         saga,
         order: new.order.ok(),
@@ -56,6 +56,7 @@ pub fn completed_saga(now: u64) -> (SagaRecord, Vec<HistoryEntry>) {
         command_sent_at: now + 30,
         history_len: history.len() as u32,
         ignored_recorded: 0,
+        defined: None,
     };
     (record, history)
 }
@@ -81,7 +82,7 @@ pub fn fill(path: &Path, count: u64, prefix: &str) -> Result<usize, StoreError> 
                 if let Some(order) = record.order.as_mut() {
                     order.order_id = order_id.clone();
                 }
-                record.order_id = order_id;
+                record.key = sagaflow_events::SagaKey::of_order(&order_id);
                 record.history_len = 0;
                 for entry in &history {
                     tx.append_history(&mut record, entry)?;

@@ -38,8 +38,8 @@ pub enum AppError {
     Catalog(#[from] sagaflow_events::CatalogError),
     #[error("the saga definition {0}")]
     SagaFile(#[from] crate::saga_file::SagaFileError),
-    #[error("{}: the saga {saga:?} is a valid definition, but this orchestrator runs only the order saga so far", .file.display())]
-    NotRunnable { file: std::path::PathBuf, saga: String },
+    #[error("{}: the saga {saga:?} runs on RabbitMQ only so far (BUS=rabbitmq)", .file.display())]
+    NotOnKafka { file: std::path::PathBuf, saga: String },
     #[error(transparent)]
     Process(#[from] ProcessError),
 }
@@ -50,23 +50,46 @@ const PROGRAM: &str = "orchestrator";
 pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError> {
     let started = Instant::now();
     let server = HttpServer::bind(&config.http, DEFAULT_PORT).await?;
-    let topology = config.common.topology();
     let catalog = Arc::new(Catalog::load_or_builtin(config.catalog.as_deref())?);
     let sagas = crate::saga_file::load(&config.saga_files)?;
-    if let Some(other) = sagas.values().find(|s| s.name != "order") {
-        // Loaded and checked, but the engine runs only the order saga so far: say so rather
-        // than take sagas that would never move.
-        return Err(AppError::NotRunnable { file: other.path.clone(), saga: other.name.clone() });
+    let mut defined = Vec::new();
+    let mut input_schemas = std::collections::HashMap::new();
+    for file in sagas.values().filter(|s| s.name != "order") {
+        if config.common.bus == sagaflow_runtime::config::BusKind::Kafka {
+            // Participants in other languages read AMQP (pika) in the guide and the example;
+            // on Kafka the orchestrator would send commands nobody there is told how to read.
+            return Err(AppError::NotOnKafka { file: file.path.clone(), saga: file.name.clone() });
+        }
+        let definition = file.definition().map_err(|e| file.refuse_definition(e))?;
+        let schema = file
+            .input_schema
+            .as_ref()
+            .map(|schema| jsonschema::validator_for(schema).map(Arc::new))
+            .transpose()
+            .map_err(|e| file.refuse(None, crate::saga_file::Rule::BadSchema(e.to_string())))?;
+        input_schemas.insert(file.name.clone(), schema);
+        defined.push(crate::store::DefinedSaga { file: file.clone(), definition });
     }
+    // Each defined saga's participants get a command queue, declared with the others.
+    let topology = config
+        .common
+        .topology()
+        .with_participants(defined.iter().flat_map(|d| d.file.steps.iter().map(|s| s.participant.as_str())));
     let order_saga = &sagas["order"];
     let definition = crate::order_saga::definition(order_saga, &config.order_overrides())?;
     // How often timers look for what is due: often enough for the shortest attempt timeout.
-    let shortest_timeout = definition.steps().iter().map(|s| s.retry.attempt_timeout.0).min().unwrap_or(0);
+    let shortest_timeout = std::iter::once(&definition)
+        .chain(defined.iter().map(|d| &d.definition))
+        .flat_map(|d| d.steps().iter().map(|s| s.retry.attempt_timeout.0))
+        .min()
+        .unwrap_or(0);
     let steps = definition.steps().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(",");
     let db = Arc::new(Db::open(&config.data_dir.join("sagas.sled"))?);
     let label = crate::store::DefinitionLabel { name: order_saga.name.clone(), version: order_saga.version };
-    let store =
-        Arc::new(Store::open(db.clone(), definition, label)?.keeping_changes(config.change_feed_keep));
+    let defined_names = defined.iter().map(|d| d.file.name.clone()).collect::<Vec<_>>().join(",");
+    let store = Arc::new(
+        Store::open_with(db.clone(), definition, label, defined)?.keeping_changes(config.change_feed_keep),
+    );
     // No counting here: sled's len() walks a whole tree, and start-up must not grow with the
     // number of sagas. /metrics reports the outbox depth and armed timers.
     tracing::info!(
@@ -74,6 +97,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         order_saga = %order_saga.path.display(),
         version = order_saga.version,
         steps,
+        defined = defined_names,
         open_ms = started.elapsed().as_millis() as u64,
         "store open"
     );
@@ -128,6 +152,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         stop: stop.clone(),
         inspector: sagaflow_runtime::bus::inspect::Inspector::new(config.common.broker(), topology.clone()),
         topology: topology.clone(),
+        input_schemas: Arc::new(input_schemas),
     };
     let router = sagaflow_runtime::http::harden(http::router(api_state), &config.http);
     let engine = Engine {

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use sagaflow_events::{
-    Catalog, Forgotten, OrderId, OrderPlaced, Participant, Reason, ReplyMessage, ReplyOutcome, SagaId,
-    Topology,
+    BusinessId, Catalog, Forgotten, OrderId, OrderPlaced, Participant, Reason, ReplyMessage, ReplyOutcome,
+    SagaId, SagaKey, SagaName, SagaReply, Topology,
 };
 use sagaflow_runtime::bus::Received;
 use sagaflow_runtime::now_millis;
@@ -33,8 +33,8 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::metrics::Metrics;
 use crate::outgoing;
-use crate::record::{SagaRecord, MAX_IGNORED_RECORDED};
-use crate::store::{Indexed, Store, StoreError, TxResult};
+use crate::record::{Defined, SagaRecord, MAX_IGNORED_RECORDED};
+use crate::store::{Indexed, Store, StoreError, Tx, TxResult};
 
 /// The engine's consumers, in the order the bus is given them.
 pub const INTAKE: usize = 0;
@@ -44,6 +44,11 @@ pub const REPLIES: usize = 1;
 pub enum Job {
     Place {
         new: NewSaga,
+        answer: oneshot::Sender<Result<Placed, StoreError>>,
+    },
+    /// Starts a saga of a definition other than the order saga's.
+    Start {
+        new: NewDefined,
         answer: oneshot::Sender<Result<Placed, StoreError>>,
     },
     Control {
@@ -82,6 +87,18 @@ pub struct NewSaga {
     pub trace: Option<TraceParent>,
 }
 
+/// A saga of a defined saga to create, its input already checked against the definition's
+/// schema and size limit.
+#[derive(Debug, Clone)]
+pub struct NewDefined {
+    pub saga: SagaName,
+    pub id: BusinessId,
+    pub input: serde_json::Value,
+    /// A hash of the input: the same id with another input is a conflict.
+    pub input_hash: String,
+    pub trace: Option<TraceParent>,
+}
+
 #[derive(Debug)]
 pub enum Placed {
     Created(SagaRecord),
@@ -104,9 +121,79 @@ pub enum Controlled {
 
 /// An input for an existing saga, before it is resolved against the saga's definition.
 enum Incoming {
-    Reply(ReplyMessage),
+    Reply(AnyReply),
     Timer { timer: Timer, key: Vec<u8> },
     Control(Control),
+}
+
+/// A participant's answer: to an order saga's typed command, or to a defined saga's.
+enum AnyReply {
+    Order(ReplyMessage),
+    Defined(SagaReply),
+}
+
+impl AnyReply {
+    /// An order saga's reply, or else a defined saga's; the error says why it is neither.
+    fn parse(body: &[u8]) -> Result<Self, String> {
+        match serde_json::from_slice::<ReplyMessage>(body) {
+            Ok(reply) => Ok(Self::Order(reply)),
+            Err(as_order) => match serde_json::from_slice::<SagaReply>(body) {
+                Ok(reply) => Ok(Self::Defined(reply)),
+                // A body that names an order is meant as an order's reply: say what is wrong
+                // with it as that.
+                Err(_) if !body_has_field(body, "saga") => Err(format!("not a reply message: {as_order}")),
+                Err(as_defined) => Err(format!("not a reply message: {as_defined}")),
+            },
+        }
+    }
+
+    fn key(&self) -> SagaKey {
+        match self {
+            Self::Order(r) => SagaKey::of_order(&r.order_id),
+            Self::Defined(r) => r.key(),
+        }
+    }
+
+    fn saga_id(&self) -> &SagaId {
+        match self {
+            Self::Order(r) => &r.saga_id,
+            Self::Defined(r) => &r.saga_id,
+        }
+    }
+
+    fn step(&self) -> &str {
+        match self {
+            Self::Order(r) => r.step.as_str(),
+            Self::Defined(r) => r.step.as_str(),
+        }
+    }
+
+    fn phase(&self) -> sagaflow_events::Phase {
+        match self {
+            Self::Order(r) => r.phase,
+            Self::Defined(r) => r.phase,
+        }
+    }
+
+    fn attempt(&self) -> u32 {
+        match self {
+            Self::Order(r) => r.attempt,
+            Self::Defined(r) => r.attempt,
+        }
+    }
+
+    fn outcome(&self) -> &ReplyOutcome {
+        match self {
+            Self::Order(r) => &r.outcome,
+            Self::Defined(r) => &r.outcome,
+        }
+    }
+}
+
+/// Whether a JSON object has a top-level field `name`, without reading the rest into types.
+fn body_has_field(body: &[u8], name: &str) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+        .is_ok_and(|fields| fields.contains_key(name))
 }
 
 /// What one input did to an existing saga.
@@ -162,6 +249,12 @@ impl Apply for Engine {
         Ok(match job {
             Job::Place { new, answer } => {
                 let result = answered(self.place(writes, new, now_millis()))?;
+                Box::new(move || {
+                    let _ = answer.send(result);
+                })
+            }
+            Job::Start { new, answer } => {
+                let result = answered(self.start_defined(writes, new, now_millis()))?;
                 Box::new(move || {
                     let _ = answer.send(result);
                 })
@@ -224,7 +317,7 @@ impl Engine {
         match answered(self.place(writes, new, now_millis()))? {
             Ok(Placed::Created(_) | Placed::Existing(_)) => Ok(Verdict::Done),
             Ok(Placed::Conflict(existing)) => {
-                Ok(Verdict::Reject(format!("orderId {} already names a different order", existing.order_id)))
+                Ok(Verdict::Reject(format!("orderId {} already names a different order", existing.key)))
             }
             Err(e) => Ok(Verdict::Reject(e.to_string())),
         }
@@ -232,11 +325,11 @@ impl Engine {
 
     /// A participant's reply.
     fn reply(&self, message: &Received, writes: &Writes<'_>) -> Result<Verdict, ApplyError> {
-        let reply: ReplyMessage = match serde_json::from_slice(&message.body) {
+        let reply = match AnyReply::parse(&message.body) {
             Ok(r) => r,
-            Err(e) => return Ok(Verdict::Reject(format!("not a reply message: {e}"))),
+            Err(why) => return Ok(Verdict::Reject(why)),
         };
-        let order_id = reply.order_id.to_string();
+        let order_id = reply.key().to_string();
         match answered(self.apply(writes, &order_id, &Incoming::Reply(reply), now_millis()))? {
             Ok(Applied::UnknownSaga | Applied::OtherSaga) => {
                 self.metrics.replies_for_unknown_sagas.inc();
@@ -254,59 +347,139 @@ impl Engine {
     /// Creates a saga and starts it, or finds the one placed before with this order id.
     pub fn place(&self, writes: &Writes<'_>, new: NewSaga, now: u64) -> Result<Placed, StoreError> {
         let definition = self.store.current_definition();
+        let key = SagaKey::of_order(&new.order_id);
         let placed = self.store.transaction(writes, |tx| {
-            if let Some(existing) = tx.record(new.order_id.as_str())? {
-                return Ok(if existing.body_hash == new.body_hash {
-                    Placed::Existing(existing)
-                } else {
-                    Placed::Conflict(existing)
-                });
+            if let Some(existing) = tx.record(key.as_str())? {
+                return Ok(same_or_conflict(existing, &new.body_hash));
             }
-            let created_seq = tx.next_seq()?;
-            let saga_id = SagaId::generate();
-            let trace_id = new.trace.unwrap_or_else(TraceParent::new_trace).trace_id();
-            let mut record = SagaRecord {
-                order_id: new.order_id.clone(),
-                saga: Saga::new(saga_id.as_str(), &definition, seed_of(&saga_id)),
-                saga_id,
-                order: new.order.clone().ok(),
-                invalid: new.order.clone().err(),
-                definition: definition.fingerprint(),
-                body_hash: new.body_hash.clone(),
-                created_at: now,
-                updated_at: now,
-                created_seq,
-                finished_at: None,
-                trace_id,
-                payment_id: None,
-                command_sent_at: now,
-                history_len: 0,
-                ignored_recorded: 0,
-            };
+            let mut record =
+                self.new_record(tx, key, &definition, definition.fingerprint(), new.trace, now)?;
+            record.order = new.order.clone().ok();
+            record.invalid = new.order.clone().err();
+            record.body_hash = new.body_hash.clone();
             let input = if record.order.is_some() {
                 Input::Start
             } else {
                 Input::Cancel { reason: sagaflow_events::order::INVALID_ORDER_REASON.into() }
             };
-            let applied = record.saga.apply(&definition, &input, Timestamp(now));
-            if record.saga.is_terminal() {
-                record.finished_at = Some(now);
-            }
-            tx.append_history(
-                &mut record,
-                &HistoryEntry { at: Timestamp(now), input, ignored: applied.ignored },
-            )?;
-            tx.create(&record)?;
-            for message in outgoing::messages(&self.topology, &definition, &record, &applied.effects, now) {
-                tx.stage(&message)?;
-            }
-            Ok(Placed::Created(record))
+            self.begin(tx, record, &definition, input, now)
         })?;
         if let Placed::Created(record) = &placed {
             self.metrics.orders_placed.inc();
-            tracing::info!(order_id = %record.order_id, trace_id = record.trace_id, state = %record.saga.status(), "saga created");
+            tracing::info!(order_id = %record.key, trace_id = record.trace_id, state = %record.saga.status(), "saga created");
         }
         Ok(placed)
+    }
+
+    /// Creates a saga of a defined saga and starts it, or finds the one started before with
+    /// this id.
+    pub fn start_defined(
+        &self,
+        writes: &Writes<'_>,
+        new: NewDefined,
+        now: u64,
+    ) -> Result<Placed, StoreError> {
+        let key = SagaKey::of(&new.saga, &new.id);
+        let Some((fingerprint, definition, _)) = self.store.current_defined(new.saga.as_str()) else {
+            return Err(StoreError::UnknownSaga(new.saga.to_string()));
+        };
+        let placed = self.store.transaction(writes, |tx| {
+            if let Some(existing) = tx.record(key.as_str())? {
+                return Ok(same_or_conflict(existing, &new.input_hash));
+            }
+            let mut record = self.new_record(tx, key, &definition, fingerprint, new.trace, now)?;
+            record.body_hash = new.input_hash.clone();
+            record.defined = Some(Box::new(Defined {
+                saga: new.saga.clone(),
+                id: new.id.clone(),
+                input: new.input.clone(),
+                results: Default::default(),
+            }));
+            self.begin(tx, record, &definition, Input::Start, now)
+        })?;
+        if let Placed::Created(record) = &placed {
+            self.metrics.orders_placed.inc();
+            tracing::info!(saga = %record.key, trace_id = record.trace_id, state = %record.saga.status(), "saga created");
+        }
+        Ok(placed)
+    }
+
+    /// A saga's record before its first input.
+    fn new_record(
+        &self,
+        tx: &Tx<'_>,
+        key: SagaKey,
+        definition: &SagaDefinition,
+        fingerprint: String,
+        trace: Option<TraceParent>,
+        now: u64,
+    ) -> TxResult<SagaRecord> {
+        let saga_id = SagaId::generate();
+        Ok(SagaRecord {
+            key,
+            saga: Saga::new(saga_id.as_str(), definition, seed_of(&saga_id)),
+            saga_id,
+            order: None,
+            invalid: None,
+            definition: fingerprint,
+            body_hash: String::new(),
+            created_at: now,
+            updated_at: now,
+            created_seq: tx.next_seq()?,
+            finished_at: None,
+            trace_id: trace.unwrap_or_else(TraceParent::new_trace).trace_id(),
+            payment_id: None,
+            command_sent_at: now,
+            history_len: 0,
+            ignored_recorded: 0,
+            defined: None,
+        })
+    }
+
+    /// Applies a new saga's first input, and writes it with its history and messages.
+    fn begin(
+        &self,
+        tx: &Tx<'_>,
+        mut record: SagaRecord,
+        definition: &SagaDefinition,
+        input: Input,
+        now: u64,
+    ) -> TxResult<Placed> {
+        let applied = record.saga.apply(definition, &input, Timestamp(now));
+        if record.saga.is_terminal() {
+            record.finished_at = Some(now);
+        }
+        tx.append_history(
+            &mut record,
+            &HistoryEntry { at: Timestamp(now), input, ignored: applied.ignored },
+        )?;
+        tx.create(&record)?;
+        for message in self.messages(definition, &record, &applied.effects, now) {
+            tx.stage(&message)?;
+        }
+        Ok(Placed::Created(record))
+    }
+
+    /// What a transition's effects become on the bus, for the saga's kind.
+    fn messages(
+        &self,
+        definition: &SagaDefinition,
+        record: &SagaRecord,
+        effects: &[Effect],
+        now: u64,
+    ) -> Vec<sagaflow_runtime::bus::Message> {
+        match &record.defined {
+            None => outgoing::messages(&self.topology, definition, record, effects, now),
+            Some(defined) => match self.store.file(&record.definition) {
+                Some(file) => {
+                    outgoing::defined_messages(&self.topology, &file, record, defined, effects, now)
+                }
+                None => {
+                    tracing::error!(saga = %record.key, definition = record.definition, "no file for a defined saga's definition");
+                    Vec::new()
+                }
+            },
+        }
     }
 
     fn control(
@@ -342,7 +515,7 @@ impl Engine {
                 return Ok(Applied::UnknownSaga);
             };
             if let Incoming::Reply(reply) = incoming {
-                if reply.saga_id != record.saga_id {
+                if *reply.saga_id() != record.saga_id {
                     return Ok(Applied::OtherSaga);
                 }
             }
@@ -367,7 +540,7 @@ impl Engine {
                 }
                 record.ignored_recorded += 1;
             } else {
-                self.moved(&mut record, incoming, &applied.effects, now);
+                self.moved(&mut record, incoming, &entry.input, &applied.effects, now);
             }
             let answered = match &entry.input {
                 Input::Reply { step, phase, outcome, .. } if applied.ignored.is_none() => Some(Answered {
@@ -387,7 +560,7 @@ impl Engine {
             }
             tx.append_history(&mut record, &entry)?;
             tx.update(before, &record, fired)?;
-            for message in outgoing::messages(&self.topology, &definition, &record, &applied.effects, now) {
+            for message in self.messages(&definition, &record, &applied.effects, now) {
                 tx.stage(&message)?;
             }
             Ok(Applied::Recorded { record, ignored: applied.ignored, effects: applied.effects, answered })
@@ -396,13 +569,35 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// What a saga that moved keeps besides its state.
-    fn moved(&self, record: &mut SagaRecord, incoming: &Incoming, effects: &[Effect], now: u64) {
+    /// What a saga that moved keeps besides its state: payment's reference, or a defined
+    /// saga's step result, from a reply the core accepted.
+    fn moved(
+        &self,
+        record: &mut SagaRecord,
+        incoming: &Incoming,
+        input: &Input,
+        effects: &[Effect],
+        now: u64,
+    ) {
         record.updated_at = now;
-        if let Incoming::Reply(reply) = incoming {
-            if let (Some(id), ReplyOutcome::Succeeded) = (&reply.payment_id, &reply.outcome) {
-                record.payment_id.get_or_insert_with(|| id.clone());
+        match incoming {
+            Incoming::Reply(AnyReply::Order(reply)) => {
+                if let (Some(id), ReplyOutcome::Succeeded) = (&reply.payment_id, &reply.outcome) {
+                    record.payment_id.get_or_insert_with(|| id.clone());
+                }
             }
+            Incoming::Reply(AnyReply::Defined(reply)) => {
+                let action_succeeded = matches!(
+                    input,
+                    Input::Reply { phase: sagaflow_saga::Phase::Action, outcome: Outcome::Success, .. }
+                );
+                if let (Some(defined), Some(result), true) =
+                    (&mut record.defined, &reply.result, action_succeeded)
+                {
+                    defined.results.insert(reply.step.to_string(), result.clone().into_value());
+                }
+            }
+            _ => {}
         }
         if effects.iter().any(|e| matches!(e, Effect::Finished { .. })) {
             record.finished_at = Some(now);
@@ -458,12 +653,15 @@ impl Engine {
                 }
                 tx.remove(&record)?;
                 removed += 1;
+                // Only the order saga's participants are told: they are ours. A defined
+                // saga's participant keys what it keeps by saga id, which is never used again.
+                let Some(order_id) = record.key.order_id() else { continue };
                 let completed = record.saga.status() == sagaflow_saga::Status::Completed;
                 if let Some(definition) = self.store.definition(&record.definition) {
                     for participant in outgoing::participants(&definition) {
                         forgotten.entry(participant).or_default().push(Forgotten {
                             saga_id: record.saga_id.clone(),
-                            order_id: record.order_id.clone(),
+                            order_id: order_id.clone(),
                             completed,
                         });
                     }
@@ -501,21 +699,30 @@ fn stage_forgets(
 fn core_input(definition: &SagaDefinition, incoming: &Incoming) -> Input {
     match incoming {
         Incoming::Reply(reply) => {
-            let step = definition.index_of(reply.step.as_str()).unwrap_or(u32::MAX);
-            let phase = match reply.phase {
+            let step = definition.index_of(reply.step()).unwrap_or(u32::MAX);
+            let phase = match reply.phase() {
                 sagaflow_events::Phase::Action => sagaflow_saga::Phase::Action,
                 sagaflow_events::Phase::Compensation => sagaflow_saga::Phase::Compensation,
             };
-            let outcome = match &reply.outcome {
+            let outcome = match reply.outcome() {
                 ReplyOutcome::Succeeded => Outcome::Success,
                 ReplyOutcome::Failed { reason } => Outcome::Failure { reason: reason.to_string() },
                 ReplyOutcome::Transient { reason } => Outcome::Transient { reason: reason.to_string() },
             };
-            Input::Reply { step, phase, attempt: reply.attempt, outcome }
+            Input::Reply { step, phase, attempt: reply.attempt(), outcome }
         }
         Incoming::Timer { timer, .. } => Input::TimerFired { timer: *timer },
         Incoming::Control(Control::Cancel) => Input::Cancel { reason: "cancelled".into() },
         Incoming::Control(Control::Retry) => Input::Retry,
+    }
+}
+
+/// The saga placed before under the same key: the same one again, or a conflict.
+fn same_or_conflict(existing: SagaRecord, body_hash: &str) -> Placed {
+    if existing.body_hash == body_hash {
+        Placed::Existing(existing)
+    } else {
+        Placed::Conflict(existing)
     }
 }
 

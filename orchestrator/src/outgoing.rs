@@ -10,7 +10,8 @@ use sagaflow_runtime::telemetry::TraceParent;
 use sagaflow_saga::{Effect, SagaDefinition, SagaEvent};
 
 use crate::order_saga::wire_command;
-use crate::record::SagaRecord;
+use crate::record::{Defined, SagaRecord};
+use crate::saga_file::SagaFile;
 
 /// The AMQP type of a [`ForgetSagas`] message on a participant's command queue.
 pub const FORGET_SAGAS: &str = sagaflow_events::topology::kinds::FORGET_SAGAS;
@@ -25,7 +26,7 @@ pub fn messages(
     now: u64,
 ) -> Vec<Message> {
     let mut out = Vec::new();
-    let order_id = record.order_id.as_str();
+    let order_id = record.key.as_str();
     let trace = TraceParent::in_trace(&record.trace_id).unwrap_or_else(|_| TraceParent::new_trace());
     for effect in effects {
         match effect {
@@ -62,6 +63,65 @@ pub fn messages(
     out
 }
 
+/// The outbox messages of a defined saga's transition: its commands, each to the queue of
+/// the participant its step names, carrying what the file says from the saga's input and its
+/// steps' results. A defined saga publishes no public events: those are the order saga's
+/// contract.
+pub fn defined_messages(
+    topology: &Topology,
+    file: &SagaFile,
+    record: &SagaRecord,
+    defined: &Defined,
+    effects: &[Effect],
+    now: u64,
+) -> Vec<Message> {
+    let trace = TraceParent::in_trace(&record.trace_id).unwrap_or_else(|_| TraceParent::new_trace());
+    let mut out = Vec::new();
+    for effect in effects {
+        let Effect::Send { command } = effect else { continue };
+        let Some(step) = file.step(&command.step_name) else {
+            tracing::error!(saga = %record.key, step = command.step_name, "a step its file does not name");
+            continue;
+        };
+        let (spec, phase) = match command.phase {
+            sagaflow_saga::Phase::Action => (Some(&step.action), sagaflow_events::Phase::Action),
+            sagaflow_saga::Phase::Compensation => {
+                (step.compensation.as_ref(), sagaflow_events::Phase::Compensation)
+            }
+        };
+        let Some(spec) = spec else { continue };
+        // Bounded by construction (an input of at most 16 KiB and small results), so this
+        // refusal is a defect to see in the log, not a message the broker would refuse.
+        let payload = match spec.payload(&defined.input, &defined.results) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::error!(saga = %record.key, error = %e, "a command's payload is too large; not sent");
+                continue;
+            }
+        };
+        let Ok(step_name) = sagaflow_events::StepName::parse(command.step_name.clone()) else { continue };
+        let wire = sagaflow_events::SagaCommand {
+            saga_id: record.saga_id.clone(),
+            saga: defined.saga.clone(),
+            id: defined.id.clone(),
+            idempotency_key: sagaflow_events::CommandMessage::key_for(&record.saga_id, &step_name, phase),
+            step: step_name,
+            phase,
+            attempt: command.attempt,
+            sent_at: now,
+            command: command.command.clone(),
+            payload,
+        };
+        let route = Route { exchange: topology.commands_exchange(), key: step.participant.clone() };
+        let body = serde_json::to_vec(&wire).expect("commands serialise");
+        // Not batchable: a participant in another language reads one command per message.
+        out.push(
+            Message::json(route, record.key.as_str(), &command.command, body).with_trace(&trace.child()),
+        );
+    }
+    out
+}
+
 /// Tells `participant` that the sagas listed finished before `finished_before` and are gone.
 pub fn forget(
     topology: &Topology,
@@ -83,7 +143,7 @@ pub fn participants(definition: &SagaDefinition) -> impl Iterator<Item = Partici
 
 /// The public event for a saga event, in the shapes of the published examples.
 fn public_event(definition: &SagaDefinition, record: &SagaRecord, event: &SagaEvent) -> Option<PublicEvent> {
-    let order_id = record.order_id.clone();
+    let order_id = record.key.order_id()?;
     let amount = record.order.as_ref().map(|o| o.amount_cents);
     let payment_id = record.payment_id.as_ref().map(|p| p.to_string());
     let participant = |step: u32| definition.step(step).and_then(|s| Participant::from_str(&s.name).ok());

@@ -2,7 +2,9 @@
 //! history, appended under keys of its own ([`crate::store`]). A record's size does not grow
 //! with the saga's past, and has a limit ([`MAX_RECORD_BYTES`]) that nothing it holds can pass.
 
-use sagaflow_events::{Order, OrderId, PaymentId, Reason, SagaId};
+use std::collections::BTreeMap;
+
+use sagaflow_events::{BusinessId, Order, PaymentId, Reason, SagaId, SagaKey, SagaName};
 use sagaflow_saga::Saga;
 use serde::{Deserialize, Serialize};
 
@@ -14,11 +16,20 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// a flood of forged or duplicated replies costs nothing that grows.
 pub const MAX_IGNORED_RECORDED: u32 = 32;
 
-/// One saga with the order it runs and what operators need to know about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The most bytes of JSON a defined saga's input may take. With every step's result at its
+/// limit (`sagaflow_events::generic::MAX_RESULT_BYTES`), a record stays below
+/// [`MAX_RECORD_BYTES`] (see the test).
+pub const MAX_INPUT_BYTES: usize = 16 * 1024;
+
+/// One saga with the order (or, for a defined saga, the input) it runs and what operators need
+/// to know about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SagaRecord {
-    pub order_id: OrderId,
+    /// The order's id, or `{saga}/{id}` for a defined saga. Named `orderId` in records written
+    /// before defined sagas existed.
+    #[serde(alias = "orderId")]
+    pub key: SagaKey,
     /// New for every saga: an order id placed again after retention is another saga.
     pub saga_id: SagaId,
     /// The state machine's state (its history is stored apart).
@@ -55,9 +66,31 @@ pub struct SagaRecord {
     /// Ignored inputs recorded in the history (at most [`MAX_IGNORED_RECORDED`]).
     #[serde(default)]
     pub ignored_recorded: u32,
+    /// A saga defined in a file: its input and its steps' results. `None` for an order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defined: Option<Box<Defined>>,
+}
+
+/// What a saga of a defined (not the order) saga carries from step to step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Defined {
+    pub saga: SagaName,
+    pub id: BusinessId,
+    /// The input it was started with, checked against the definition's schema; at most
+    /// [`MAX_INPUT_BYTES`].
+    pub input: serde_json::Value,
+    /// Each succeeded action's result, by step name.
+    #[serde(default)]
+    pub results: BTreeMap<String, serde_json::Value>,
 }
 
 impl SagaRecord {
+    /// The name of the saga definition it runs: `order`, or a defined saga's.
+    pub fn saga_name(&self) -> &str {
+        self.defined.as_ref().map_or("order", |d| d.saga.as_str())
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("records serialise")
     }
@@ -74,7 +107,7 @@ pub(crate) mod tests {
     pub(crate) fn record_of(order: &Order, definition: &sagaflow_saga::SagaDefinition) -> SagaRecord {
         let saga_id = SagaId::generate();
         SagaRecord {
-            order_id: order.order_id.clone(),
+            key: SagaKey::of_order(&order.order_id),
             saga: Saga::new(saga_id.as_str(), definition, 1),
             saga_id,
             order: Some(order.clone()),
@@ -90,6 +123,7 @@ pub(crate) mod tests {
             command_sent_at: 0,
             history_len: 0,
             ignored_recorded: 0,
+            defined: None,
         }
     }
 
@@ -107,7 +141,7 @@ pub(crate) mod tests {
             .collect();
         let lines = OrderLines::new(lines).unwrap();
         let order = Order {
-            order_id: OrderId::parse(long('o')).unwrap(),
+            order_id: sagaflow_events::OrderId::parse(long('o')).unwrap(),
             user_id: UserId::parse(long('u')).unwrap(),
             amount_cents: lines.total(),
             lines,
@@ -129,7 +163,7 @@ pub(crate) mod tests {
             now,
         );
         let record = SagaRecord {
-            order_id: order.order_id.clone(),
+            key: SagaKey::of_order(&order.order_id),
             saga_id: SagaId::generate(),
             saga,
             order: Some(order),
@@ -145,8 +179,62 @@ pub(crate) mod tests {
             command_sent_at: u64::MAX,
             history_len: u32::MAX,
             ignored_recorded: MAX_IGNORED_RECORDED,
+            defined: None,
         };
         let size = record.encode().len();
         assert!(size < MAX_RECORD_BYTES / 2, "{size} bytes");
+    }
+
+    /// A defined saga with the largest input, the most steps, and every result at its limit.
+    #[test]
+    fn the_largest_defined_saga_fits_the_limit() {
+        use sagaflow_saga::definition::MAX_STEPS;
+        use sagaflow_saga::{RetryPolicy, StepDefinition};
+        let retry = RetryPolicy {
+            attempt_timeout: sagaflow_saga::Millis(1),
+            max_attempts: Some(1),
+            backoff_initial: sagaflow_saga::Millis(1),
+            backoff_max: sagaflow_saga::Millis(1),
+        };
+        let steps = (0..MAX_STEPS)
+            .map(|i| StepDefinition {
+                name: format!("{}{i:02}", "s".repeat(62)),
+                action: "a".repeat(64),
+                retry: retry.clone(),
+                compensation: None,
+            })
+            .collect();
+        let definition = sagaflow_saga::SagaDefinition::new(steps).unwrap();
+        let long = |c: char| std::iter::repeat_n(c, 128).collect::<String>();
+        let max_string = |bytes: usize| serde_json::Value::String("x".repeat(bytes - 2));
+        let result_bytes = sagaflow_events::generic::MAX_RESULT_BYTES;
+        let results = definition
+            .steps()
+            .iter()
+            .map(|s| (s.name.clone(), serde_json::json!({ "r": max_string(result_bytes - 6) })))
+            .collect();
+        let line = OrderLine {
+            product_id: ProductId::parse("p").unwrap(),
+            quantity: Quantity::new(1).unwrap(),
+            unit_price_cents: Cents(1),
+        };
+        let lines = OrderLines::new(vec![line]).unwrap();
+        let order = Order {
+            order_id: sagaflow_events::OrderId::parse("o").unwrap(),
+            user_id: UserId::parse("u").unwrap(),
+            amount_cents: lines.total(),
+            lines,
+        };
+        let mut record = record_of(&order, &definition);
+        record.order = None;
+        record.key = SagaKey::parse(format!("{}/{}", &long('t')[..64], long('i'))).unwrap();
+        record.defined = Some(Box::new(Defined {
+            saga: SagaName::parse(&long('t')[..64]).unwrap(),
+            id: BusinessId::parse(long('i')).unwrap(),
+            input: max_string(MAX_INPUT_BYTES),
+            results,
+        }));
+        let size = record.encode().len();
+        assert!(size < MAX_RECORD_BYTES, "{size} bytes");
     }
 }

@@ -45,8 +45,9 @@ pub const MAX_FILE_BYTES: u64 = 256 * 1024;
 /// carried fields become JSON keys. All are kept short and plain.
 const MAX_NAME_LEN: usize = 64;
 
-/// A definition file, read and checked.
-#[derive(Debug, Clone, PartialEq)]
+/// A definition file, read and checked. The store keeps each one a saga runs under, so that
+/// a saga finishes with the steps, participants and carried fields it started with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SagaFile {
     /// Where it was read from (`sagas/order.toml` for the built-in one).
     pub path: PathBuf,
@@ -58,7 +59,7 @@ pub struct SagaFile {
 }
 
 /// One step of a definition file, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepSpec {
     pub name: String,
     /// Fixes the queue the step's commands go to: `{namespace}.{participant}.commands`.
@@ -69,7 +70,7 @@ pub struct StepSpec {
 }
 
 /// A command of a step: its name, what it carries and how it is retried.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommandSpec {
     pub command: String,
     /// Paths into the saga's input (`input.userId`) or an earlier step's result
@@ -216,6 +217,21 @@ impl SagaFile {
                 })
                 .collect(),
         )
+    }
+
+    /// What names the definition a saga runs under. For a defined saga it covers everything
+    /// the engine reads from the file (its name, steps, participants, carried fields, retries
+    /// and input schema), but not the version number or the path: the same saga under a new
+    /// number is the same definition. The order saga's is its core definition's, as stored
+    /// before files existed.
+    pub fn fingerprint(&self, definition: &SagaDefinition) -> String {
+        if self.name == "order" {
+            return definition.fingerprint();
+        }
+        use sha2::Digest;
+        let what = serde_json::to_vec(&(&self.name, &self.steps, &self.input_schema)).expect("serialises");
+        let digest = sha2::Sha256::digest(&what);
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     pub fn step(&self, name: &str) -> Option<&StepSpec> {

@@ -2,7 +2,7 @@
 //! does; this module keeps records, histories and the indexes that follow them consistent.
 //!
 //! Trees:
-//! - `sagas`: order id -> [`SagaRecord`] (JSON): where the saga stands. Compact, and rewritten
+//! - `sagas`: saga key (an order id, or `{saga}/{id}`) -> [`SagaRecord`] (JSON): where the saga stands. Compact, and rewritten
 //!   only when the saga moves.
 //! - `history`: creation sequence (8 bytes) + entry index (4 bytes) -> [`HistoryEntry`]: each
 //!   input, appended under its own key, so recording one costs the same however long the saga.
@@ -11,7 +11,7 @@
 //! - `by_state`: state code (1 byte) + creation sequence -> order id, for listing by state.
 //! - `by_created`: creation sequence -> order id, for listing newest first.
 //! - `meta`: saga counts per state, and every saga definition in use by its fingerprint, with
-//!   the saga name and version of the file it came from.
+//!   the saga name and version of the file it came from (and, for a defined saga, the file).
 //! - `outbox`: messages to publish (see `sagaflow_runtime::outbox`).
 //! - `changes`: the change feed, one entry per state or step change ([`crate::feed`]).
 //!
@@ -32,9 +32,21 @@ use sagaflow_saga::{HistoryEntry, SagaDefinition, Status, Timer, Timestamp};
 
 use crate::feed::{Change, Feed, FeedError};
 use crate::record::{SagaRecord, MAX_RECORD_BYTES};
+use crate::saga_file::SagaFile;
 
 /// Where the definitions' labels are kept in `meta`, by fingerprint.
 const LABEL_PREFIX: &[u8] = b"definition-label:";
+
+/// Where defined sagas' files are kept in `meta`, by fingerprint: what the engine reads from
+/// the file (participants, carried fields) for a saga that started under it.
+const FILE_PREFIX: &[u8] = b"definition-file:";
+
+/// A saga defined in a file, ready to run: new sagas of its name start with it.
+#[derive(Debug, Clone)]
+pub struct DefinedSaga {
+    pub file: SagaFile,
+    pub definition: SagaDefinition,
+}
 
 /// The saga's name and version in the file a definition came from, for operators.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,6 +63,8 @@ pub enum StoreError {
     Corrupt { key: String, error: String },
     #[error("saga {order_id} runs under definition {fingerprint}, which this store does not know")]
     UnknownDefinition { order_id: String, fingerprint: String },
+    #[error("no saga named {0:?} is defined")]
+    UnknownSaga(String),
     #[error("the record of {order_id} would be {bytes} bytes, over the limit of {MAX_RECORD_BYTES}")]
     RecordTooLarge { order_id: String, bytes: usize },
     #[error(transparent)]
@@ -79,10 +93,14 @@ pub struct Store {
     meta: sled::Tree,
     outbox: Arc<Outbox>,
     feed: Feed,
-    /// The definition new sagas start with.
+    /// The definition new orders start with.
     current: Arc<SagaDefinition>,
+    /// The fingerprint new sagas of each defined saga start with, by the saga's name.
+    current_defined: HashMap<String, String>,
     /// Every definition a stored saga may run under, by fingerprint.
     definitions: RwLock<HashMap<String, Arc<SagaDefinition>>>,
+    /// The files of defined sagas' definitions, by fingerprint.
+    files: HashMap<String, Arc<SagaFile>>,
     /// Which saga file and version each known definition came from, by fingerprint.
     labels: HashMap<String, DefinitionLabel>,
     /// The largest record written since start, for `/metrics` and the bench.
@@ -108,6 +126,17 @@ impl Store {
     /// Opens the store, with `definition` (from the file and version `label` names) for new
     /// sagas. Every definition a stored saga runs under stays known, with its label.
     pub fn open(db: Arc<Db>, definition: SagaDefinition, label: DefinitionLabel) -> Result<Self, StoreError> {
+        Self::open_with(db, definition, label, Vec::new())
+    }
+
+    /// [`Store::open`], with sagas defined in files beside the order saga. Each one's file is
+    /// kept by its fingerprint, as the order saga's definition is.
+    pub fn open_with(
+        db: Arc<Db>,
+        definition: SagaDefinition,
+        label: DefinitionLabel,
+        defined: Vec<DefinedSaga>,
+    ) -> Result<Self, StoreError> {
         let sled = db.sled();
         let outbox = Outbox::open(sled)?;
         let meta = sled.open_tree("meta")?;
@@ -144,6 +173,39 @@ impl Store {
         }
         let current = Arc::new(definition);
         definitions.insert(fingerprint, current.clone());
+        let mut files = HashMap::new();
+        for entry in meta.scan_prefix(FILE_PREFIX) {
+            let (key, value) = entry?;
+            let fingerprint = String::from_utf8_lossy(&key[FILE_PREFIX.len()..]).into_owned();
+            let file: SagaFile = serde_json::from_slice(&value)
+                .map_err(|e| StoreError::Corrupt { key: fingerprint.clone(), error: e.to_string() })?;
+            files.insert(fingerprint, Arc::new(file));
+        }
+        let mut current_defined = HashMap::new();
+        for DefinedSaga { file, definition } in defined {
+            let fingerprint = file.fingerprint(&definition);
+            if !definitions.contains_key(&fingerprint) {
+                meta.insert(
+                    format!("definition:{fingerprint}"),
+                    serde_json::to_vec(&definition).expect("serialises"),
+                )?;
+                definitions.insert(fingerprint.clone(), Arc::new(definition));
+            }
+            if !files.contains_key(&fingerprint) {
+                let mut key = FILE_PREFIX.to_vec();
+                key.extend_from_slice(fingerprint.as_bytes());
+                meta.insert(key, serde_json::to_vec(&file).expect("serialises"))?;
+            }
+            if !labels.contains_key(&fingerprint) {
+                let label = DefinitionLabel { name: file.name.clone(), version: file.version };
+                let mut key = LABEL_PREFIX.to_vec();
+                key.extend_from_slice(fingerprint.as_bytes());
+                meta.insert(key, serde_json::to_vec(&label).expect("serialises"))?;
+                labels.insert(fingerprint.clone(), label);
+            }
+            current_defined.insert(file.name.clone(), fingerprint.clone());
+            files.insert(fingerprint, Arc::new(file));
+        }
         Ok(Self {
             sagas: sled.open_tree("sagas")?,
             history: sled.open_tree("history")?,
@@ -154,7 +216,9 @@ impl Store {
             outbox,
             feed: Feed::open(sled)?,
             current,
+            current_defined,
             definitions: RwLock::new(definitions),
+            files,
             labels,
             largest_record: Default::default(),
             db,
@@ -184,6 +248,22 @@ impl Store {
         self.current.clone()
     }
 
+    /// The fingerprint, definition and file new sagas of the defined saga `name` start with.
+    pub fn current_defined(&self, name: &str) -> Option<(String, Arc<SagaDefinition>, Arc<SagaFile>)> {
+        let fingerprint = self.current_defined.get(name)?;
+        Some((fingerprint.clone(), self.definition(fingerprint)?, self.files.get(fingerprint)?.clone()))
+    }
+
+    /// The names of the defined sagas this orchestrator starts.
+    pub fn defined_names(&self) -> impl Iterator<Item = &str> {
+        self.current_defined.keys().map(String::as_str)
+    }
+
+    /// The file of a defined saga's definition.
+    pub fn file(&self, fingerprint: &str) -> Option<Arc<SagaFile>> {
+        self.files.get(fingerprint).cloned()
+    }
+
     pub fn definition(&self, fingerprint: &str) -> Option<Arc<SagaDefinition>> {
         self.definitions.read().unwrap_or_else(|p| p.into_inner()).get(fingerprint).cloned()
     }
@@ -197,7 +277,7 @@ impl Store {
     /// The definition a stored saga runs under.
     pub fn definition_of(&self, record: &SagaRecord) -> Result<Arc<SagaDefinition>, StoreError> {
         self.definition(&record.definition).ok_or_else(|| StoreError::UnknownDefinition {
-            order_id: record.order_id.to_string(),
+            order_id: record.key.to_string(),
             fingerprint: record.definition.clone(),
         })
     }
@@ -224,7 +304,7 @@ impl Store {
         for entry in self.history.scan_prefix(prefix).rev().take(limit) {
             let (key, value) = entry?;
             let entry: HistoryEntry = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
-                key: format!("history of {} #{:?}", record.order_id, &key[8..]),
+                key: format!("history of {} #{:?}", record.key, &key[8..]),
                 error: e.to_string(),
             })?;
             entries.push(entry);
@@ -354,6 +434,8 @@ pub struct ListFilter {
     pub since: Option<u64>,
     /// Created before, in epoch milliseconds.
     pub until: Option<u64>,
+    /// The saga definition's name (`order`, `trip`, ...).
+    pub saga: Option<String>,
 }
 
 impl ListFilter {
@@ -364,6 +446,7 @@ impl ListFilter {
                 .as_deref()
                 .is_none_or(|u| record.order.as_ref().is_some_and(|o| o.user_id.as_str() == u))
             && self.until.is_none_or(|until| record.created_at < until)
+            && self.saga.as_deref().is_none_or(|saga| record.saga_name() == saga)
     }
 }
 
@@ -389,11 +472,7 @@ impl Tx<'_> {
 
     /// Writes a saga that did not exist, with its indexes.
     pub fn create(&self, record: &SagaRecord) -> TxResult<()> {
-        self.writes.insert(
-            &self.store.by_created,
-            &record.created_seq.to_be_bytes(),
-            record.order_id.as_str(),
-        );
+        self.writes.insert(&self.store.by_created, &record.created_seq.to_be_bytes(), record.key.as_str());
         self.write(None, record)
     }
 
@@ -407,7 +486,7 @@ impl Tx<'_> {
     }
 
     fn write(&self, before: Option<Indexed>, record: &SagaRecord) -> TxResult<()> {
-        let id = record.order_id.as_str();
+        let id = record.key.as_str();
         let bytes = record.encode();
         if bytes.len() > MAX_RECORD_BYTES {
             return Err(StoreError::RecordTooLarge { order_id: id.to_owned(), bytes: bytes.len() });
@@ -454,7 +533,7 @@ impl Tx<'_> {
         let waiting = record.saga.timer().map(|(t, _)| t);
         let definition = self.store.definition_of(record).ok();
         Change {
-            order_id: record.order_id.to_string(),
+            order_id: record.key.to_string(),
             saga_id: record.saga_id.to_string(),
             state: crate::http::view::state(record.saga.status()),
             reason: record.saga.reason().map(str::to_owned),
@@ -475,7 +554,7 @@ impl Tx<'_> {
 
     /// Removes a saga with its history and indexes.
     pub fn remove(&self, record: &SagaRecord) -> TxResult<()> {
-        let id = record.order_id.as_str();
+        let id = record.key.as_str();
         let status = record.saga.status();
         let (writes, store) = (self.writes, self.store);
         writes.remove(&store.sagas, id);

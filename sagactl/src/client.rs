@@ -26,17 +26,22 @@ impl Api {
         Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), token, output }
     }
 
-    /// The URL of `/orders/{id}[/{action}]`, the id percent-encoded as one path segment (an id
-    /// may hold `:` or `.`, and a typo must not reach another route).
-    fn order_url(&self, order_id: &str, action: Option<&str>) -> anyhow::Result<reqwest::Url> {
+    /// The URL of one saga, `/orders/{id}[/{action}]` for an order or
+    /// `/sagas/{saga}/{id}[/{action}]` for a defined saga's key `{saga}/{id}`, each part
+    /// percent-encoded as one path segment (an id may hold `:` or `.`, and a typo must not
+    /// reach another route).
+    fn saga_url(&self, key: &str, action: Option<&str>) -> anyhow::Result<reqwest::Url> {
         let mut url =
             reqwest::Url::parse(&self.base).with_context(|| format!("{} is not a URL", self.base))?;
-        url.path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("{} cannot be a base URL", self.base))?
-            .pop_if_empty()
-            .push("orders")
-            .push(order_id)
-            .extend(action);
+        let mut path =
+            url.path_segments_mut().map_err(|()| anyhow::anyhow!("{} cannot be a base URL", self.base))?;
+        path.pop_if_empty();
+        match key.split_once('/') {
+            Some((saga, id)) => path.push("sagas").push(saga).push(id),
+            None => path.push("orders").push(key),
+        };
+        path.extend(action);
+        drop(path);
         Ok(url)
     }
 
@@ -81,12 +86,18 @@ impl Api {
     }
 
     pub async fn status(&self, order_id: &str) -> anyhow::Result<()> {
-        let o: api::OrderDetail = self.call(self.http.get(self.order_url(order_id, None)?)).await?;
+        let o: api::OrderDetail = self.call(self.http.get(self.saga_url(order_id, None)?)).await?;
         if self.printed_as_json(&o) {
             return Ok(());
         }
-        println!("order   {}", o.order_id);
+        println!("{:<7} {}", if o.saga == "order" { "order" } else { "key" }, o.order_id);
         println!("state   {}{}", o.state, reason(o.reason.as_deref()));
+        if let Some(input) = &o.input {
+            println!("input   {input}");
+        }
+        if let Some(results) = o.results.as_ref().filter(|r| !r.is_empty()) {
+            println!("results {}", serde_json::to_string(results).unwrap_or_default());
+        }
         if let Some(amount) = o.amount_cents {
             println!("amount  {}.{:02}", amount / 100, amount % 100);
         }
@@ -143,22 +154,24 @@ impl Api {
             ("since", args.since.as_deref()),
             ("until", args.until.as_deref()),
             ("after", args.after.as_deref()),
+            ("saga", args.saga.as_deref()),
         ]
         .into_iter()
         .filter_map(|(name, value)| Some((name, value?)))
         .collect();
-        // reqwest percent-encodes every value.
+        // reqwest percent-encodes every value. /sagas lists every saga, orders included.
         let page: api::OrderPage =
-            self.call(self.http.get(format!("{}/orders", self.base)).query(&query)).await?;
+            self.call(self.http.get(format!("{}/sagas", self.base)).query(&query)).await?;
         if self.printed_as_json(&page) {
             return Ok(());
         }
-        println!("{:<38} {:<13} {:<18} {:>10}  CREATED", "ORDER", "STATE", "REASON", "AMOUNT");
+        println!("{:<38} {:<8} {:<13} {:<18} {:>10}  CREATED", "ID", "SAGA", "STATE", "REASON", "AMOUNT");
         for o in &page.orders {
             let amount = o.amount_cents.map(|a| format!("{}.{:02}", a / 100, a % 100)).unwrap_or_default();
             println!(
-                "{:<38} {:<13} {:<18} {:>10}  {}",
+                "{:<38} {:<8} {:<13} {:<18} {:>10}  {}",
                 o.order_id,
+                o.saga,
                 o.state,
                 o.reason.as_deref().unwrap_or("-"),
                 amount,
@@ -230,10 +243,10 @@ impl Api {
             let mut query = vec![("state", "stuck".to_owned()), ("limit", "1000".to_owned())];
             query.extend(after.clone().map(|a| ("after", a)));
             let page: api::OrderPage =
-                self.call(self.http.get(format!("{}/orders", self.base)).query(&query)).await?;
+                self.call(self.http.get(format!("{}/sagas", self.base)).query(&query)).await?;
             for o in &page.orders {
                 match self
-                    .call::<api::Accepted>(self.http.post(self.order_url(&o.order_id, Some("retry"))?))
+                    .call::<api::Accepted>(self.http.post(self.saga_url(&o.order_id, Some("retry"))?))
                     .await
                 {
                     Ok(_) => retried.push(o.order_id.clone()),
@@ -247,17 +260,17 @@ impl Api {
         }
         let summary = serde_json::json!({ "retried": retried, "skipped": skipped });
         if !self.printed_as_json(&summary) {
-            println!("retried {} stuck orders ({skipped} no longer stuck)", retried.len());
+            println!("retried {} stuck sagas ({skipped} no longer stuck)", retried.len());
         }
         Ok(())
     }
 
     pub async fn action(&self, order_id: &str, action: &str) -> anyhow::Result<()> {
-        let o: api::Accepted = self.call(self.http.post(self.order_url(order_id, Some(action))?)).await?;
+        let o: api::Accepted = self.call(self.http.post(self.saga_url(order_id, Some(action))?)).await?;
         if self.printed_as_json(&o) {
             return Ok(());
         }
-        println!("{action}: order {} is {}", o.order_id, o.state);
+        println!("{action}: {} {} is {}", o.saga, o.order_id, o.state);
         Ok(())
     }
 }
@@ -286,9 +299,12 @@ fn describe(input: &api::HistoryInput) -> String {
     }
 }
 
-/// `sagactl list`: the filters of `GET /orders`.
+/// `sagactl list`: the filters of `GET /sagas`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ListArgs {
+    /// Only sagas of this definition: order, or one loaded with --saga-file (trip, ...).
+    #[arg(long)]
+    pub saga: Option<String>,
     /// running, compensating, completed, compensated or stuck.
     #[arg(long)]
     pub state: Option<String>,

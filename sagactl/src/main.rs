@@ -62,9 +62,9 @@ enum Command {
     Check(CheckArgs),
     /// Measure throughput, latency and cost; write a table, report.json and latency.svg.
     Bench(bench::BenchArgs),
-    /// One order: its steps and its timeline.
+    /// One saga: its steps and its timeline. An order id, or a defined saga's `{saga}/{id}`.
     Status { order_id: String },
-    /// Orders, newest first.
+    /// Sagas, orders and defined ones, newest first.
     List(client::ListArgs),
     /// Follow saga changes as they happen (all orders, or one), until Ctrl-C.
     Watch {
@@ -76,13 +76,14 @@ enum Command {
         #[arg(long)]
         after: Option<String>,
     },
-    /// Cancel an order: compensation starts unless it is past the point of no return.
+    /// Cancel a saga (an order id, or `{saga}/{id}`): compensation starts unless it is past
+    /// the point of no return.
     Cancel { order_id: String },
-    /// Retry a stuck order, or every stuck order.
+    /// Retry a stuck saga (an order id, or `{saga}/{id}`), or every stuck saga.
     Retry {
         #[arg(required_unless_present = "all_stuck")]
         order_id: Option<String>,
-        /// Retry every order that is stuck now.
+        /// Retry every saga that is stuck now.
         #[arg(long, conflicts_with = "order_id")]
         all_stuck: bool,
     },

@@ -313,6 +313,7 @@ mod tests {
                 "o-1".into(),
                 Some(api::OrderDetail {
                     order_id: "o-1".into(),
+                    saga: "order".into(),
                     saga_id: "s-1".into(),
                     state: api::SagaState::Completed,
                     reason: None,
@@ -337,6 +338,8 @@ mod tests {
                     history_length: 0,
                     ignored_recorded: 0,
                     ignored_recorded_limit: 0,
+                    input: None,
+                    results: None,
                 }),
             )],
             ledger: ledger.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),

@@ -61,7 +61,12 @@ impl Checker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_answers_validate_against_the_openapi_document() {
-    let s = System::start("openapi").await;
+    // With a defined saga too, so that /sagas answers real sagas.
+    let trip = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/trip/trip.toml");
+    let mut s = System::start_with("openapi", &[("orchestrator", "SAGA_FILES", trip)]).await;
+    let namespace = s.bus.topology.namespace().to_owned();
+    s.bus.topology =
+        sagaflow_events::Topology::new(namespace).with_participants(["flights", "hotels", "confirmations"]);
     let doc: Value = s.get(&s.orchestrator.http, "/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let mut c =
@@ -105,8 +110,30 @@ async fn real_answers_validate_against_the_openapi_document() {
     assert_eq!(status, 409);
     let (status, _) = c.check("post", "/orders/{orderId}/cancel", "/orders/nobody/cancel", None).await;
     assert_eq!(status, 404);
+
+    // A defined saga: nobody serves its participants here, so it waits at its first step.
+    let trip_input = r#"{"id": "t-1", "input": {"from": "AMS", "to": "LIS", "nights": 2, "travellers": 1, "email": "a@b"}}"#;
+    let (status, accepted) = c.check("post", "/sagas/{saga}", "/sagas/trip", Some(trip_input)).await;
+    assert_eq!((status, accepted["orderId"].as_str()), (202, Some("trip/t-1")), "{accepted}");
+    let (status, _) =
+        c.check("post", "/sagas/{saga}", "/sagas/trip", Some(r#"{"input": {"from": "x"}}"#)).await;
+    assert_eq!(status, 422);
+    let (status, _) = c.check("post", "/sagas/{saga}", "/sagas/cruise", Some(trip_input)).await;
+    assert_eq!(status, 404);
+    let (_, running) = c.check("get", "/sagas/{saga}/{id}", "/sagas/trip/t-1", None).await;
+    assert_eq!((running["saga"].as_str(), running["input"]["to"].as_str()), (Some("trip"), Some("LIS")));
+    let (_, page) = c.check("get", "/sagas", "/sagas?saga=trip", None).await;
+    assert_eq!(page["orders"].as_array().map(Vec::len), Some(1), "{page}");
+    let (status, _) = c.check("post", "/sagas/{saga}/{id}/retry", "/sagas/trip/t-1/retry", None).await;
+    assert_eq!(status, 409);
+    let (status, _) = c.check("post", "/sagas/{saga}/{id}/cancel", "/sagas/trip/t-1/cancel", None).await;
+    assert_eq!(status, 202);
+    let (status, _) = c.check("get", "/sagas/{saga}/{id}", "/sagas/trip/nobody", None).await;
+    assert_eq!(status, 404);
+
     let (_, overview) = c.check("get", "/overview", "/overview", None).await;
-    assert_eq!(overview["participants"].as_array().map(Vec::len), Some(3), "{overview}");
+    // The order saga's three participants, and the trip's three.
+    assert_eq!(overview["participants"].as_array().map(Vec::len), Some(6), "{overview}");
     c.check("get", "/outbox/parked", "/outbox/parked", None).await;
     c.check("get", "/health", "/health", None).await;
 
@@ -174,7 +201,11 @@ async fn real_answers_validate_against_the_openapi_document() {
     let (_, index) = c.check("get", "/schemas", "/schemas", None).await;
     let names: Vec<&str> =
         index["schemas"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["command.json", "reply.json", "forget-sagas.json"], "{index}");
+    assert_eq!(
+        names,
+        ["command.json", "reply.json", "forget-sagas.json", "saga-command.json", "saga-reply.json"],
+        "{index}"
+    );
     for (name, published) in sagaflow_events::schemas::PUBLISHED {
         let served = reqwest::get(format!("{}/schemas/{name}", s.orchestrator.http)).await.unwrap();
         assert_eq!(served.headers()["content-type"], "application/schema+json");

@@ -654,8 +654,7 @@ async fn an_order_saga_file_sets_the_steps_and_their_retries() {
 }
 
 /// A definition that breaks a rule stops the orchestrator at start-up, before it is ready, with
-/// one line naming the file, the step and the rule; a valid definition of another saga is
-/// refused too, since only the order saga runs so far.
+/// one line naming the file, the step and the rule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_saga_file_stops_the_orchestrator_with_one_line() {
     let shipped = ORDER_SAGA;
@@ -682,7 +681,12 @@ async fn a_bad_saga_file_stops_the_orchestrator_with_one_line() {
             Some("payment"),
             "action is chargePayment",
         ),
-        ("trip.toml", trip, None, "runs only the order saga so far"),
+        (
+            "twice.toml",
+            &trip.replace("[\"input.from\"]", "[\"input.from\", \"input.from\"]") as &str,
+            Some("flight"),
+            "carries \"input.from\" twice",
+        ),
     ];
     let namespace = unique_namespace("saga-file-refused");
     let url = amqp_url();

@@ -11,7 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sagaflow_events::{Catalog, OrderId, OrderPlaced};
+use sagaflow_events::{Catalog, OrderId, OrderPlaced, SagaKey};
 use sagaflow_runtime::bus::inspect::{Disposal, InspectError, Inspector};
 use sagaflow_runtime::health::Health;
 use sagaflow_runtime::http::errors::body_rejection;
@@ -44,6 +44,8 @@ pub struct ApiState {
     /// Asks the broker about queues and dead letters.
     pub inspector: Inspector,
     pub topology: sagaflow_events::Topology,
+    /// The input schemas of the defined sagas this orchestrator starts.
+    pub input_schemas: super::sagas::InputSchemas,
 }
 
 /// Everything that can go wrong in a request, and its status code: the one place where errors
@@ -54,7 +56,7 @@ pub enum ApiError {
     Malformed(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("no order {0}")]
+    #[error("no saga {0}")]
     NotFound(String),
     #[error("{0}")]
     Gone(String),
@@ -104,6 +106,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/orders/{order_id}", get(show_order))
         .route("/orders/{order_id}/cancel", post(cancel_order))
         .route("/orders/{order_id}/retry", post(retry_order))
+        .merge(super::sagas::routes())
         .route("/metrics", get(metrics))
         .route("/overview", get(overview))
         .route("/dead-letters", get(list_dead_letters))
@@ -116,6 +119,17 @@ pub fn router(state: ApiState) -> Router {
 /// An order id from a path or a body: 422 when it is not one.
 fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     OrderId::parse(raw).map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
+/// The saga of an order id from a path: 422 when it is not one.
+fn order_key(raw: &str) -> Result<SagaKey, ApiError> {
+    Ok(SagaKey::of_order(&order_id(raw)?))
+}
+
+/// Any saga's key (an order id, or `{saga}/{id}`), as the console and `sagactl` name sagas:
+/// 422 when it is neither.
+pub(super) fn any_key(raw: &str) -> Result<SagaKey, ApiError> {
+    SagaKey::parse(raw).map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
 #[utoipa::path(post, path = "/orders", tag = "orders",
@@ -156,14 +170,13 @@ pub(super) async fn place_order(
     let placed = ask(&s, |answer| Job::Place { new, answer }).await??;
     match placed {
         Placed::Created(r) | Placed::Existing(r) => {
-            let location = format!("/orders/{}", r.order_id);
+            let location = format!("/orders/{}", r.key);
             Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view::accepted(&r)))
                 .into_response())
         }
-        Placed::Conflict(r) => Err(ApiError::Conflict(format!(
-            "orderId {} was already placed with a different body",
-            r.order_id
-        ))),
+        Placed::Conflict(r) => {
+            Err(ApiError::Conflict(format!("orderId {} was already placed with a different body", r.key)))
+        }
     }
 }
 
@@ -178,23 +191,22 @@ pub(super) async fn show_order(
     State(s): State<ApiState>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(detail_of(&s, &raw)?).into_response())
+    Ok(Json(detail_of(&s, &order_key(&raw)?)?).into_response())
 }
 
-/// The saga of an order id from a path or a form: 422 when it is not an id, 404 when unknown.
-fn record_of(s: &ApiState, raw: &str) -> Result<crate::record::SagaRecord, ApiError> {
-    let id = order_id(raw)?;
-    s.store.get(id.as_str())?.ok_or_else(|| ApiError::NotFound(raw.to_owned()))
+/// A saga by its key: 404 when unknown.
+fn record_of(s: &ApiState, key: &SagaKey) -> Result<crate::record::SagaRecord, ApiError> {
+    s.store.get(key.as_str())?.ok_or_else(|| ApiError::NotFound(key.to_string()))
 }
 
-/// One line of `GET /orders` for one order (the console's order-id filter).
-pub(super) fn summary_of(s: &ApiState, raw: &str) -> Result<sagaflow_api::OrderSummary, ApiError> {
-    Ok(view::summary(&record_of(s, raw)?))
+/// One line of `GET /orders` for one saga (the console's id filter).
+pub(super) fn summary_of(s: &ApiState, key: &SagaKey) -> Result<sagaflow_api::OrderSummary, ApiError> {
+    Ok(view::summary(&record_of(s, key)?))
 }
 
-/// `GET /orders/{orderId}`'s answer (and the console's saga page).
-pub(super) fn detail_of(s: &ApiState, raw: &str) -> Result<sagaflow_api::OrderDetail, ApiError> {
-    let record = record_of(s, raw)?;
+/// `GET /orders/{orderId}`'s answer, `GET /sagas/{saga}/{id}`'s, and the console's saga page.
+pub(super) fn detail_of(s: &ApiState, key: &SagaKey) -> Result<sagaflow_api::OrderDetail, ApiError> {
+    let record = record_of(s, key)?;
     let definition = s.store.definition(&record.definition);
     let history = s.store.history(&record, HISTORY_SHOWN)?;
     let label = s.store.label(&record.definition);
@@ -213,6 +225,8 @@ pub(super) struct ListQuery {
     pub user_id: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
+    /// Only sagas of this definition (`GET /sagas` and the console; `/orders` lists orders).
+    pub saga: Option<String>,
 }
 
 /// A point in time as RFC 3339 (`2026-11-26T10:00:00Z`) or epoch milliseconds.
@@ -264,7 +278,7 @@ fn event(read: Read) -> Event {
 /// read yet it gets `lagged` and the stream ends.
 #[utoipa::path(get, path = "/orders/stream", tag = "orders",
     params(
-        ("orderId" = Option<String>, Query, description = "Only this order's changes"),
+        ("orderId" = Option<String>, Query, description = "Only this saga's changes: an order id, or a defined saga's key `{saga}/{id}`"),
         ("state" = Option<sagaflow_api::SagaState>, Query, description = "Only changes into this state"),
         ("after" = Option<String>, Query, description = "Resume after this event id (as Last-Event-ID)"),
         ("last-event-id" = Option<String>, Header, description = "Resume after this event id"),
@@ -282,7 +296,7 @@ pub(super) async fn stream_orders(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let state = query.state.as_deref().map(parse_state).transpose()?.map(view::state);
-    let order = query.order_id.as_deref().map(order_id).transpose()?.map(|o| o.to_string());
+    let order = query.order_id.as_deref().map(any_key).transpose()?.map(|o| o.to_string());
     let resume = match headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or_default())
@@ -368,7 +382,12 @@ pub(super) async fn list_orders(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    Ok(Json(list_page(&s, query)?).into_response())
+    if query.saga.as_deref().is_some_and(|saga| saga != "order") {
+        return Err(ApiError::Malformed(
+            "/orders lists orders; GET /sagas?saga=... lists other sagas".into(),
+        ));
+    }
+    Ok(Json(list_page(&s, ListQuery { saga: Some("order".into()), ..query })?).into_response())
 }
 
 /// One page of `GET /orders` (and of the console's list).
@@ -398,6 +417,7 @@ pub(super) fn list_page(s: &ApiState, query: ListQuery) -> Result<sagaflow_api::
         user_id: bounded("userId", query.user_id)?,
         since: query.since.as_deref().map(|raw| parse_time("since", raw)).transpose()?,
         until: query.until.as_deref().map(|raw| parse_time("until", raw)).transpose()?,
+        saga: bounded("saga", query.saga)?,
     };
     let (page, next) = s.store.list(&filter, limit, after)?;
     let orders = page.iter().map(view::summary).collect();
@@ -415,14 +435,21 @@ pub(super) async fn cancel_order(
     State(s): State<ApiState>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (record, ignored) = control(&s, &raw, Control::Cancel).await?;
+    cancel(&s, &order_key(&raw)?).await.map(accepted)
+}
+
+/// Asks a saga to compensate: a conflict when it has finished or is past its point of no
+/// return.
+pub(super) async fn cancel(s: &ApiState, key: &SagaKey) -> Result<sagaflow_api::Accepted, ApiError> {
+    let raw = key.as_str();
+    let (record, ignored) = control(s, key, Control::Cancel).await?;
     let state = record.saga.status();
     match ignored {
-        None | Some(Ignored::AlreadyCompensating) => Ok(accepted(view::accepted(&record))),
+        None | Some(Ignored::AlreadyCompensating) => Ok(view::accepted(&record)),
         Some(Ignored::PastPointOfNoReturn) => Err(ApiError::Conflict(format!(
-            "order {raw} is past the point of no return (its confirmation is being sent) and cannot be cancelled"
+            "saga {raw} is past the point of no return (a step without compensation has begun) and cannot be cancelled"
         ))),
-        Some(_) => Err(ApiError::Conflict(format!("order {raw} is already {state}"))),
+        Some(_) => Err(ApiError::Conflict(format!("saga {raw} is already {state}"))),
     }
 }
 
@@ -437,16 +464,17 @@ pub(super) async fn retry_order(
     State(s): State<ApiState>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(accepted(retry(&s, &raw).await?))
+    Ok(accepted(retry(&s, &order_key(&raw)?).await?))
 }
 
 /// Asks a stuck saga to try its compensations again: a conflict when it is not stuck.
-pub(super) async fn retry(s: &ApiState, raw: &str) -> Result<sagaflow_api::Accepted, ApiError> {
-    let (record, ignored) = control(s, raw, Control::Retry).await?;
+pub(super) async fn retry(s: &ApiState, key: &SagaKey) -> Result<sagaflow_api::Accepted, ApiError> {
+    let raw = key.as_str();
+    let (record, ignored) = control(s, key, Control::Retry).await?;
     match ignored {
         None => Ok(view::accepted(&record)),
         Some(_) => Err(ApiError::Conflict(format!(
-            "only a stuck saga can be retried; order {raw} is {}",
+            "only a stuck saga can be retried; saga {raw} is {}",
             record.saga.status()
         ))),
     }
@@ -454,19 +482,18 @@ pub(super) async fn retry(s: &ApiState, raw: &str) -> Result<sagaflow_api::Accep
 
 async fn control(
     s: &ApiState,
-    raw: &str,
+    key: &SagaKey,
     control: Control,
 ) -> Result<(crate::record::SagaRecord, Option<Ignored>), ApiError> {
-    let id = order_id(raw)?;
-    let order_id = id.to_string();
+    let order_id = key.to_string();
     match ask(s, |answer| Job::Control { order_id, control, answer }).await?? {
-        Controlled::UnknownSaga => Err(ApiError::NotFound(raw.to_owned())),
+        Controlled::UnknownSaga => Err(ApiError::NotFound(key.to_string())),
         Controlled::Recorded { record, ignored } => Ok((record, ignored)),
     }
 }
 
 /// Hands a job to the engine and waits for its answer, which comes once it is durable.
-async fn ask<T>(
+pub(super) async fn ask<T>(
     s: &ApiState,
     job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
 ) -> Result<Result<T, StoreError>, ApiError> {
@@ -482,7 +509,7 @@ pub(super) async fn metrics(State(s): State<ApiState>) -> Response {
 }
 
 /// `202` with where the saga stands now.
-fn accepted(body: sagaflow_api::Accepted) -> Response {
+pub(super) fn accepted(body: sagaflow_api::Accepted) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
@@ -495,7 +522,6 @@ pub(super) async fn overview(State(s): State<ApiState>) -> Result<Response, ApiE
 /// Counts, the last ten minutes, health, and what the broker says about the participants and
 /// the dead letters (left out, not an error, when the broker cannot be asked).
 pub async fn overview_of(s: &ApiState) -> Result<sagaflow_api::Overview, ApiError> {
-    use strum::IntoEnumIterator;
     let states = s
         .store
         .counts()?
@@ -504,8 +530,8 @@ pub async fn overview_of(s: &ApiState) -> Result<sagaflow_api::Overview, ApiErro
         .map(|(status, n)| sagaflow_api::Count { name: status.to_string(), count: n.max(0) as u64 })
         .collect();
     let (throughput, reasons) = s.metrics.recent.snapshot(sagaflow_runtime::now_millis());
-    let participants: Vec<_> = sagaflow_events::Participant::iter().collect();
-    let mut queues: Vec<String> = participants.iter().map(|p| s.topology.command_queue(*p)).collect();
+    let participants = s.topology.participant_names();
+    let mut queues: Vec<String> = participants.iter().map(|p| s.topology.command_queue_of(p)).collect();
     queues.push(s.topology.dead_letter_queue());
     let seen = tokio::time::timeout(std::time::Duration::from_secs(2), s.inspector.queues(&queues))
         .await
@@ -528,7 +554,7 @@ pub async fn overview_of(s: &ApiState) -> Result<sagaflow_api::Overview, ApiErro
             .filter_map(|(p, queue)| {
                 let state = state_of(queue)?;
                 Some(sagaflow_api::Participant {
-                    name: p.to_string(),
+                    name: p.clone(),
                     queue: queue.clone(),
                     consumers: state.consumers,
                     ready: state.messages,

@@ -1,6 +1,7 @@
 //! What the orchestrator serves over HTTP, all on one router:
 //!
 //! - [`api`]: the JSON API (`/orders`, its stream, dead letters, the overview).
+//! - [`sagas`]: `/sagas`, the same for sagas defined in files.
 //! - [`view`]: stored records turned into the API's answers ([`sagaflow_api`] types).
 //! - [`openapi`]: `/openapi.json`, generated from the handlers and those types, and
 //!   `/schemas/`, the JSON Schemas of the bus envelopes.
@@ -9,6 +10,7 @@
 pub mod api;
 pub mod console;
 pub mod openapi;
+pub mod sagas;
 pub mod view;
 
 /// Every route the orchestrator serves.

@@ -7,13 +7,13 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::api;
+use super::{api, sagas};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "sagaflow orchestrator",
-        description = "Orders run as sagas over a broker. When `API_TOKEN` is set, every path but /health and /metrics needs `Authorization: Bearer <token>`; a request with a body must be `content-type: application/json`. Every error is a JSON object with an `error` string.",
+        description = "Orders run as sagas over a broker; so do the sagas defined in files, under /sagas. When `API_TOKEN` is set, every path but /health and /metrics needs `Authorization: Bearer <token>`; a request with a body must be `content-type: application/json`. Every error is a JSON object with an `error` string.",
     ),
     paths(
         api::place_order,
@@ -22,6 +22,11 @@ use super::api;
         api::stream_orders,
         api::cancel_order,
         api::retry_order,
+        sagas::start_saga,
+        sagas::list_sagas,
+        sagas::show_saga,
+        sagas::cancel_saga,
+        sagas::retry_saga,
         api::overview,
         api::list_dead_letters,
         api::requeue_dead_letter,
@@ -73,7 +78,7 @@ pub(super) async fn schema_index() -> Response {
 }
 
 #[utoipa::path(get, path = "/schemas/{name}", tag = "operations",
-    params(("name" = String, Path, description = "command.json, reply.json or forget-sagas.json")),
+    params(("name" = String, Path, description = "command.json, reply.json, forget-sagas.json, saga-command.json or saga-reply.json")),
     responses(
         (status = 200, content_type = "application/schema+json", body = Object, description = "A JSON Schema (2020-12)"),
         (status = 404, body = sagaflow_api::ErrorBody, description = "No schema of that name"),
@@ -139,6 +144,7 @@ mod tests {
     fn every_route_served_is_in_the_document_with_its_methods() {
         let sources = [
             include_str!("api.rs"),
+            include_str!("sagas.rs"),
             include_str!("mod.rs"),
             include_str!("../../../runtime/src/http/mod.rs"),
         ];

@@ -32,7 +32,8 @@ pub fn phase(phase: Phase) -> api::Phase {
 /// One line of `GET /orders`.
 pub fn summary(record: &SagaRecord) -> api::OrderSummary {
     api::OrderSummary {
-        order_id: record.order_id.to_string(),
+        order_id: record.key.to_string(),
+        saga: record.saga_name().to_owned(),
         saga_id: record.saga_id.to_string(),
         state: state(record.saga.status()),
         reason: record.saga.reason().map(str::to_owned),
@@ -44,7 +45,11 @@ pub fn summary(record: &SagaRecord) -> api::OrderSummary {
 }
 
 pub fn accepted(record: &SagaRecord) -> api::Accepted {
-    api::Accepted { order_id: record.order_id.to_string(), state: state(record.saga.status()) }
+    api::Accepted {
+        order_id: record.key.to_string(),
+        saga: record.saga_name().to_owned(),
+        state: state(record.saga.status()),
+    }
 }
 
 /// `GET /orders/{id}`: the saga with its steps, its compensation plan and its timeline.
@@ -96,7 +101,8 @@ pub fn detail(
         .collect();
     let order = record.order.as_ref();
     api::OrderDetail {
-        order_id: record.order_id.to_string(),
+        order_id: record.key.to_string(),
+        saga: record.saga_name().to_owned(),
         saga_id: record.saga_id.to_string(),
         state: state(record.saga.status()),
         reason: record.saga.reason().map(str::to_owned),
@@ -130,6 +136,8 @@ pub fn detail(
         history_length: record.history_len,
         ignored_recorded: record.ignored_recorded,
         ignored_recorded_limit: MAX_IGNORED_RECORDED,
+        input: record.defined.as_ref().map(|d| d.input.clone()),
+        results: record.defined.as_ref().map(|d| d.results.clone()),
     }
 }
 

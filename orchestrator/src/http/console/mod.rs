@@ -114,6 +114,9 @@ pub struct SagaFilters {
     pub until: String,
     #[serde(default)]
     pub order_id: String,
+    /// The saga definition's name (`order`, `trip`, ...).
+    #[serde(default)]
+    pub saga: String,
     #[serde(default)]
     pub after: String,
 }
@@ -133,6 +136,7 @@ impl SagaFilters {
             user_id: Self::given(&self.user_id),
             since: Self::given(&self.since),
             until: Self::given(&self.until),
+            saga: Self::given(&self.saga),
         }
     }
 
@@ -145,6 +149,7 @@ impl SagaFilters {
             ("since", &self.since),
             ("until", &self.until),
             ("orderId", &self.order_id),
+            ("saga", &self.saga),
         ];
         pairs
             .iter()
@@ -167,7 +172,7 @@ fn encode(value: &str) -> String {
 /// The page of sagas the filters select; an order id selects that one saga.
 fn sagas_of(s: &ApiState, filters: &SagaFilters) -> Result<sagaflow_api::OrderPage, ApiError> {
     if let Some(id) = SagaFilters::given(&filters.order_id) {
-        return match api::summary_of(s, &id) {
+        return match api::any_key(&id).and_then(|key| api::summary_of(s, &key)) {
             Ok(summary) => Ok(sagaflow_api::OrderPage { orders: vec![summary], next: None }),
             Err(ApiError::NotFound(_)) => Ok(sagaflow_api::OrderPage { orders: vec![], next: None }),
             Err(e) => Err(e),
@@ -198,12 +203,12 @@ async fn saga_page(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Response, ConsoleError> {
-    let detail = api::detail_of(&s, &raw).for_page(&headers)?;
+    let detail = api::any_key(&raw).and_then(|key| api::detail_of(&s, &key)).for_page(&headers)?;
     Ok(html(pages::saga_page(&detail)))
 }
 
 async fn saga_fragment(State(s): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let detail = api::detail_of(&s, &raw)?;
+    let detail = api::detail_of(&s, &api::any_key(&raw)?)?;
     Ok(html(pages::saga(&detail)))
 }
 
@@ -230,7 +235,7 @@ async fn retry_stuck(State(s): State<ApiState>) -> Result<Response, ApiError> {
         };
         let page = api::list_page(&s, query)?;
         for order in &page.orders {
-            match api::retry(&s, &order.order_id).await {
+            match api::retry(&s, &api::any_key(&order.order_id)?).await {
                 Ok(_) => retried += 1,
                 Err(ApiError::Conflict(_)) => skipped += 1,
                 Err(e) => return Err(e),

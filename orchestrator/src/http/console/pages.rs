@@ -69,8 +69,26 @@ fn money(cents: Option<u64>) -> String {
     cents.map(|c| format!("{}.{:02}", c / 100, c % 100)).unwrap_or_else(|| "–".into())
 }
 
-fn saga_link(order_id: &str) -> String {
-    format!("/console/sagas/{order_id}")
+/// A saga's page. A defined saga's key holds a `/`, sent encoded so that it stays one segment.
+fn saga_link(key: &str) -> String {
+    format!("/console/sagas/{}", super::encode(key))
+}
+
+/// Where the API takes `action` (cancel, retry) for this saga: `/orders/...` for an order,
+/// `/sagas/{saga}/{id}/...` for a defined saga.
+fn action_url(d: &api::OrderDetail, action: &str) -> String {
+    match d.order_id.split_once('/') {
+        Some((saga, id)) => format!("/sagas/{}/{}/{action}", super::encode(saga), super::encode(id)),
+        None => format!("/orders/{}/{action}", super::encode(&d.order_id)),
+    }
+}
+
+/// "Order o-1", or "trip b-1" for a defined saga.
+fn title_of(d: &api::OrderDetail) -> (String, String) {
+    match d.order_id.split_once('/') {
+        Some((saga, id)) => (format!("Saga {saga}"), id.to_owned()),
+        None => ("Order".to_owned(), d.order_id.clone()),
+    }
 }
 
 pub fn overview_page(o: &api::Overview) -> Markup {
@@ -185,7 +203,8 @@ pub fn sagas_page(filters: &SagaFilters, page: &api::OrderPage) -> Markup {
                 label { "user" input name="userId" value=(filters.user_id) size="12"; }
                 label { "since" input name="since" value=(filters.since) placeholder="2026-11-26T10:00:00Z" size="20"; }
                 label { "until" input name="until" value=(filters.until) size="20"; }
-                label { "order id" input name="orderId" value=(filters.order_id) size="20"; }
+                label { "saga" input name="saga" value=(filters.saga) placeholder="order" size="8"; }
+                label { "id" input name="orderId" value=(filters.order_id) placeholder="o-1 or trip/b-1" size="20"; }
                 button type="submit" { "Filter" }
                 a href="/console/sagas" { "clear" }
             }
@@ -207,11 +226,12 @@ fn after(filters: &SagaFilters) -> String {
 pub fn saga_rows(filters: &SagaFilters, page: &api::OrderPage) -> Markup {
     html! {
         table {
-            thead { tr { th { "order" } th { "state" } th { "reason" } th { "user" } th.num { "amount" } th { "created" } th { "updated" } } }
+            thead { tr { th { "id" } th { "saga" } th { "state" } th { "reason" } th { "user" } th.num { "amount" } th { "created" } th { "updated" } } }
             tbody {
                 @for o in &page.orders {
                     tr data-order=(o.order_id) data-state=(o.state) {
                         td.mono { a href=(saga_link(&o.order_id)) { (o.order_id) } }
+                        td { (o.saga) }
                         td { (badge(o.state.as_str())) }
                         td { (o.reason.as_deref().unwrap_or("")) }
                         td { (o.user_id.as_deref().unwrap_or("")) }
@@ -221,7 +241,7 @@ pub fn saga_rows(filters: &SagaFilters, page: &api::OrderPage) -> Markup {
                     }
                 }
                 @if page.orders.is_empty() {
-                    tr { td colspan="7" .muted { "No saga matches." } }
+                    tr { td colspan="8" .muted { "No saga matches." } }
                 }
             }
         }
@@ -236,13 +256,14 @@ pub fn saga_rows(filters: &SagaFilters, page: &api::OrderPage) -> Markup {
 
 pub fn saga_page(d: &api::OrderDetail) -> Markup {
     let stream = format!("/orders/stream?orderId={}", super::encode(&d.order_id));
+    let (kind, id) = title_of(d);
     layout(
-        &format!("Order {}", d.order_id),
+        &format!("{kind} {id}"),
         Nav::Sagas,
         Some(&stream),
         html! {
-            h1 { "Order " span.mono { (d.order_id) } }
-            div #saga data-live hx-get=(format!("/console/fragments/sagas/{}", d.order_id)) hx-trigger="refresh" {
+            h1 { (kind) " " span.mono { (id) } }
+            div #saga data-live hx-get=(format!("/console/fragments/sagas/{}", super::encode(&d.order_id))) hx-trigger="refresh" {
                 (saga(d))
             }
         },
@@ -256,17 +277,17 @@ pub fn saga(d: &api::OrderDetail) -> Markup {
             (badge(d.state.as_str()))
             @if let Some(reason) = &d.reason { span.muted { (reason) } }
             @if d.state == api::SagaState::Running {
-                button.danger data-action="cancel" hx-post=(format!("/orders/{id}/cancel")) hx-swap="none"
-                    hx-confirm=(format!("Cancel order {id}? What was done will be undone: {}.", plan_text(d))) { "Cancel" }
+                button.danger data-action="cancel" hx-post=(action_url(d, "cancel")) hx-swap="none"
+                    hx-confirm=(format!("Cancel {id}? What was done will be undone: {}.", plan_text(d))) { "Cancel" }
             }
             @if d.state == api::SagaState::Stuck {
-                button data-action="retry" hx-post=(format!("/orders/{id}/retry")) hx-swap="none"
-                    hx-confirm=(format!("Retry the stuck compensations of order {id}?")) { "Retry" }
+                button data-action="retry" hx-post=(action_url(d, "retry")) hx-swap="none"
+                    hx-confirm=(format!("Retry the stuck commands of {id}?")) { "Retry" }
             }
         }
         div.grid {
             section.panel {
-                h2 { "Order" }
+                h2 { (title_of(d).0) }
                 dl.facts {
                     dt { "user" } dd { (d.user_id.as_deref().unwrap_or("–")) }
                     dt { "amount" } dd { (money(d.amount_cents)) }
@@ -281,6 +302,14 @@ pub fn saga(d: &api::OrderDetail) -> Markup {
                     dt { "trace id" } dd.mono data-trace { (d.trace_id) }
                     @if let Some(p) = &d.payment_id { dt { "payment" } dd.mono { (p) } }
                     @if let Some(i) = &d.invalid { dt { "invalid" } dd.error { (i) } }
+                }
+                @if let Some(input) = &d.input {
+                    h3 { "input" }
+                    pre.mono data-input { (serde_json::to_string_pretty(input).unwrap_or_default()) }
+                }
+                @if let Some(results) = d.results.as_ref().filter(|r| !r.is_empty()) {
+                    h3 { "step results" }
+                    pre.mono data-results { (serde_json::to_string_pretty(results).unwrap_or_default()) }
                 }
                 @if let Some(items) = &d.items {
                     table {
