@@ -38,6 +38,8 @@ pub enum AppError {
     Catalog(#[from] sagaflow_events::CatalogError),
     #[error("the saga definition {0}")]
     SagaFile(#[from] crate::saga_file::SagaFileError),
+    #[error("the saga {saga:?} is no longer defined, but {count} of its sagas are in flight (such as {}): start with its file again (--saga-file) and let them finish, or cancel them, before removing it", .examples.join(", "))]
+    DefinitionInUse { saga: String, count: usize, examples: Vec<String> },
     #[error("{}: the saga {saga:?} runs on RabbitMQ only so far (BUS=rabbitmq)", .file.display())]
     NotOnKafka { file: std::path::PathBuf, saga: String },
     #[error(transparent)]
@@ -90,6 +92,11 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
     let store = Arc::new(
         Store::open_with(db.clone(), definition, label, defined)?.keeping_changes(config.change_feed_keep),
     );
+    // A definition still in use is not removed silently: its sagas would run on from the
+    // stored copy, but nobody could start or find its kind in the configuration any more.
+    if let Some((saga, (count, examples))) = store.in_flight_without_definition()?.into_iter().next() {
+        return Err(AppError::DefinitionInUse { saga, count, examples });
+    }
     // No counting here: sled's len() walks a whole tree, and start-up must not grow with the
     // number of sagas. /metrics reports the outbox depth and armed timers.
     tracing::info!(

@@ -21,7 +21,7 @@
 //! transaction and makes durable with one flush. Nothing is acknowledged, answered or
 //! published before that.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use sagaflow_runtime::bus::Message;
@@ -257,6 +257,30 @@ impl Store {
     /// The names of the defined sagas this orchestrator starts.
     pub fn defined_names(&self) -> impl Iterator<Item = &str> {
         self.current_defined.keys().map(String::as_str)
+    }
+
+    /// Defined sagas still in flight (running, compensating or stuck) whose saga this store
+    /// does not start any more, by saga name: how many, and the first few keys. Reads only
+    /// the state index, which holds sagas in flight and not the finished past.
+    pub fn in_flight_without_definition(&self) -> Result<BTreeMap<String, (usize, Vec<String>)>, StoreError> {
+        let mut orphans: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
+        for status in [Status::Running, Status::Compensating, Status::Stuck] {
+            let range = state_key(status, 0).to_vec()..vec![status_code(status) + 1];
+            for entry in self.by_state.range(range) {
+                let (_, key) = entry?;
+                let key = String::from_utf8_lossy(&key).into_owned();
+                let Some((saga, _)) = key.split_once('/') else { continue };
+                if self.current_defined.contains_key(saga) {
+                    continue;
+                }
+                let (count, examples) = orphans.entry(saga.to_owned()).or_default();
+                *count += 1;
+                if examples.len() < 5 {
+                    examples.push(key);
+                }
+            }
+        }
+        Ok(orphans)
     }
 
     /// The file of a defined saga's definition.

@@ -102,19 +102,27 @@ impl Drop for PythonParticipant {
 struct Trip {
     participants: Vec<PythonParticipant>,
     orchestrator: Program,
-    _bus: TestBus,
+    namespace: String,
+    bus: TestBus,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
 impl Trip {
     async fn start(test: &str) -> Self {
+        let mut trip = Self::start_without_participants(test, &repo().join("examples/trip/trip.toml")).await;
+        trip.start_participants();
+        trip
+    }
+
+    /// The orchestrator with the definition at `file`, and nobody serving the trip's steps yet.
+    async fn start_without_participants(test: &str, file: &Path) -> Self {
         let namespace = unique_namespace(test);
         let mut bus = TestBus::connect(&amqp_url(), &namespace).await;
         // So that the clean-up deletes the trip's queues too.
         bus.topology = Topology::new(namespace.as_str()).with_participants(PARTICIPANTS);
         let dir = tempfile::tempdir().expect("temp dir");
-        let file = repo().join("examples/trip/trip.toml").display().to_string();
+        let file = file.display().to_string();
         let orchestrator = Program::start(
             "orchestrator",
             &namespace,
@@ -123,10 +131,23 @@ impl Trip {
             &[("SAGA_FILES", &file)],
         );
         orchestrator.wait_healthy(Duration::from_secs(30)).await;
-        // The orchestrator declared the participants' queues as it connected.
-        let participants =
-            PARTICIPANTS.iter().map(|p| PythonParticipant::start(p, &namespace, dir.path())).collect();
-        Self { participants, orchestrator, _bus: bus, http: reqwest::Client::new(), _dir: dir }
+        Self {
+            participants: Vec::new(),
+            orchestrator,
+            namespace,
+            bus,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Starts the Python participants: after the orchestrator, which declared their queues as
+    /// it connected.
+    fn start_participants(&mut self) {
+        self.participants = PARTICIPANTS
+            .iter()
+            .map(|p| PythonParticipant::start(p, &self.namespace, self._dir.path()))
+            .collect();
     }
 
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -321,4 +342,133 @@ async fn a_python_participant_killed_mid_run_leaves_the_books_right() {
         let expected: &[&str] = if state == "completed" { &["confirm", "flight", "hotel"] } else { &[] };
         assert_eq!(held, expected, "{key} ended {state}\n{}", trip.logs());
     }
+}
+
+/// Versions in flight, for a defined saga: a trip started under version 1 finishes under it
+/// after the orchestrator restarts with version 2, which new trips get; and an orchestrator
+/// started without the trip's file while a trip is in flight refuses to start, naming it.
+#[tokio::test]
+async fn trips_in_flight_keep_their_version_and_their_definition_cannot_vanish() {
+    let files = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(repo().join("examples/trip/trip.toml")).unwrap();
+    std::fs::copy(repo().join("examples/trip/trip.schema.json"), files.path().join("trip.schema.json"))
+        .unwrap();
+    // Version 1 waits long for the flight, so nothing times out while the test restarts things.
+    let v1 = shipped.replacen("timeout = \"3s\"", "timeout = \"30s\"", 1);
+    let v2 = v1.replacen("version = 1", "version = 2", 1).replacen("attempts = 4", "attempts = 5", 1);
+    let (path_v1, path_v2) = (files.path().join("trip-v1.toml"), files.path().join("trip-v2.toml"));
+    std::fs::write(&path_v1, &v1).unwrap();
+    std::fs::write(&path_v2, &v2).unwrap();
+
+    let mut trip = Trip::start_without_participants("trip-versions", &path_v1).await;
+    trip.book("v1-a", "LIS").await;
+    let (_, waiting) = trip.get("/sagas/trip/v1-a").await;
+    assert_eq!(
+        (waiting["state"].as_str(), waiting["steps"][0]["state"].as_str()),
+        (Some("running"), Some("running"))
+    );
+    trip.orchestrator.terminate(Duration::from_secs(20)).expect("the orchestrator stops on SIGTERM");
+
+    // Without the trip's file: refused, in one line that names the saga and the trip in flight.
+    let addr = format!("127.0.0.1:{}", sagaflow_tests::procs::free_port());
+    let data = trip.orchestrator.data_dir.display().to_string();
+    let url = amqp_url();
+    let env = [
+        ("HTTP_ADDR", addr.as_str()),
+        ("DATA_DIR", &data),
+        ("SAGA_NAMESPACE", &trip.namespace),
+        ("AMQP_URL", &url),
+    ];
+    let (status, out) = Program::run_to_exit("orchestrator", &env, Duration::from_secs(20));
+    let status = status.unwrap_or_else(|| panic!("the orchestrator kept running:\n{out}"));
+    assert!(!status.success(), "exited {status}: {out}");
+    assert_eq!(out.trim().lines().count(), 1, "more than one line:\n{out}");
+    assert!(out.contains("\"trip\"") && out.contains("trip/v1-a") && out.contains("1 of its sagas"), "{out}");
+
+    // With version 2: the trip in flight finishes under version 1, a new one runs under 2.
+    trip.orchestrator.set_env("SAGA_FILES", &path_v2.display().to_string());
+    trip.orchestrator.restart_and_wait().await;
+    trip.start_participants();
+    trip.book("v2-a", "LIS").await;
+    let old = trip.ended("v1-a", Duration::from_secs(60)).await;
+    assert_eq!(
+        (old["state"].as_str(), old["definition"]["version"].as_u64()),
+        (Some("completed"), Some(1)),
+        "{old}"
+    );
+    let new = trip.ended("v2-a", Duration::from_secs(60)).await;
+    assert_eq!(
+        (new["state"].as_str(), new["definition"]["version"].as_u64()),
+        (Some("completed"), Some(2)),
+        "{new}"
+    );
+    assert_ne!(old["definition"]["fingerprint"], new["definition"]["fingerprint"]);
+}
+
+/// Replies are untrusted input too: a forged, misdirected or oversized reply to a defined saga
+/// changes nothing (what cannot be read is dead-lettered, with its reason), and the genuine
+/// reply that follows still moves the saga and its result is kept.
+#[tokio::test]
+async fn forged_replies_to_a_defined_saga_change_nothing() {
+    let trip = Trip::start_without_participants("trip-forged", &repo().join("examples/trip/trip.toml")).await;
+    trip.book("h-1", "LIS").await;
+    let (_, waiting) = trip.get("/sagas/trip/h-1").await;
+    let saga_id = waiting["sagaId"].as_str().unwrap().to_owned();
+    let reply = |saga_id: &str, step: &str, result: Value| {
+        json!({
+            "sagaId": saga_id, "saga": "trip", "id": "h-1", "step": step, "phase": "action",
+            "attempt": 1, "idempotencyKey": format!("{saga_id}/{step}/action"),
+            "outcome": "succeeded", "result": result,
+        })
+    };
+    let exchange = trip.bus.topology.replies_exchange();
+    let forged = [
+        // Readable, and ignored: another incarnation's saga id, a step the saga does not have,
+        // a saga that is not defined.
+        reply("someone-else", "flight", json!({ "flightRef": "F-forged" })),
+        reply(&saga_id, "nowhere", json!({})),
+        {
+            let mut r = reply(&saga_id, "flight", json!({}));
+            r["saga"] = "order".into();
+            r
+        },
+        // Unreadable, and dead-lettered: a result over its bound, a result that is not an
+        // object, an id that cannot be one.
+        reply(&saga_id, "flight", json!({ "flightRef": "F".repeat(600) })),
+        reply(&saga_id, "flight", json!("F-1")),
+        {
+            let mut r = reply(&saga_id, "flight", json!({}));
+            r["id"] = "h/1".into();
+            r
+        },
+    ];
+    for body in &forged {
+        trip.bus.publish(&exchange, "", body.to_string().as_bytes(), "trip/h-1").await;
+    }
+    trip.bus.publish(&exchange, "", b"{not json", "trip/h-1").await;
+    // One consumer takes the replies in order: once the last is dead-lettered, every forged
+    // reply before it has been applied.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut letters = Vec::new();
+    while letters.len() < 4 && std::time::Instant::now() < deadline {
+        letters.extend(trip.bus.take_dead_letters().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(letters.len(), 4, "{letters:?}");
+    for (reason, _) in &letters {
+        assert!(reason.as_deref().is_some_and(|r| r.contains("not a reply")), "{letters:?}");
+    }
+    let (_, after) = trip.get("/sagas/trip/h-1").await;
+    assert_eq!(after["steps"][0]["state"], "running", "{after}");
+    assert_eq!(after["results"], json!({}), "nothing forged was kept: {after}");
+
+    // The genuine answer still moves it, and its result is what the next step carries.
+    let genuine = reply(&saga_id, "flight", json!({ "flightRef": "F-real" }));
+    trip.bus.publish(&exchange, "", genuine.to_string().as_bytes(), "trip/h-1").await;
+    let moved = wait::until("the genuine reply to move the trip", Duration::from_secs(20), || async {
+        let (_, t) = trip.get("/sagas/trip/h-1").await;
+        (t["steps"][0]["state"] == "succeeded").then_some(t)
+    })
+    .await;
+    assert_eq!(moved["results"]["flight"]["flightRef"], "F-real", "{moved}");
 }
