@@ -50,7 +50,8 @@ impl SagaState {
 
 impl std::fmt::Display for SagaState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: tables align states with `{:<13}`.
+        f.pad(self.as_str())
     }
 }
 

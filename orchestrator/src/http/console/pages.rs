@@ -289,8 +289,10 @@ pub fn saga(d: &api::OrderDetail) -> Markup {
             section.panel {
                 h2 { (title_of(d).0) }
                 dl.facts {
-                    dt { "user" } dd { (d.user_id.as_deref().unwrap_or("–")) }
-                    dt { "amount" } dd { (money(d.amount_cents)) }
+                    @if d.input.is_none() {
+                        dt { "user" } dd { (d.user_id.as_deref().unwrap_or("–")) }
+                        dt { "amount" } dd { (money(d.amount_cents)) }
+                    }
                     dt { "created" } dd.mono { (d.created_at) }
                     dt { "updated" } dd.mono { (d.updated_at) }
                     @if let Some(f) = &d.finished_at { dt { "finished" } dd.mono { (f) " (" (d.duration_ms.unwrap_or(0)) " ms)" } }
