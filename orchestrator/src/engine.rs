@@ -627,7 +627,7 @@ impl Engine {
                     tracing::info!(order_id, trace_id = record.trace_id, %status, reason = record.saga.reason(), "saga finished");
                 }
                 Effect::Publish { event: SagaEvent::Stuck { .. } } => {
-                    tracing::warn!(order_id, trace_id = record.trace_id, "saga stuck: a command keeps failing; POST /orders/{order_id}/retry once it can succeed");
+                    tracing::warn!(order_id, trace_id = record.trace_id, "saga stuck: a command keeps failing; retry it (sagactl retry {order_id}) once it can succeed");
                 }
                 _ => {}
             }

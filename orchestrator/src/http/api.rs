@@ -89,6 +89,7 @@ impl IntoResponse for ApiError {
             }
             Self::Broker(InspectError::NotOnKafka(_)) => StatusCode::NOT_IMPLEMENTED,
             Self::Broker(_) => StatusCode::BAD_GATEWAY,
+            Self::Store(StoreError::UnknownSaga(_)) => StatusCode::NOT_FOUND,
             Self::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 StatusCode::INTERNAL_SERVER_ERROR
