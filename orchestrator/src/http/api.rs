@@ -122,6 +122,14 @@ fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     OrderId::parse(raw).map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
+/// The W3C trace the caller sent, if it sent a valid one (a saga starts a new trace otherwise).
+pub(super) fn caller_trace(headers: &HeaderMap) -> Option<TraceParent> {
+    headers
+        .get(sagaflow_events::headers::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<TraceParent>().ok())
+}
+
 /// The saga of an order id from a path: 422 when it is not one.
 fn order_key(raw: &str) -> Result<SagaKey, ApiError> {
     Ok(SagaKey::of_order(&order_id(raw)?))
@@ -163,11 +171,7 @@ pub(super) async fn place_order(
     };
     // An order that can never go through starts nothing.
     placed.validate(order_id.clone(), &s.catalog).map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let trace = headers
-        .get(sagaflow_events::headers::TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<TraceParent>().ok());
-    let new = new_saga(order_id, &placed, &s.catalog, trace);
+    let new = new_saga(order_id, &placed, &s.catalog, caller_trace(&headers));
     let placed = ask(&s, |answer| Job::Place { new, answer }).await??;
     match placed {
         Placed::Created(r) | Placed::Existing(r) => {

@@ -14,7 +14,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use sagaflow_events::{BusinessId, SagaKey, SagaName};
 use sagaflow_runtime::http::errors::body_rejection;
-use sagaflow_runtime::telemetry::TraceParent;
 use sha2::{Digest, Sha256};
 
 use super::api::{self, accepted, ApiError, ApiState, ListQuery};
@@ -91,10 +90,6 @@ pub(super) async fn start_saga(
             return Err(ApiError::Invalid(format!("{at}: {e}")));
         }
     }
-    let trace = headers
-        .get(sagaflow_events::headers::TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<TraceParent>().ok());
     let new = NewDefined {
         saga: name,
         id,
@@ -102,7 +97,7 @@ pub(super) async fn start_saga(
         // serde_json keeps an object's keys sorted, so the same input in another field order
         // hashes the same.
         input_hash: format!("{:x}", Sha256::digest(&canonical)),
-        trace,
+        trace: api::caller_trace(&headers),
     };
     match api::ask(&s, |answer| Job::Start { new, answer }).await?? {
         Placed::Created(r) | Placed::Existing(r) => {
