@@ -121,71 +121,56 @@ pub enum Controlled {
 
 /// An input for an existing saga, before it is resolved against the saga's definition.
 enum Incoming {
-    Reply(AnyReply),
+    Reply(Answer),
     Timer { timer: Timer, key: Vec<u8> },
     Control(Control),
 }
 
-/// A participant's answer: to an order saga's typed command, or to a defined saga's.
-enum AnyReply {
-    Order(ReplyMessage),
-    Defined(SagaReply),
+/// A participant's answer, to an order saga's typed command or to a defined saga's, with what
+/// the engine reads of it.
+struct Answer {
+    key: SagaKey,
+    saga_id: SagaId,
+    step: sagaflow_events::StepName,
+    phase: sagaflow_events::Phase,
+    attempt: u32,
+    outcome: ReplyOutcome,
+    /// Payment's reference for a charge (order saga).
+    payment_id: Option<sagaflow_events::PaymentId>,
+    /// A defined saga's step result.
+    result: Option<sagaflow_events::StepResult>,
 }
 
-impl AnyReply {
+impl Answer {
     /// An order saga's reply, or else a defined saga's; the error says why it is neither.
     fn parse(body: &[u8]) -> Result<Self, String> {
         match serde_json::from_slice::<ReplyMessage>(body) {
-            Ok(reply) => Ok(Self::Order(reply)),
+            Ok(r) => Ok(Self {
+                key: SagaKey::of_order(&r.order_id),
+                saga_id: r.saga_id,
+                step: r.step,
+                phase: r.phase,
+                attempt: r.attempt,
+                outcome: r.outcome,
+                payment_id: r.payment_id,
+                result: None,
+            }),
             Err(as_order) => match serde_json::from_slice::<SagaReply>(body) {
-                Ok(reply) => Ok(Self::Defined(reply)),
+                Ok(r) => Ok(Self {
+                    key: r.key(),
+                    saga_id: r.saga_id,
+                    step: r.step,
+                    phase: r.phase,
+                    attempt: r.attempt,
+                    outcome: r.outcome,
+                    payment_id: None,
+                    result: r.result,
+                }),
                 // A body that names an order is meant as an order's reply: say what is wrong
                 // with it as that.
                 Err(_) if !body_has_field(body, "saga") => Err(format!("not a reply message: {as_order}")),
                 Err(as_defined) => Err(format!("not a reply message: {as_defined}")),
             },
-        }
-    }
-
-    fn key(&self) -> SagaKey {
-        match self {
-            Self::Order(r) => SagaKey::of_order(&r.order_id),
-            Self::Defined(r) => r.key(),
-        }
-    }
-
-    fn saga_id(&self) -> &SagaId {
-        match self {
-            Self::Order(r) => &r.saga_id,
-            Self::Defined(r) => &r.saga_id,
-        }
-    }
-
-    fn step(&self) -> &str {
-        match self {
-            Self::Order(r) => r.step.as_str(),
-            Self::Defined(r) => r.step.as_str(),
-        }
-    }
-
-    fn phase(&self) -> sagaflow_events::Phase {
-        match self {
-            Self::Order(r) => r.phase,
-            Self::Defined(r) => r.phase,
-        }
-    }
-
-    fn attempt(&self) -> u32 {
-        match self {
-            Self::Order(r) => r.attempt,
-            Self::Defined(r) => r.attempt,
-        }
-    }
-
-    fn outcome(&self) -> &ReplyOutcome {
-        match self {
-            Self::Order(r) => &r.outcome,
-            Self::Defined(r) => &r.outcome,
         }
     }
 }
@@ -325,11 +310,11 @@ impl Engine {
 
     /// A participant's reply.
     fn reply(&self, message: &Received, writes: &Writes<'_>) -> Result<Verdict, ApplyError> {
-        let reply = match AnyReply::parse(&message.body) {
+        let reply = match Answer::parse(&message.body) {
             Ok(r) => r,
             Err(why) => return Ok(Verdict::Reject(why)),
         };
-        let order_id = reply.key().to_string();
+        let order_id = reply.key.to_string();
         match answered(self.apply(writes, &order_id, &Incoming::Reply(reply), now_millis()))? {
             Ok(Applied::UnknownSaga | Applied::OtherSaga) => {
                 self.metrics.replies_for_unknown_sagas.inc();
@@ -515,7 +500,7 @@ impl Engine {
                 return Ok(Applied::UnknownSaga);
             };
             if let Incoming::Reply(reply) = incoming {
-                if *reply.saga_id() != record.saga_id {
+                if reply.saga_id != record.saga_id {
                     return Ok(Applied::OtherSaga);
                 }
             }
@@ -540,7 +525,7 @@ impl Engine {
                 }
                 record.ignored_recorded += 1;
             } else {
-                self.moved(&mut record, incoming, &entry.input, &applied.effects, now);
+                self.moved(&mut record, incoming, &applied.effects, now);
             }
             let answered = match &entry.input {
                 Input::Reply { step, phase, outcome, .. } if applied.ignored.is_none() => Some(Answered {
@@ -571,33 +556,17 @@ impl Engine {
 
     /// What a saga that moved keeps besides its state: payment's reference, or a defined
     /// saga's step result, from a reply the core accepted.
-    fn moved(
-        &self,
-        record: &mut SagaRecord,
-        incoming: &Incoming,
-        input: &Input,
-        effects: &[Effect],
-        now: u64,
-    ) {
+    fn moved(&self, record: &mut SagaRecord, incoming: &Incoming, effects: &[Effect], now: u64) {
         record.updated_at = now;
-        match incoming {
-            Incoming::Reply(AnyReply::Order(reply)) => {
-                if let (Some(id), ReplyOutcome::Succeeded) = (&reply.payment_id, &reply.outcome) {
-                    record.payment_id.get_or_insert_with(|| id.clone());
-                }
+        if let Incoming::Reply(reply @ Answer { outcome: ReplyOutcome::Succeeded, .. }) = incoming {
+            if let Some(id) = &reply.payment_id {
+                record.payment_id.get_or_insert_with(|| id.clone());
             }
-            Incoming::Reply(AnyReply::Defined(reply)) => {
-                let action_succeeded = matches!(
-                    input,
-                    Input::Reply { phase: sagaflow_saga::Phase::Action, outcome: Outcome::Success, .. }
-                );
-                if let (Some(defined), Some(result), true) =
-                    (&mut record.defined, &reply.result, action_succeeded)
-                {
-                    defined.results.insert(reply.step.to_string(), result.clone().into_value());
-                }
+            // Only an action's result is kept: later steps carry what the action gave.
+            let action = reply.phase == sagaflow_events::Phase::Action;
+            if let (Some(defined), Some(result), true) = (&mut record.defined, &reply.result, action) {
+                defined.results.insert(reply.step.to_string(), result.clone().into_value());
             }
-            _ => {}
         }
         if effects.iter().any(|e| matches!(e, Effect::Finished { .. })) {
             record.finished_at = Some(now);
@@ -699,17 +668,17 @@ fn stage_forgets(
 fn core_input(definition: &SagaDefinition, incoming: &Incoming) -> Input {
     match incoming {
         Incoming::Reply(reply) => {
-            let step = definition.index_of(reply.step()).unwrap_or(u32::MAX);
-            let phase = match reply.phase() {
+            let step = definition.index_of(reply.step.as_str()).unwrap_or(u32::MAX);
+            let phase = match reply.phase {
                 sagaflow_events::Phase::Action => sagaflow_saga::Phase::Action,
                 sagaflow_events::Phase::Compensation => sagaflow_saga::Phase::Compensation,
             };
-            let outcome = match reply.outcome() {
+            let outcome = match &reply.outcome {
                 ReplyOutcome::Succeeded => Outcome::Success,
                 ReplyOutcome::Failed { reason } => Outcome::Failure { reason: reason.to_string() },
                 ReplyOutcome::Transient { reason } => Outcome::Transient { reason: reason.to_string() },
             };
-            Input::Reply { step, phase, attempt: reply.attempt(), outcome }
+            Input::Reply { step, phase, attempt: reply.attempt, outcome }
         }
         Incoming::Timer { timer, .. } => Input::TimerFired { timer: *timer },
         Incoming::Control(Control::Cancel) => Input::Cancel { reason: "cancelled".into() },
