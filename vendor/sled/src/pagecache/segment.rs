@@ -104,19 +104,24 @@ pub(crate) struct SegmentCleaner {
 }
 
 impl SegmentCleaner {
+    // sagaflow patch 4: a segment whose pids are all taken is removed and the next one is
+    // looked at. Upstream returned `None` there, which the flusher's cleaning loop reads as
+    // "nothing left to clean", so it cleaned the rest of one segment per 500 ms period and
+    // left every other draining segment waiting: under a steady write load most of the file
+    // ended up draining and the file kept growing.
     pub(crate) fn pop(&self) -> Option<(PageId, LogOffset)> {
         let mut inner = self.inner.lock();
-        let offset = {
-            let (offset, pids) = inner.iter_mut().next()?;
-            if !pids.is_empty() {
-                let pid = pids.iter().next().copied().unwrap();
-                pids.remove(&pid);
-                return Some((pid, *offset));
-            }
-            *offset
-        };
-        inner.remove(&offset);
-        None
+        loop {
+            let offset = {
+                let (offset, pids) = inner.iter_mut().next()?;
+                if let Some(pid) = pids.iter().next().copied() {
+                    pids.remove(&pid);
+                    return Some((pid, *offset));
+                }
+                *offset
+            };
+            inner.remove(&offset);
+        }
     }
 
     fn add_pids(&self, offset: LogOffset, pids: BTreeSet<PageId>) {
