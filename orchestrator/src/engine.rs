@@ -365,7 +365,7 @@ impl Engine {
         now: u64,
     ) -> Result<Placed, StoreError> {
         let key = SagaKey::of(&new.saga, &new.id);
-        let Some((fingerprint, definition, _)) = self.store.current_defined(new.saga.as_str()) else {
+        let Some((fingerprint, definition)) = self.store.current_defined(new.saga.as_str()) else {
             return Err(StoreError::UnknownSaga(new.saga.to_string()));
         };
         let placed = self.store.transaction(writes, |tx| {

@@ -41,6 +41,62 @@ const LABEL_PREFIX: &[u8] = b"definition-label:";
 /// the file (participants, carried fields) for a saga that started under it.
 const FILE_PREFIX: &[u8] = b"definition-file:";
 
+/// Where every definition a stored saga may run under is kept in `meta`, by fingerprint.
+const DEFINITION_PREFIX: &[u8] = b"definition:";
+
+/// What `meta` says about definitions, by fingerprint, while the store opens.
+struct Known {
+    definitions: HashMap<String, Arc<SagaDefinition>>,
+    labels: HashMap<String, DefinitionLabel>,
+    files: HashMap<String, Arc<SagaFile>>,
+}
+
+impl Known {
+    /// Records a definition new sagas start with, with its label and (for a defined saga) its
+    /// file, unless `meta` has them already. The first label a definition was started with
+    /// stays: the same steps under a later version number are still the definition the
+    /// earlier sagas run under.
+    fn keep(
+        &mut self,
+        meta: &sled::Tree,
+        fingerprint: &str,
+        definition: SagaDefinition,
+        label: DefinitionLabel,
+        file: Option<SagaFile>,
+    ) -> Result<Arc<SagaDefinition>, StoreError> {
+        let key = |prefix: &[u8]| [prefix, fingerprint.as_bytes()].concat();
+        if !self.definitions.contains_key(fingerprint) {
+            meta.insert(key(DEFINITION_PREFIX), serde_json::to_vec(&definition).expect("serialises"))?;
+            self.definitions.insert(fingerprint.to_owned(), Arc::new(definition));
+        }
+        if !self.labels.contains_key(fingerprint) {
+            meta.insert(key(LABEL_PREFIX), serde_json::to_vec(&label).expect("serialises"))?;
+            self.labels.insert(fingerprint.to_owned(), label);
+        }
+        if let Some(file) = file.filter(|_| !self.files.contains_key(fingerprint)) {
+            meta.insert(key(FILE_PREFIX), serde_json::to_vec(&file).expect("serialises"))?;
+            self.files.insert(fingerprint.to_owned(), Arc::new(file));
+        }
+        Ok(self.definitions[fingerprint].clone())
+    }
+}
+
+/// Every `meta` entry under `prefix`, by the rest of its key (a fingerprint).
+fn read_meta<T: serde::de::DeserializeOwned>(
+    meta: &sled::Tree,
+    prefix: &[u8],
+) -> Result<HashMap<String, T>, StoreError> {
+    let mut found = HashMap::new();
+    for entry in meta.scan_prefix(prefix) {
+        let (key, value) = entry?;
+        let fingerprint = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        let item = serde_json::from_slice(&value)
+            .map_err(|e| StoreError::Corrupt { key: fingerprint.clone(), error: e.to_string() })?;
+        found.insert(fingerprint, item);
+    }
+    Ok(found)
+}
+
 /// A saga defined in a file, ready to run: new sagas of its name start with it.
 #[derive(Debug, Clone)]
 pub struct DefinedSaga {
@@ -140,72 +196,27 @@ impl Store {
         let sled = db.sled();
         let outbox = Outbox::open(sled)?;
         let meta = sled.open_tree("meta")?;
-        let mut definitions = HashMap::new();
-        for entry in meta.scan_prefix(b"definition:") {
-            let (key, value) = entry?;
-            let fingerprint = String::from_utf8_lossy(&key[b"definition:".len()..]).into_owned();
-            let d: SagaDefinition = serde_json::from_slice(&value)
-                .map_err(|e| StoreError::Corrupt { key: fingerprint.clone(), error: e.to_string() })?;
-            definitions.insert(fingerprint, Arc::new(d));
-        }
-        let mut labels = HashMap::new();
-        for entry in meta.scan_prefix(LABEL_PREFIX) {
-            let (key, value) = entry?;
-            let fingerprint = String::from_utf8_lossy(&key[LABEL_PREFIX.len()..]).into_owned();
-            let label: DefinitionLabel = serde_json::from_slice(&value)
-                .map_err(|e| StoreError::Corrupt { key: fingerprint.clone(), error: e.to_string() })?;
-            labels.insert(fingerprint, label);
-        }
+        let mut known = Known {
+            definitions: read_meta::<SagaDefinition>(&meta, DEFINITION_PREFIX)?
+                .into_iter()
+                .map(|(fingerprint, d)| (fingerprint, Arc::new(d)))
+                .collect(),
+            labels: read_meta(&meta, LABEL_PREFIX)?,
+            files: read_meta::<SagaFile>(&meta, FILE_PREFIX)?
+                .into_iter()
+                .map(|(fingerprint, f)| (fingerprint, Arc::new(f)))
+                .collect(),
+        };
         let fingerprint = definition.fingerprint();
-        if !definitions.contains_key(&fingerprint) {
-            meta.insert(
-                format!("definition:{fingerprint}"),
-                serde_json::to_vec(&definition).expect("serialises"),
-            )?;
-        }
-        // The first label a definition was started with stays: the same steps under a later
-        // version number are still the definition the earlier sagas run under.
-        if !labels.contains_key(&fingerprint) {
-            let mut key = LABEL_PREFIX.to_vec();
-            key.extend_from_slice(fingerprint.as_bytes());
-            meta.insert(key, serde_json::to_vec(&label).expect("serialises"))?;
-            labels.insert(fingerprint.clone(), label);
-        }
-        let current = Arc::new(definition);
-        definitions.insert(fingerprint, current.clone());
-        let mut files = HashMap::new();
-        for entry in meta.scan_prefix(FILE_PREFIX) {
-            let (key, value) = entry?;
-            let fingerprint = String::from_utf8_lossy(&key[FILE_PREFIX.len()..]).into_owned();
-            let file: SagaFile = serde_json::from_slice(&value)
-                .map_err(|e| StoreError::Corrupt { key: fingerprint.clone(), error: e.to_string() })?;
-            files.insert(fingerprint, Arc::new(file));
-        }
+        let current = known.keep(&meta, &fingerprint, definition, label, None)?;
         let mut current_defined = HashMap::new();
         for DefinedSaga { file, definition } in defined {
             let fingerprint = file.fingerprint(&definition);
-            if !definitions.contains_key(&fingerprint) {
-                meta.insert(
-                    format!("definition:{fingerprint}"),
-                    serde_json::to_vec(&definition).expect("serialises"),
-                )?;
-                definitions.insert(fingerprint.clone(), Arc::new(definition));
-            }
-            if !files.contains_key(&fingerprint) {
-                let mut key = FILE_PREFIX.to_vec();
-                key.extend_from_slice(fingerprint.as_bytes());
-                meta.insert(key, serde_json::to_vec(&file).expect("serialises"))?;
-            }
-            if !labels.contains_key(&fingerprint) {
-                let label = DefinitionLabel { name: file.name.clone(), version: file.version };
-                let mut key = LABEL_PREFIX.to_vec();
-                key.extend_from_slice(fingerprint.as_bytes());
-                meta.insert(key, serde_json::to_vec(&label).expect("serialises"))?;
-                labels.insert(fingerprint.clone(), label);
-            }
+            let label = DefinitionLabel { name: file.name.clone(), version: file.version };
             current_defined.insert(file.name.clone(), fingerprint.clone());
-            files.insert(fingerprint, Arc::new(file));
+            known.keep(&meta, &fingerprint, definition, label, Some(file))?;
         }
+        let Known { definitions, labels, files } = known;
         Ok(Self {
             sagas: sled.open_tree("sagas")?,
             history: sled.open_tree("history")?,
@@ -248,15 +259,10 @@ impl Store {
         self.current.clone()
     }
 
-    /// The fingerprint, definition and file new sagas of the defined saga `name` start with.
-    pub fn current_defined(&self, name: &str) -> Option<(String, Arc<SagaDefinition>, Arc<SagaFile>)> {
+    /// The fingerprint and definition new sagas of the defined saga `name` start with.
+    pub fn current_defined(&self, name: &str) -> Option<(String, Arc<SagaDefinition>)> {
         let fingerprint = self.current_defined.get(name)?;
-        Some((fingerprint.clone(), self.definition(fingerprint)?, self.files.get(fingerprint)?.clone()))
-    }
-
-    /// The names of the defined sagas this orchestrator starts.
-    pub fn defined_names(&self) -> impl Iterator<Item = &str> {
-        self.current_defined.keys().map(String::as_str)
+        Some((fingerprint.clone(), self.definition(fingerprint)?))
     }
 
     /// Defined sagas still in flight (running, compensating or stuck) whose saga this store
