@@ -1,13 +1,15 @@
 //! What a load phase cost, per completed saga: each process's CPU time, bytes written and
-//! context switches (from /proc, [`procstat`]), and the messages the broker itself counted
-//! (from its Prometheus endpoint, on the bench's private node). CPU per saga is steadier than
+//! context switches (from /proc, [`procstat`]), what the disk that holds the stores wrote, and
+//! the messages the broker itself counted (from its Prometheus endpoint, on the bench's private
+//! node). CPU per saga is steadier than
 //! throughput on a shared machine, so it is what a change is judged by.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 
-use super::procstat::{Sampler, Usage};
+use super::procstat::{Device, Sampler, Usage};
 
 /// The load generator: measured, but not part of the system's cost.
 pub const LOAD_GENERATOR: &str = "sagactl (load)";
@@ -74,6 +76,8 @@ pub struct Meter {
     pub sampler: Sampler,
     broker_url: Option<String>,
     broker_start: Option<BrokerCounters>,
+    /// The device that holds the stores, and what it had written when the phase began.
+    disk_start: Option<(Device, u64)>,
 }
 
 /// A phase's cost.
@@ -83,17 +87,27 @@ pub struct Cost {
     /// All the system's processes together (the load generator not included).
     pub cpu_ms_per_saga: f64,
     pub broker: Option<BrokerMessages>,
+    /// Bytes the disk that holds the stores wrote, per completed saga ([`Device`]).
+    pub disk_bytes_per_saga: Option<f64>,
     /// Raw use, for what is not per saga (memory of the stored-sagas runs).
     pub usage: BTreeMap<String, Usage>,
 }
 
 impl Meter {
-    pub async fn start(pids: &[(String, u32)], broker_metrics: Option<&str>) -> Self {
+    /// Starts measuring `pids`, the broker's counters (if it has some), and the disk that holds
+    /// `data_dir`.
+    pub async fn start(pids: &[(String, u32)], broker_metrics: Option<&str>, data_dir: &Path) -> Self {
         let broker_start = match broker_metrics {
             Some(url) => broker_counters(url).await,
             None => None,
         };
-        Self { sampler: Sampler::start(pids), broker_url: broker_metrics.map(str::to_owned), broker_start }
+        let disk_start = Device::of(data_dir).and_then(|d| Some((d, d.written_bytes()?)));
+        Self {
+            sampler: Sampler::start(pids),
+            broker_url: broker_metrics.map(str::to_owned),
+            broker_start,
+            disk_start,
+        }
     }
 
     pub async fn finish(self, completed: usize) -> Cost {
@@ -121,7 +135,10 @@ impl Meter {
             }),
             _ => None,
         };
-        Cost { processes, cpu_ms_per_saga: per(system_cpu), broker, usage }
+        let disk_bytes_per_saga = self.disk_start.and_then(|(device, start)| {
+            Some(per(device.written_bytes()?.saturating_sub(start) as f64).round())
+        });
+        Cost { processes, cpu_ms_per_saga: per(system_cpu), broker, disk_bytes_per_saga, usage }
     }
 }
 

@@ -89,12 +89,28 @@ impl BenchArgs {
     fn measure(&self) -> Duration {
         Duration::from_secs(self.seconds.max(1))
     }
+
+    /// The longest wait for the system to be quiet after a load row.
+    fn settle_limit(&self) -> Duration {
+        Duration::from_secs(if self.smoke { 3 } else { 30 })
+    }
 }
 
 /// Queued messages per completed saga: three commands, three replies, and the `OrderCompleted`
 /// that inventory follows. (Public events with no queue bound cost the broker a routing
 /// lookup, not a queue write; the bench's own watcher queue is not counted.)
 pub const MESSAGES_PER_SAGA: f64 = 7.0;
+
+/// Below this share of one core, all the system's processes together count as quiet.
+const QUIET_PERCENT: f64 = 10.0;
+
+/// Keeps measuring a load row after its last order until the system is quiet (or `limit`), so
+/// that work its sagas left behind (sled's segment cleaning, say) is counted as theirs and not
+/// billed to the next row, which starts from a quiet system. How long that took is printed.
+async fn settle(meter: &mut Meter, limit: Duration) {
+    let took = meter.sampler.until_quiet(cost::LOAD_GENERATOR, QUIET_PERCENT, limit).await;
+    eprintln!("      quiet again {:.1} s after the load", took.as_secs_f64());
+}
 
 /// Latency of an order that counts as delayed in the outage runs.
 const DELAYED: Duration = Duration::from_secs(1);
@@ -115,6 +131,9 @@ pub struct LoadResult {
     pub processes: BTreeMap<String, ProcessCost>,
     /// Counted by the broker; `None` on a broker whose counters the bench cannot read.
     pub broker_messages: Option<BrokerMessages>,
+    /// What the disk that holds the stores wrote, per completed saga, from every process on
+    /// the machine; `None` where /proc/diskstats cannot say.
+    pub disk_kib_per_saga: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -445,13 +464,14 @@ impl Bench {
         let placer = Placer::new(target, &format!("{}-{}", self.run_id, system.namespace.len()));
         let pids = pids(system);
         let metrics = broker_metrics(system);
-        let mut meter = Meter::start(&pids, metrics.as_deref()).await;
+        let mut meter = Meter::start(&pids, metrics.as_deref(), &system.dir).await;
         let (rate, samples) = procstat::sampled(
             &mut meter.sampler,
             Duration::from_millis(250),
             load::closed_loop(&placer, self.args.concurrency, self.args.warmup(), self.args.measure()),
         )
         .await;
+        settle(&mut meter, self.args.settle_limit()).await;
         let peak = result(
             &format!("peak ({} in flight)", self.args.concurrency),
             self.args.concurrency as f64,
@@ -466,13 +486,14 @@ impl Bench {
         let mut open = Vec::new();
         for share in [0.25, 0.5, 0.75] {
             let offered = (peak.completed_per_sec * share).max(1.0);
-            let mut meter = Meter::start(&pids, metrics.as_deref()).await;
+            let mut meter = Meter::start(&pids, metrics.as_deref(), &system.dir).await;
             let samples = procstat::sampled(
                 &mut meter.sampler,
                 Duration::from_millis(250),
                 load::open_loop(&placer, offered, self.args.measure()),
             )
             .await;
+            settle(&mut meter, self.args.settle_limit()).await;
             let completed_per_sec =
                 Endings::of(&samples).completed as f64 / self.args.measure().as_secs_f64();
             let r = result(
@@ -569,7 +590,7 @@ impl Bench {
         let result = async {
             let recovery_secs = recovery(&system).await?;
             let placer = Placer::new(saga_target(&system).await?, &format!("{}-{name}", self.run_id));
-            let mut meter = Meter::start(&pids(&system), None).await;
+            let mut meter = Meter::start(&pids(&system), None, &system.dir).await;
             let (rate, samples) = procstat::sampled(
                 &mut meter.sampler,
                 Duration::from_millis(250),
@@ -670,6 +691,7 @@ fn result(label: &str, offered: f64, rate: f64, samples: &[Sample], cost: Cost) 
         cpu_ms_per_saga: cost.cpu_ms_per_saga,
         processes: cost.processes,
         broker_messages: cost.broker,
+        disk_kib_per_saga: cost.disk_bytes_per_saga.map(|b| (b / 1024.0 * 10.0).round() / 10.0),
     }
 }
 

@@ -165,6 +165,7 @@ pub fn table(r: &Report) -> String {
         "p99.9 ms",
         "max ms",
         "CPU ms/saga",
+        "disk KiB/saga",
         "not completed",
     ]);
     for (name, l) in rows(r) {
@@ -185,11 +186,12 @@ pub fn table(r: &Report) -> String {
             right(l.latency_ms.p999),
             right(l.latency_ms.max),
             right(format!("{:.2}", l.cpu_ms_per_saga)),
+            right(l.disk_kib_per_saga.map_or("-".to_owned(), |k| format!("{k:.1}"))),
             Cell::new(missing),
         ]);
     }
     s += &format!(
-        "\n## Latency and throughput\n\nEnd to end: POST to the terminal event (chain: POST to its answer). The peak is a closed loop ({} orders in flight); the other rows are an open loop at a share of it. CPU ms/saga is every process of the system, broker included, load generator not.\n\n{latency}\n",
+        "\n## Latency and throughput\n\nEnd to end: POST to the terminal event (chain: POST to its answer). The peak is a closed loop ({} orders in flight); the other rows are an open loop at a share of it. CPU ms/saga is every process of the system, broker included, load generator not, from the start of a row's load until the system is quiet again: what a row's sagas leave behind (sled's segment cleaning) counts for that row. Disk KiB/saga is what the disk that holds the stores wrote (journal included, every process on the machine); the per-process KiB below are the kernel's `write_bytes`, counted as pages are dirtied, which is more when a process syncs many small writes.\n\n{latency}\n",
         r.saga.peak.offered
     );
 
