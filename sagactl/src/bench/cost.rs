@@ -1,8 +1,8 @@
 //! What a load phase cost, per completed saga: each process's CPU time, bytes written and
 //! context switches (from /proc, [`procstat`]), what the disk that holds the stores wrote, and
 //! the messages the broker itself counted (from its Prometheus endpoint, on the bench's private
-//! node). CPU per saga is steadier than
-//! throughput on a shared machine, so it is what a change is judged by.
+//! node). CPU per saga is steadier than throughput on a shared machine, so it is what a change
+//! is judged by.
 
 use std::collections::BTreeMap;
 use std::path::Path;
