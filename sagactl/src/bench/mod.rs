@@ -131,9 +131,10 @@ pub struct LoadResult {
     pub processes: BTreeMap<String, ProcessCost>,
     /// Counted by the broker; `None` on a broker whose counters the bench cannot read.
     pub broker_messages: Option<BrokerMessages>,
-    /// What the disk that holds the stores wrote, per completed saga, from every process on
-    /// the machine; `None` where /proc/diskstats cannot say.
-    pub disk_kib_per_saga: Option<f64>,
+    /// Bytes the disk that holds the stores wrote, per completed saga, from every process on
+    /// the machine (in bytes, as each process's `bytesWrittenPerSaga`); `None` where
+    /// /proc/diskstats cannot say.
+    pub disk_bytes_per_saga: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -691,7 +692,7 @@ fn result(label: &str, offered: f64, rate: f64, samples: &[Sample], cost: Cost) 
         cpu_ms_per_saga: cost.cpu_ms_per_saga,
         processes: cost.processes,
         broker_messages: cost.broker,
-        disk_kib_per_saga: cost.disk_bytes_per_saga.map(|b| (b / 1024.0 * 10.0).round() / 10.0),
+        disk_bytes_per_saga: cost.disk_bytes_per_saga,
     }
 }
 

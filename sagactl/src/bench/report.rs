@@ -186,7 +186,7 @@ pub fn table(r: &Report) -> String {
             right(l.latency_ms.p999),
             right(l.latency_ms.max),
             right(format!("{:.2}", l.cpu_ms_per_saga)),
-            right(l.disk_kib_per_saga.map_or("-".to_owned(), |k| format!("{k:.1}"))),
+            right(l.disk_bytes_per_saga.map_or("-".to_owned(), |b| format!("{:.1}", b / 1024.0))),
             Cell::new(missing),
         ]);
     }
