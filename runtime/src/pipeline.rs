@@ -277,6 +277,7 @@ impl<A: Apply> Pipeline<A> {
             acks.push(receipt);
         }
         // Everything is staged by now: the batch's entries are exactly those up to here.
+        self.outbox.seal(&writes);
         let upto = self.outbox.staged_upto();
         writer_thread(|| {
             dog.watch(|| {

@@ -96,6 +96,16 @@ impl<'parent> Writes<'parent> {
         result
     }
 
+    /// Takes out the pending writes of `tree`, in key order, to be written back in another
+    /// form (the outbox turns a batch's entries into records of several).
+    pub fn take(&self, tree: &sled::Tree) -> BTreeMap<IVec, Option<IVec>> {
+        let mut trees = self.trees.borrow_mut();
+        match trees.iter().position(|p| p.tree.name() == tree.name()) {
+            Some(i) => trees.swap_remove(i).writes,
+            None => BTreeMap::new(),
+        }
+    }
+
     /// True when nothing is written here (a child's parent not counted).
     pub fn is_empty(&self) -> bool {
         self.trees.borrow().iter().all(|p| p.writes.is_empty())
