@@ -57,9 +57,11 @@ fn main() -> anyhow::Result<()> {
         };
         engine.place(&writes, new_saga(OrderId::parse(id)?, &placed, &catalog, None), 1_000 + i)?;
         if i % 1_000 == 999 {
+            store.feed().seal(&writes);
             std::mem::take(&mut writes).commit()?;
         }
     }
+    store.feed().seal(&writes);
     writes.commit()?;
     db.make_durable()?;
     println!(

@@ -90,6 +90,8 @@ pub fn fill(path: &Path, count: u64, prefix: &str) -> Result<usize, StoreError> 
                 tx.create(&record)
             })?;
         }
+        // As the pipeline does: the chunk's changes as records, and the feed trimmed to its tail.
+        store.feed().seal(&writes);
         writes.commit()?;
         imported += chunk;
     }

@@ -272,6 +272,10 @@ impl Apply for Engine {
         })
     }
 
+    fn seal(&mut self, writes: &Writes<'static>) {
+        self.store.feed().seal(writes);
+    }
+
     fn after_commit(&mut self) {
         self.store.feed().mark_durable();
         self.timer_wake.notify_one();

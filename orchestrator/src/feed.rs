@@ -7,12 +7,18 @@
 //! client costs the engine nothing: it reads the tree at its own pace, and only falls off the
 //! end when it lags by more than the feed keeps.
 //!
-//! The feed keeps the last `keep` changes ([`MAX_CHANGES`] by default): each append removes the entry that many
-//! places before it, so the tree never grows past that, and a write costs the same whatever the
-//! feed's age. Only what is durable is served ([`Feed::mark_durable`] after each commit).
+//! A batch's changes are stored together, in records of several ([`records`], as the outbox
+//! does), so that a change costs a fraction of a sled key to write and to remove. The feed
+//! keeps at least the last `keep` changes ([`MAX_CHANGES`] by default): each batch removes the
+//! records whose changes are all older than that, so the tree never grows past it by more than a
+//! record, and a write costs the same whatever the feed's age. Only what is durable is served
+//! ([`Feed::mark_durable`] after each commit).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
+use sagaflow_runtime::records::{self, key_id};
 use sagaflow_runtime::writes::Writes;
 use tokio::sync::watch;
 
@@ -34,6 +40,8 @@ pub struct Feed {
     next: AtomicU64,
     /// The last sequence that is durable.
     durable: watch::Sender<u64>,
+    /// The keys of the records the tree holds, oldest first: what trimming removes.
+    records: Mutex<VecDeque<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,17 +50,29 @@ pub enum FeedError {
     Sled(#[from] sled::Error),
     #[error("the change feed holds an unreadable entry #{seq}: {error}")]
     Corrupt { seq: u64, error: serde_json::Error },
+    #[error("the change feed holds an unreadable record #{seq}: {reason}")]
+    Record { seq: u64, reason: &'static str },
 }
 
 impl Feed {
     pub fn open(sled: &sled::Db) -> Result<Self, FeedError> {
         let tree = sled.open_tree("changes")?;
-        let last = tree.last()?.map_or(0, |(key, _)| seq_of(&key));
+        let last = match tree.last()? {
+            Some((key, record)) => {
+                let seq = key_id(&key);
+                let entries =
+                    records::entries(seq, &record).map_err(|reason| FeedError::Record { seq, reason })?;
+                entries.last().map_or(seq, |&(last, _)| last)
+            }
+            None => 0,
+        };
+        let keys = tree.iter().keys().map(|key| key.map(|k| key_id(&k))).collect::<Result<_, _>>()?;
         Ok(Self {
             tree,
             keep: MAX_CHANGES,
             next: AtomicU64::new(last + 1),
             durable: watch::Sender::new(last),
+            records: Mutex::new(keys),
         })
     }
 
@@ -68,7 +88,7 @@ impl Feed {
         self.keep
     }
 
-    /// Appends `change` to the batch's writes, and drops the entry `keep` places before it.
+    /// Appends `change` to the batch's writes ([`seal`](Self::seal) stores it).
     pub fn append(&self, writes: &Writes<'_>, change: &Change) {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         writes.insert(
@@ -76,7 +96,18 @@ impl Feed {
             seq.to_be_bytes().to_vec(),
             serde_json::to_vec(change).expect("serialises"),
         );
-        if let Some(old) = seq.checked_sub(self.keep) {
+    }
+
+    /// Gathers the batch's changes into records, just before it is committed, and removes the
+    /// records whose changes are all older than the last `keep`.
+    pub fn seal(&self, writes: &Writes<'static>) {
+        let sealed = records::seal(writes, &self.tree);
+        let mut held = self.records.lock().expect("no thread panics holding the feed's records");
+        held.extend(sealed);
+        let oldest_kept = self.next.load(Ordering::Relaxed).saturating_sub(self.keep);
+        // Everything in a record is older than the record after it.
+        while held.len() > 1 && held[1] <= oldest_kept {
+            let old = held.pop_front().expect("more than one");
             writes.remove(&self.tree, old.to_be_bytes().to_vec());
         }
     }
@@ -99,7 +130,7 @@ impl Feed {
 
     /// The oldest sequence the feed still holds (the next one when it is empty).
     pub fn oldest(&self) -> Result<u64, FeedError> {
-        Ok(self.tree.first()?.map_or_else(|| *self.durable.borrow() + 1, |(key, _)| seq_of(&key)))
+        Ok(self.tree.first()?.map_or_else(|| *self.durable.borrow() + 1, |(key, _)| key_id(&key)))
     }
 
     /// Up to `limit` durable changes after `after`, oldest first.
@@ -109,17 +140,23 @@ impl Feed {
         if from > durable {
             return Ok(Vec::new());
         }
-        self.tree
-            .range(from.to_be_bytes()..=durable.to_be_bytes())
-            .take(limit)
-            .map(|entry| {
-                let (key, value) = entry?;
-                let seq = seq_of(&key);
+        let start = records::holding(&self.tree, from).unwrap_or(from);
+        let mut out = Vec::new();
+        for record in self.tree.range(start.to_be_bytes()..=durable.to_be_bytes()) {
+            let (key, record) = record?;
+            let key = key_id(&key);
+            let entries =
+                records::entries(key, &record).map_err(|reason| FeedError::Record { seq: key, reason })?;
+            for (seq, bytes) in entries.into_iter().filter(|&(seq, _)| (from..=durable).contains(&seq)) {
+                if out.len() == limit {
+                    return Ok(out);
+                }
                 let change =
-                    serde_json::from_slice(&value).map_err(|error| FeedError::Corrupt { seq, error })?;
-                Ok((seq, change))
-            })
-            .collect()
+                    serde_json::from_slice(bytes).map_err(|error| FeedError::Corrupt { seq, error })?;
+                out.push((seq, change));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -195,10 +232,6 @@ impl Cursor {
     }
 }
 
-fn seq_of(key: &[u8]) -> u64 {
-    key.try_into().map(u64::from_be_bytes).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +253,7 @@ mod tests {
         for n in range {
             feed.append(&writes, &change(n));
         }
+        feed.seal(&writes);
         writes.commit().unwrap();
         feed.mark_durable();
     }
@@ -238,8 +272,11 @@ mod tests {
         append(&feed, 8..16);
         let read = slow.read(&feed).unwrap();
         assert!(read.iter().all(|r| matches!(r, Read::Change(..))), "warned once: {read:?}");
-        // It stops reading; the feed moves on past what it had not read.
-        append(&feed, 16..40);
+        // It stops reading; the feed moves on past what it had not read (one change per batch,
+        // so that the feed keeps exactly ten).
+        for n in 16..40 {
+            append(&feed, n..n + 1);
+        }
         assert_eq!(slow.read(&feed).unwrap(), [Read::Lagged { resume_after: 30, keeps: 10 }]);
         assert!(slow.ended());
         assert!(slow.read(&feed).unwrap().is_empty());
@@ -270,14 +307,38 @@ mod tests {
         drop(feed);
         let feed = Feed::open(&db).unwrap();
         assert_eq!((feed.oldest().unwrap(), *feed.subscribe().borrow()), (1, 3));
-        // The tail is bounded: appending MAX_CHANGES more removes the first ones.
-        let writes = Writes::new();
-        for n in 0..MAX_CHANGES {
-            feed.append(&writes, &change(n));
-        }
-        writes.commit().unwrap();
-        feed.mark_durable();
+        // The tail is bounded: appending MAX_CHANGES more removes the first ones, and the batch
+        // is stored as records of many changes.
+        append(&feed, 0..MAX_CHANGES);
         assert_eq!(feed.oldest().unwrap(), 4);
-        assert_eq!(db.open_tree("changes").unwrap().len() as u64, MAX_CHANGES);
+        assert_eq!(feed.after(0, usize::MAX).unwrap().len() as u64, MAX_CHANGES);
+        assert!(db.open_tree("changes").unwrap().len() as u64 <= MAX_CHANGES / 10);
+    }
+
+    #[test]
+    fn batch_after_batch_the_feed_keeps_its_last_changes_and_a_record_more_at_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let mut feed = Feed::open(&db).unwrap().keeping(100);
+        let mut appended = 0;
+        for batch in 0..60u64 {
+            let size = 1 + batch % 13;
+            append(&feed, appended..appended + size);
+            appended += size;
+            let held: Vec<u64> = feed.after(0, usize::MAX).unwrap().into_iter().map(|(seq, _)| seq).collect();
+            // What it holds is the tail, without a gap, ending with the last change.
+            assert_eq!(held, (feed.oldest().unwrap()..=appended).collect::<Vec<_>>(), "after batch {batch}");
+            let kept = appended.min(100);
+            assert!(held.len() as u64 >= kept && held.len() as u64 <= kept + 12, "{} held", held.len());
+            if batch == 30 {
+                // Reopened, it goes on trimming what it held before.
+                drop(feed);
+                feed = Feed::open(&db).unwrap().keeping(100);
+            }
+        }
+        // A reader resumes from anywhere in the tail, the middle of a record included.
+        let oldest = feed.oldest().unwrap();
+        let read: Vec<u64> = feed.after(oldest + 5, 3).unwrap().into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(read, [oldest + 6, oldest + 7, oldest + 8]);
     }
 }

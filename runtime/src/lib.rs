@@ -7,6 +7,7 @@
 //! - [`db`]: a process's sled store, and the `fdatasync` that makes a flush durable.
 //! - [`writes`]: a batch's writes, gathered in memory and committed as one transaction.
 //! - [`outbox`]: messages committed with state, and the entries the broker refused.
+//! - [`records`]: a batch's entries of an append-only log stored under one key (outbox, feed).
 //! - [`bus`]: the broker connection with our own reconnect loop, consumers, the relay.
 //! - [`pipeline`]: the one loop: a batch in, applied, made durable, then acked and let out.
 //! - [`process`]: the order in which every program starts and stops.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod process;
+pub mod records;
 pub mod shutdown;
 pub mod telemetry;
 pub mod watchdog;

@@ -14,40 +14,25 @@
 //!   closes the channel, or nacks it) is moved to the `parked` tree with the reason, counted,
 //!   and shown at `GET /outbox/parked`; everything behind it flows on.
 //!
-//! **One record for a batch's entries.** Every entry has its own id, but the entries a group commit
-//! staged are stored together ([`Outbox::seal`]), in records of up to [`MAX_RECORD_BYTES`] keyed by
-//! their first id. A sled key costs a log write when it is inserted and another when it is removed,
-//! and every tenth write to a page rewrites the page: one key per message made the outbox about a
-//! third of the orchestrator's sled writes (16 of some 47 per saga, counted by a trace of sled's
-//! log). A record leaves the tree when the last of its entries is confirmed, skipped or parked;
-//! until then the process remembers which are done ([`Outbox`]'s `open`), so that within one run
-//! nothing confirmed goes out twice. After a restart a record's confirmed entries may go out again,
-//! which the second rule already allows.
+//! **One record for a batch's entries** ([`crate::records`]). Every entry has its own id, but
+//! the entries a group commit staged are stored together ([`Outbox::seal`]): one key per
+//! record instead of one per message, which made the outbox 16 of the orchestrator's ~47 sled
+//! writes per saga (counted by a trace of sled's log). A record leaves the tree when the last of
+//! its entries is confirmed, skipped or parked; until then the process remembers which are done
+//! ([`Outbox`]'s `open`), so that within one run nothing confirmed goes out twice. After a
+//! restart a record's confirmed entries may go out again, which the second rule allows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
-use sled::IVec;
 use tokio::sync::watch;
 
 use crate::bus::message::Message;
 use crate::metrics::Counter;
+use crate::records::{self, key_id};
 use crate::writes::Writes;
-
-/// Most bytes of entries [`Outbox::seal`] puts in one record; a message larger than this is a
-/// record of its own. Why so small: sled splits a leaf at 16 keys whatever their size, and
-/// writes a page of more than an eighth of a segment (128 KiB) as a file of its own; 16 records
-/// of 4 KiB keep the outbox's leaves under that even when the broker is away and records pile
-/// up. It still holds several commands or replies, which are a few hundred bytes each.
-pub const MAX_RECORD_BYTES: usize = 4 * 1024;
-
-/// The first byte of a record of several entries. A record of one entry is that message's
-/// own encoding ([`Message::encode`]), which starts with a big-endian length far below 2^24,
-/// so with a zero: the two cannot be mistaken, and stores written before records existed read
-/// as they are.
-const RECORD_TAG: u8 = 0xB5;
 
 /// The outbox of one process: a sled tree of records keyed by their first entry's id, the
 /// durable watermark, and the entries set aside.
@@ -96,7 +81,7 @@ impl Outbox {
         let last_waiting = match tree.last()? {
             Some((k, v)) => {
                 let key = key_id(&k);
-                record_entries(key, &v).ok().and_then(|e| e.last().map(|&(id, _)| id)).unwrap_or(key)
+                records::entries(key, &v).ok().and_then(|e| e.last().map(|&(id, _)| id)).unwrap_or(key)
             }
             None => 0,
         };
@@ -122,39 +107,10 @@ impl Outbox {
         writes.insert(&self.tree, &self.next_id().to_be_bytes(), message.encode());
     }
 
-    /// Gathers the entries staged in a batch's `writes` into records of several, just before
-    /// the batch is committed: one sled key per [`MAX_RECORD_BYTES`] instead of one per message.
-    /// Entries keep their ids; a batch that staged one entry is left as it is.
+    /// Gathers the entries staged in a batch's `writes` into records, just before the batch is
+    /// committed ([`records::seal`]). Entries keep their ids.
     pub fn seal(&self, writes: &Writes<'static>) {
-        // Runs of consecutive entries, each within MAX_RECORD_BYTES unless it is one message.
-        let mut runs: Vec<(usize, Vec<(u64, IVec)>)> = Vec::new();
-        for (key, value) in writes.take(&self.tree) {
-            let Some(message) = value else {
-                writes.remove(&self.tree, key);
-                continue;
-            };
-            let size = 12 + message.len();
-            match runs.last_mut() {
-                Some((bytes, run)) if *bytes + size <= MAX_RECORD_BYTES => {
-                    *bytes += size;
-                    run.push((key_id(&key), message));
-                }
-                _ => runs.push((1 + size, vec![(key_id(&key), message)])),
-            }
-        }
-        for (bytes, run) in runs {
-            let first = run[0].0.to_be_bytes();
-            if let [(_, message)] = &run[..] {
-                writes.insert(&self.tree, &first, message.clone());
-                continue;
-            }
-            let mut record = Vec::with_capacity(bytes);
-            record.push(RECORD_TAG);
-            for (id, message) in &run {
-                push_entry(&mut record, *id, message);
-            }
-            writes.insert(&self.tree, &first, record);
-        }
+        records::seal(writes, &self.tree);
     }
 
     /// Stages one message on its own, outside any batch (tests and tools).
@@ -200,7 +156,7 @@ impl Outbox {
             .filter_map(Result::ok)
             .map(|(k, v)| match open.get(&key_id(&k)) {
                 Some(waiting) => waiting.len(),
-                None => record_entries(key_id(&k), &v).map_or(1, |e| e.len()),
+                None => records::entries(key_id(&k), &v).map_or(1, |e| e.len()),
             })
             .sum()
     }
@@ -212,11 +168,11 @@ impl Outbox {
         let mut unreadable = Vec::new();
         {
             let mut open = self.lock();
-            let start = self.record_holding(from).unwrap_or(from);
+            let start = records::holding(&self.tree, from).unwrap_or(from);
             'records: for record in self.tree.range(start.to_be_bytes()..=upto.to_be_bytes()) {
                 let Ok((k, v)) = record else { break };
                 let key = key_id(&k);
-                let entries = match record_entries(key, &v) {
+                let entries = match records::entries(key, &v) {
                     Ok(entries) => entries,
                     Err(e) => {
                         unreadable.push((key, format!("the outbox record cannot be read: {e}")));
@@ -247,12 +203,12 @@ impl Outbox {
     /// One entry, if it is still waiting.
     pub fn get(&self, id: u64) -> Option<Message> {
         let open = self.lock();
-        let key = self.record_holding(id)?;
+        let key = records::holding(&self.tree, id)?;
         if open.get(&key).is_some_and(|waiting| !waiting.contains(&id)) {
             return None;
         }
         let record = self.tree.get(key.to_be_bytes()).ok()??;
-        let entries = record_entries(key, &record).ok()?;
+        let entries = records::entries(key, &record).ok()?;
         let &(_, bytes) = entries.iter().find(|&&(entry, _)| entry == id)?;
         Message::decode(bytes).ok()
     }
@@ -292,11 +248,11 @@ impl Outbox {
         use sled::transaction::ConflictableTransactionError;
         use sled::Transactional;
         let mut open = self.lock();
-        let Some(key) = self.record_holding(id) else { return };
+        let Some(key) = records::holding(&self.tree, id) else { return };
         let waiting = open.get(&key).cloned();
         let moved = (&self.tree, &self.parked).transaction(|(tree, parked)| {
             let Some(record) = tree.get(key.to_be_bytes())? else { return Ok(None) };
-            let (message, rest) = match record_entries(key, &record) {
+            let (message, rest) = match records::entries(key, &record) {
                 Ok(entries) => {
                     let Some(&(_, message)) = entries.iter().find(|&&(entry, _)| entry == id) else {
                         return Ok(None);
@@ -319,11 +275,7 @@ impl Outbox {
             if rest.is_empty() {
                 tree.remove(&key.to_be_bytes())?;
             } else {
-                let mut bytes = vec![RECORD_TAG];
-                for &(entry, message) in &rest {
-                    push_entry(&mut bytes, entry, message);
-                }
-                tree.insert(&key.to_be_bytes(), bytes)?;
+                tree.insert(&key.to_be_bytes(), records::encode(rest.iter().copied()))?;
             }
             Ok::<_, ConflictableTransactionError<()>>(Some(
                 rest.iter().map(|&(entry, _)| entry).collect::<BTreeSet<u64>>(),
@@ -369,13 +321,6 @@ impl Outbox {
         self.open.lock().expect("no thread panics holding the outbox's open records")
     }
 
-    /// The key of the record that holds `id`, if any does: records are keyed by their first
-    /// id and never overlap, so it is the last key at or below `id`.
-    fn record_holding(&self, id: u64) -> Option<u64> {
-        let (k, _) = self.tree.range(..=id.to_be_bytes()).next_back()?.ok()?;
-        Some(key_id(&k))
-    }
-
     /// The waiting ids of the record that holds `id`, read from the tree if no one read it yet.
     fn open_record<'a>(
         &self,
@@ -387,58 +332,18 @@ impl Outbox {
             open.range(..=id).next_back().filter(|(_, waiting)| waiting.contains(&id)).map(|(&k, _)| k);
         let key = match known {
             Some(key) => key,
-            None => self.record_holding(id)?,
+            None => records::holding(&self.tree, id)?,
         };
         let waiting = match open.entry(key) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 let record = self.tree.get(key.to_be_bytes()).ok()??;
-                let entries = record_entries(key, &record).ok()?;
+                let entries = records::entries(key, &record).ok()?;
                 e.insert(entries.iter().map(|&(entry, _)| entry).collect())
             }
         };
         Some((key, waiting))
     }
-}
-
-/// Appends one entry to a record: its id, its length, and the message as [`Message::encode`]
-/// made it.
-fn push_entry(record: &mut Vec<u8>, id: u64, message: &[u8]) {
-    record.extend_from_slice(&id.to_be_bytes());
-    record.extend_from_slice(&u32::try_from(message.len()).expect("a message under 4 GiB").to_be_bytes());
-    record.extend_from_slice(message);
-}
-
-/// The entries of the record stored under `key`: each id with its message's bytes. A record
-/// that is one message (not tagged) is that message, with the key as its id.
-fn record_entries(key: u64, record: &[u8]) -> Result<Vec<(u64, &[u8])>, &'static str> {
-    let Some((&RECORD_TAG, mut rest)) = record.split_first() else {
-        return Ok(vec![(key, record)]);
-    };
-    let mut out: Vec<(u64, &[u8])> = Vec::new();
-    while !rest.is_empty() {
-        let (head, tail) = rest.split_at_checked(12).ok_or("an entry's header is cut short")?;
-        let id = u64::from_be_bytes(head[..8].try_into().expect("8 bytes"));
-        let len = u32::from_be_bytes(head[8..].try_into().expect("4 bytes")) as usize;
-        let (message, tail) = tail.split_at_checked(len).ok_or("an entry is cut short")?;
-        // The ids of a record grow from its key, or `record_holding` would look in the wrong one.
-        if id < key || out.last().is_some_and(|&(last, _)| id <= last) {
-            return Err("its ids are out of order");
-        }
-        out.push((id, message));
-        rest = tail;
-    }
-    if out.is_empty() {
-        return Err("it holds no entry");
-    }
-    Ok(out)
-}
-
-fn key_id(key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
-    bytes[8 - n..].copy_from_slice(&key[key.len() - n..]);
-    u64::from_be_bytes(bytes)
 }
 
 /// Bytes as a hex string in JSON: parked messages are read by people and tools.
@@ -518,25 +423,6 @@ mod tests {
     }
 
     #[test]
-    fn records_are_cut_at_their_size_and_a_large_message_is_one_of_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let outbox = Outbox::open(&db).unwrap();
-        let mut bodies: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 300]).collect();
-        bodies.insert(7, vec![7; 3 * MAX_RECORD_BYTES]);
-        commit_batch(&outbox, &bodies);
-        let records: Vec<(u64, usize)> =
-            outbox.tree().iter().map(|r| r.unwrap()).map(|(k, v)| (key_id(&k), v.len())).collect();
-        assert!(records.len() > 2, "{records:?}");
-        for &(key, len) in &records {
-            let entries =
-                record_entries(key, &outbox.tree().get(key.to_be_bytes()).unwrap().unwrap()).unwrap().len();
-            assert!(len <= MAX_RECORD_BYTES || entries == 1, "record {key}: {len} bytes, {entries} entries");
-        }
-        assert_eq!(waiting(&outbox), (1..).zip(bodies).collect::<Vec<_>>());
-    }
-
-    #[test]
     fn a_parked_entry_leaves_its_record_and_a_restart_brings_back_only_what_waits() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
@@ -562,13 +448,11 @@ mod tests {
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let outbox = Outbox::open(&db).unwrap();
         commit_batch(&outbox, &[b"1".to_vec(), b"2".to_vec()]);
-        let mut cut = vec![RECORD_TAG];
-        push_entry(&mut cut, 3, &message(b"3".to_vec()).encode());
-        cut.truncate(cut.len() - 1);
+        let mut cut = records::encode([(3, &message(b"3".to_vec()).encode()[..])]);
+        cut.pop();
         outbox.tree().insert(3u64.to_be_bytes(), cut).unwrap();
-        let mut backwards = vec![RECORD_TAG];
-        push_entry(&mut backwards, 9, &message(b"9".to_vec()).encode());
-        push_entry(&mut backwards, 8, &message(b"8".to_vec()).encode());
+        let (nine, eight) = (message(b"9".to_vec()).encode(), message(b"8".to_vec()).encode());
+        let backwards = records::encode([(9, &nine[..]), (8, &eight[..])]);
         outbox.tree().insert(8u64.to_be_bytes(), backwards).unwrap();
         outbox.tree().insert(10u64.to_be_bytes(), message(b"10".to_vec()).encode()).unwrap();
 

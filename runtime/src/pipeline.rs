@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{dead_letter, Acks, Delivery, Receipt, Received};
 use crate::db::{Db, DbError};
 use crate::health::Health;
-use crate::metrics::{Counter, Histogram, Render};
+use crate::metrics::{Counter, CounterVec, Histogram, Render};
 use crate::outbox::Outbox;
 use crate::watchdog::Watchdog;
 use crate::writes::Writes;
@@ -95,6 +95,11 @@ pub trait Apply: Send + 'static {
         Ok(())
     }
 
+    /// The batch's last step before its commit, once everything is staged: an applier that
+    /// keeps a log of its own gathers the batch's entries into records ([`crate::records`]),
+    /// as the pipeline does for the outbox.
+    fn seal(&mut self, _writes: &Writes<'static>) {}
+
     /// Runs after each commit, once its acks and replies are out.
     fn after_commit(&mut self) {}
 }
@@ -118,6 +123,8 @@ pub struct PipelineMetrics {
     pub dead_lettered: Counter,
     /// Batches held back because the store could not take them.
     pub held: Counter,
+    /// Keys the commits wrote, by tree: the cost sled charges per key, counted exactly.
+    pub keys_written: CounterVec,
 }
 
 impl Default for PipelineMetrics {
@@ -128,6 +135,7 @@ impl Default for PipelineMetrics {
             commits: Counter::default(),
             dead_lettered: Counter::default(),
             held: Counter::default(),
+            keys_written: CounterVec::default(),
         }
     }
 }
@@ -150,6 +158,15 @@ impl PipelineMetrics {
                 "Batches held back while the store was failing.",
                 &self.held,
             );
+        let keys: Vec<(String, i64)> =
+            self.keys_written.snapshot().into_iter().map(|(tree, n)| (tree, n as i64)).collect();
+        r.labeled(
+            "sagaflow_commit_keys_total",
+            "Store keys inserted or removed by group commits, by tree.",
+            "counter",
+            "tree",
+            &keys,
+        );
     }
 }
 
@@ -277,14 +294,19 @@ impl<A: Apply> Pipeline<A> {
             acks.push(receipt);
         }
         // Everything is staged by now: the batch's entries are exactly those up to here.
+        self.applier.seal(&writes);
         self.outbox.seal(&writes);
         let upto = self.outbox.staged_upto();
-        writer_thread(|| {
+        let keys = writer_thread(|| {
             dog.watch(|| {
-                writes.commit()?;
-                self.db.make_durable()
+                let keys = writes.commit()?;
+                self.db.make_durable()?;
+                Ok::<_, DbError>(keys)
             })
         })?;
+        for (tree, n) in keys {
+            self.metrics.keys_written.with(&tree).add(n as u64);
+        }
         // Durable: now the batch's messages may go out, be acknowledged, and be answered.
         self.outbox.mark_durable(upto);
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());

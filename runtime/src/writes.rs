@@ -40,13 +40,19 @@ impl Writes<'static> {
 
     /// Writes the batch as one sled transaction: after a crash, all of it is recovered or
     /// none. Not durable until the flush after it ([`Db::make_durable`](crate::db::Db::make_durable)).
-    pub fn commit(self) -> sled::Result<()> {
+    /// Returns how many keys it wrote (inserted or removed) in each tree, by the tree's name:
+    /// a key is what sled pays for, whatever its size.
+    pub fn commit(self) -> sled::Result<Vec<(String, usize)>> {
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         use sled::Transactional;
         let pending = self.trees.into_inner();
         if pending.iter().all(|p| p.writes.is_empty()) {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let keys = pending
+            .iter()
+            .map(|p| (String::from_utf8_lossy(&p.tree.name()).into_owned(), p.writes.len()))
+            .collect();
         let trees: Vec<sled::Tree> = pending.iter().map(|p| p.tree.clone()).collect();
         trees
             .as_slice()
@@ -64,7 +70,8 @@ impl Writes<'static> {
             .map_err(|e| match e {
                 TransactionError::Storage(e) => e,
                 TransactionError::Abort(never) => match never {},
-            })
+            })?;
+        Ok(keys)
     }
 }
 
