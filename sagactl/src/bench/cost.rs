@@ -2,7 +2,8 @@
 //! context switches (from /proc, [`procstat`]), what the disk that holds the stores wrote, and
 //! the messages the broker itself counted (from its Prometheus endpoint, on the bench's private
 //! node). CPU per saga is steadier than throughput on a shared machine, so it is what a change
-//! is judged by.
+//! is judged by; the store keys each program's group commits wrote (its own
+//! `sagaflow_commit_keys_total`) do not depend on the machine at all.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +25,10 @@ pub struct ProcessCost {
     /// CPU time over wall time, in percent of one core.
     pub cpu_percent: f64,
     pub max_rss_mib: f64,
+    /// Keys the program's group commits inserted or removed in its store, per saga: what sled
+    /// charges for, counted exactly (none for the broker, the load generator and the REST chain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_keys_per_saga: Option<f64>,
 }
 
 /// Messages as the broker counted them, per completed saga.
@@ -47,9 +52,30 @@ struct BrokerCounters {
     delivered: f64,
 }
 
+async fn scrape(metrics_url: &str) -> Option<prometheus_parse::Scrape> {
+    let text = reqwest::get(metrics_url).await.ok()?.error_for_status().ok()?.text().await.ok()?;
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).ok()
+}
+
+/// A program's store keys written so far, all trees together: `None` if it does not answer,
+/// `Some(None)` if it answers without counting any (a program before its first commit, or one
+/// that does not count them).
+async fn store_keys(metrics_url: &str) -> Option<Option<f64>> {
+    let scrape = scrape(metrics_url).await?;
+    let samples: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "sagaflow_commit_keys_total")
+        .filter_map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    Some((!samples.is_empty()).then(|| samples.iter().sum()))
+}
+
 async fn broker_counters(metrics_url: &str) -> Option<BrokerCounters> {
-    let text = reqwest::get(metrics_url).await.ok()?.text().await.ok()?;
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).ok()?;
+    let scrape = scrape(metrics_url).await?;
     let sum = |name: &str, queue_type: Option<&str>| -> f64 {
         scrape
             .samples
@@ -78,6 +104,8 @@ pub struct Meter {
     broker_start: Option<BrokerCounters>,
     /// The device that holds the stores, and what it had written when the phase began.
     disk_start: Option<(Device, u64)>,
+    /// Each program's metrics address and the store keys it had written when the phase began.
+    keys_start: Vec<(String, String, f64)>,
 }
 
 /// A phase's cost.
@@ -94,25 +122,44 @@ pub struct Cost {
 }
 
 impl Meter {
-    /// Starts measuring `pids`, the broker's counters (if it has some), and the disk that holds
+    /// Starts measuring `pids`, the broker's counters (if it has some), the store keys of the
+    /// programs in `programs` (name, metrics address) that count them, and the disk that holds
     /// `data_dir`.
-    pub async fn start(pids: &[(String, u32)], broker_metrics: Option<&str>, data_dir: &Path) -> Self {
+    pub async fn start(
+        pids: &[(String, u32)],
+        broker_metrics: Option<&str>,
+        programs: &[(String, String)],
+        data_dir: &Path,
+    ) -> Self {
         let broker_start = match broker_metrics {
             Some(url) => broker_counters(url).await,
             None => None,
         };
+        let mut keys_start = Vec::new();
+        for (name, url) in programs {
+            if let Some(keys) = store_keys(url).await {
+                keys_start.push((name.clone(), url.clone(), keys.unwrap_or(0.0)));
+            }
+        }
         let disk_start = Device::of(data_dir).and_then(|d| Some((d, d.written_bytes()?)));
         Self {
             sampler: Sampler::start(pids),
             broker_url: broker_metrics.map(str::to_owned),
             broker_start,
             disk_start,
+            keys_start,
         }
     }
 
     pub async fn finish(self, completed: usize) -> Cost {
         let usage = self.sampler.finish();
         let per = |x: f64| round2(x / completed.max(1) as f64);
+        let mut keys = BTreeMap::new();
+        for (name, url, start) in &self.keys_start {
+            if let Some(Some(end)) = store_keys(url).await {
+                keys.insert(name.clone(), per(end - start));
+            }
+        }
         let processes: BTreeMap<String, ProcessCost> = usage
             .iter()
             .map(|(name, u)| {
@@ -122,6 +169,7 @@ impl Meter {
                     context_switches_per_saga: per(u.context_switches as f64),
                     cpu_percent: u.cpu_percent,
                     max_rss_mib: u.max_rss_mib,
+                    store_keys_per_saga: keys.get(name).copied(),
                 };
                 (name.clone(), cost)
             })

@@ -360,6 +360,10 @@ fn smoke_check(r: &Report) -> anyhow::Result<()> {
             wrong.push(format!("the {name} design completed no orders in a load phase"));
         }
     }
+    let keys = |p: &str| r.saga.peak.processes.get(p).and_then(|c| c.store_keys_per_saga).unwrap_or(0.0);
+    if ["orchestrator", "payment", "inventory", "notification"].iter().any(|p| keys(p) <= 0.0) {
+        wrong.push("a program's store keys per saga were not measured at the saga's peak".to_owned());
+    }
     let o = &r.saga.payment_outage;
     if o.placed == 0 || o.endings.failed + o.endings.lost + o.endings.refused > 0 {
         wrong.push(format!("the saga did not complete every order through the outage: {:?}", o.endings));
@@ -465,7 +469,7 @@ impl Bench {
         let placer = Placer::new(target, &format!("{}-{}", self.run_id, system.namespace.len()));
         let pids = pids(system);
         let metrics = broker_metrics(system);
-        let mut meter = Meter::start(&pids, metrics.as_deref(), &system.dir).await;
+        let mut meter = Meter::start(&pids, metrics.as_deref(), &program_metrics(system), &system.dir).await;
         let (rate, samples) = procstat::sampled(
             &mut meter.sampler,
             Duration::from_millis(250),
@@ -487,7 +491,8 @@ impl Bench {
         let mut open = Vec::new();
         for share in [0.25, 0.5, 0.75] {
             let offered = (peak.completed_per_sec * share).max(1.0);
-            let mut meter = Meter::start(&pids, metrics.as_deref(), &system.dir).await;
+            let mut meter =
+                Meter::start(&pids, metrics.as_deref(), &program_metrics(system), &system.dir).await;
             let samples = procstat::sampled(
                 &mut meter.sampler,
                 Duration::from_millis(250),
@@ -591,7 +596,7 @@ impl Bench {
         let result = async {
             let recovery_secs = recovery(&system).await?;
             let placer = Placer::new(saga_target(&system).await?, &format!("{}-{name}", self.run_id));
-            let mut meter = Meter::start(&pids(&system), None, &system.dir).await;
+            let mut meter = Meter::start(&pids(&system), None, &program_metrics(&system), &system.dir).await;
             let (rate, samples) = procstat::sampled(
                 &mut meter.sampler,
                 Duration::from_millis(250),
@@ -730,6 +735,11 @@ async fn saga_target(system: &StartedSystem) -> anyhow::Result<Target> {
         None => Watcher::start(&system.broker.url, &topology.events_exchange()).await?,
     };
     Ok(Target::Saga { api: system.api().to_owned(), watcher })
+}
+
+/// Each program's metrics address, by its name.
+fn program_metrics(system: &StartedSystem) -> Vec<(String, String)> {
+    system.programs.iter().map(|p| (p.name.to_owned(), format!("{}/metrics", p.http))).collect()
 }
 
 fn pids(system: &StartedSystem) -> Vec<(String, u32)> {

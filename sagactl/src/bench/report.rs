@@ -191,7 +191,7 @@ pub fn table(r: &Report) -> String {
         ]);
     }
     s += &format!(
-        "\n## Latency and throughput\n\nEnd to end: POST to the terminal event (chain: POST to its answer). The peak is a closed loop ({} orders in flight); the other rows are an open loop at a share of it. CPU ms/saga is every process of the system, broker included, load generator not, from the start of a row's load until the system is quiet again: what a row's sagas leave behind (sled's segment cleaning) counts for that row. Disk KiB/saga is what the disk that holds the stores wrote (journal included, every process on the machine); the per-process KiB below are the kernel's `write_bytes`, counted as pages are dirtied, which is more when a process syncs many small writes.\n\n{latency}\n",
+        "\n## Latency and throughput\n\nEnd to end: POST to the terminal event (chain: POST to its answer). The peak is a closed loop ({} orders in flight); the other rows are an open loop at a share of it. CPU ms/saga is every process of the system, broker included, load generator not, from the start of a row's load until the system is quiet again: what a row's sagas leave behind (sled's segment cleaning) counts for that row. Disk KiB/saga is what the disk that holds the stores wrote (journal included, every process on the machine); the per-process KiB below are the kernel's `write_bytes`, counted as pages are dirtied, which is more when a process syncs many small writes. Store keys/saga are the keys a program's group commits inserted or removed (its `sagaflow_commit_keys_total`): what sled charges for, independent of the machine.\n\n{latency}\n",
         r.saga.peak.offered
     );
 
@@ -202,6 +202,7 @@ pub fn table(r: &Report) -> String {
         "CPU ms/saga",
         "KiB written/saga",
         "ctx switches/saga",
+        "store keys/saga",
         "% of a core",
         "max RSS MiB",
     ]);
@@ -214,6 +215,7 @@ pub fn table(r: &Report) -> String {
                 right(format!("{:.3}", p.cpu_ms_per_saga)),
                 right(format!("{:.1}", p.bytes_written_per_saga / 1024.0)),
                 right(format!("{:.1}", p.context_switches_per_saga)),
+                right(p.store_keys_per_saga.map_or_else(|| "-".to_owned(), |k| format!("{k:.2}"))),
                 right(format!("{:.0}", p.cpu_percent)),
                 right(format!("{:.0}", p.max_rss_mib)),
             ]);
