@@ -52,19 +52,12 @@ pub fn seal(writes: &Writes<'static>, tree: &sled::Tree) -> Vec<u64> {
         }
     }
     let mut keys = Vec::with_capacity(runs.len());
-    for (bytes, run) in runs {
+    for (_, run) in runs {
         let first = run[0].0;
         keys.push(first);
         let record = match &run[..] {
             [(_, entry)] => entry.to_vec(),
-            _ => {
-                let mut record = Vec::with_capacity(bytes);
-                record.push(TAG);
-                for (id, entry) in &run {
-                    push(&mut record, *id, entry);
-                }
-                record
-            }
+            _ => encode(run.iter().map(|(id, entry)| (*id, &entry[..]))),
         };
         writes.insert(tree, &first.to_be_bytes(), record);
     }

@@ -57,43 +57,40 @@ async fn scrape(metrics_url: &str) -> Option<prometheus_parse::Scrape> {
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).ok()
 }
 
-/// A program's store keys written so far, all trees together: `None` if it does not answer,
-/// `Some(None)` if it answers without counting any (a program before its first commit, or one
-/// that does not count them).
-async fn store_keys(metrics_url: &str) -> Option<Option<f64>> {
-    let scrape = scrape(metrics_url).await?;
-    let samples: Vec<f64> = scrape
+/// The samples of `name` whose `label` (if given) has the value asked, added up; `None` when
+/// the scrape has no such sample.
+fn sum(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    let values: Vec<f64> = scrape
         .samples
         .iter()
-        .filter(|s| s.metric == "sagaflow_commit_keys_total")
+        .filter(|s| s.metric == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
         .filter_map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => Some(v),
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
             _ => None,
         })
         .collect();
-    Some((!samples.is_empty()).then(|| samples.iter().sum()))
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// A program's store keys written so far, all trees together; `None` if it does not answer or
+/// counts none (before its first commit, or a program that does not count them).
+async fn store_keys(metrics_url: &str) -> Option<f64> {
+    sum(&scrape(metrics_url).await?, "sagaflow_commit_keys_total", None)
 }
 
 async fn broker_counters(metrics_url: &str) -> Option<BrokerCounters> {
     let scrape = scrape(metrics_url).await?;
-    let sum = |name: &str, queue_type: Option<&str>| -> f64 {
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .filter(|s| queue_type.is_none_or(|q| s.labels.get("queue_type") == Some(q)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
-                prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
+    let total = |name: &str, queue_type: Option<&str>| -> f64 {
+        sum(&scrape, name, queue_type.map(|q| ("queue_type", q))).unwrap_or(0.0)
     };
     Some(BrokerCounters {
-        received: sum("rabbitmq_global_messages_received_total", None),
-        unroutable: sum("rabbitmq_global_messages_unroutable_dropped_total", None)
-            + sum("rabbitmq_global_messages_unroutable_returned_total", None),
-        delivered: sum("rabbitmq_global_messages_delivered_total", Some("rabbit_quorum_queue")),
+        received: total("rabbitmq_global_messages_received_total", None),
+        unroutable: total("rabbitmq_global_messages_unroutable_dropped_total", None)
+            + total("rabbitmq_global_messages_unroutable_returned_total", None),
+        delivered: total("rabbitmq_global_messages_delivered_total", Some("rabbit_quorum_queue")),
     })
 }
 
@@ -104,7 +101,8 @@ pub struct Meter {
     broker_start: Option<BrokerCounters>,
     /// The device that holds the stores, and what it had written when the phase began.
     disk_start: Option<(Device, u64)>,
-    /// Each program's metrics address and the store keys it had written when the phase began.
+    /// Each program's metrics address and the store keys it had written when the phase began
+    /// (none yet counts as zero; a program that counts none by the end has no figure).
     keys_start: Vec<(String, String, f64)>,
 }
 
@@ -137,9 +135,7 @@ impl Meter {
         };
         let mut keys_start = Vec::new();
         for (name, url) in programs {
-            if let Some(keys) = store_keys(url).await {
-                keys_start.push((name.clone(), url.clone(), keys.unwrap_or(0.0)));
-            }
+            keys_start.push((name.clone(), url.clone(), store_keys(url).await.unwrap_or(0.0)));
         }
         let disk_start = Device::of(data_dir).and_then(|d| Some((d, d.written_bytes()?)));
         Self {
@@ -156,7 +152,7 @@ impl Meter {
         let per = |x: f64| round2(x / completed.max(1) as f64);
         let mut keys = BTreeMap::new();
         for (name, url, start) in &self.keys_start {
-            if let Some(Some(end)) = store_keys(url).await {
+            if let Some(end) = store_keys(url).await {
                 keys.insert(name.clone(), per(end - start));
             }
         }

@@ -469,7 +469,8 @@ impl Bench {
         let placer = Placer::new(target, &format!("{}-{}", self.run_id, system.namespace.len()));
         let pids = pids(system);
         let metrics = broker_metrics(system);
-        let mut meter = Meter::start(&pids, metrics.as_deref(), &program_metrics(system), &system.dir).await;
+        let programs = program_metrics(system);
+        let mut meter = Meter::start(&pids, metrics.as_deref(), &programs, &system.dir).await;
         let (rate, samples) = procstat::sampled(
             &mut meter.sampler,
             Duration::from_millis(250),
@@ -491,8 +492,7 @@ impl Bench {
         let mut open = Vec::new();
         for share in [0.25, 0.5, 0.75] {
             let offered = (peak.completed_per_sec * share).max(1.0);
-            let mut meter =
-                Meter::start(&pids, metrics.as_deref(), &program_metrics(system), &system.dir).await;
+            let mut meter = Meter::start(&pids, metrics.as_deref(), &programs, &system.dir).await;
             let samples = procstat::sampled(
                 &mut meter.sampler,
                 Duration::from_millis(250),
