@@ -413,11 +413,24 @@ impl Store {
         Ok(candidates)
     }
 
-    /// Armed timers due at or before `now`: (index key, order id, timer).
-    pub fn due_timers(&self, now: u64, limit: usize) -> Result<Vec<(Vec<u8>, String, Timer)>, StoreError> {
+    /// Armed timers due at or before `now` that `skip` does not pass over: (index key, order id,
+    /// timer), at most `limit`. Skipped ones are not decoded: under overload thousands of due
+    /// timers wait with the engine, and the timer task looks past them at every scan.
+    pub fn due_timers(
+        &self,
+        now: u64,
+        limit: usize,
+        skip: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<(Vec<u8>, String, Timer)>, StoreError> {
         let mut due = Vec::new();
-        for entry in self.timers.range(..(now.saturating_add(1)).to_be_bytes()).take(limit) {
+        for entry in self.timers.range(..(now.saturating_add(1)).to_be_bytes()) {
             let (key, value) = entry?;
+            if skip(&key) {
+                continue;
+            }
+            if due.len() == limit {
+                break;
+            }
             let order_id = String::from_utf8_lossy(&key[8..]).into_owned();
             match serde_json::from_slice(&value) {
                 Ok(timer) => due.push((key.to_vec(), order_id, timer)),
@@ -662,4 +675,45 @@ fn count_key(status: Status) -> String {
 
 fn decode_i64(bytes: &[u8]) -> i64 {
     bytes.try_into().map(i64::from_be_bytes).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sagaflow_saga::{Phase, TimerKind};
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Arc::new(Db::open(&dir.path().join("sagas.sled")).expect("db"));
+        let store =
+            Store::open(db, crate::order_saga::default_definition(), crate::order_saga::default_label())
+                .expect("store");
+        (dir, store)
+    }
+
+    fn arm(store: &Store, due: u64, order_id: &str) {
+        let timer = Timer { step: 0, phase: Phase::Action, attempt: 1, kind: TimerKind::AttemptTimeout };
+        store
+            .timers
+            .insert(timer_key(due, order_id), serde_json::to_vec(&timer).expect("serialises"))
+            .expect("insert");
+    }
+
+    #[test]
+    fn due_timers_pass_over_the_skipped_ones_without_counting_them() {
+        let (_dir, store) = store();
+        for (due, id) in [(10, "a"), (20, "b"), (30, "c"), (40, "d"), (99, "later")] {
+            arm(&store, due, id);
+        }
+        let ids =
+            |due: Vec<(Vec<u8>, String, Timer)>| due.into_iter().map(|(_, id, _)| id).collect::<Vec<_>>();
+        assert_eq!(ids(store.due_timers(50, 10, |_| false).unwrap()), ["a", "b", "c", "d"]);
+        // Under overload the first due timers wait with the engine: the limit counts only the
+        // ones handed over now, so the ones behind them are not starved.
+        let waiting = [timer_key(10, "a"), timer_key(20, "b")];
+        let skip = |key: &[u8]| waiting.iter().any(|w| w == key);
+        assert_eq!(ids(store.due_timers(50, 1, skip).unwrap()), ["c"]);
+        assert_eq!(ids(store.due_timers(50, 10, skip).unwrap()), ["c", "d"]);
+        assert_eq!(store.next_due().unwrap(), Some(10));
+    }
 }

@@ -46,7 +46,8 @@ pub async fn run(
             continue;
         }
         let now = now_millis();
-        match store.due_timers(now, 4096) {
+        let handed_over = |key: &[u8]| in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(key);
+        match store.due_timers(now, 4096, handed_over) {
             Ok(due) => {
                 for (key, order_id, timer) in due {
                     let fresh = in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
@@ -57,14 +58,17 @@ pub async fn run(
             }
             Err(e) => tracing::error!(error = %e, "cannot read timers"),
         }
-        let wait = match store.next_due() {
-            Ok(Some(due)) if due > now => Duration::from_millis(due - now).min(MAX_SLEEP),
-            Ok(Some(_)) => IN_FLIGHT_POLL,
-            _ => MAX_SLEEP,
+        let (wait, woken_by_commits) = match store.next_due() {
+            Ok(Some(due)) if due > now => (Duration::from_millis(due - now).min(MAX_SLEEP), true),
+            // Due timers wait with the engine. A commit cannot arm one due earlier than those,
+            // so it is no reason to look again: under overload, commits come hundreds of times a
+            // second and each look would pass over every timer still waiting.
+            Ok(Some(_)) => (IN_FLIGHT_POLL, false),
+            _ => (MAX_SLEEP, true),
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = wake.notified() => {}
+            _ = wake.notified(), if woken_by_commits => {}
             _ = stop.cancelled() => return,
         }
     }
