@@ -56,10 +56,12 @@ pub enum Job {
         control: Control,
         answer: oneshot::Sender<Result<Controlled, StoreError>>,
     },
+    /// A timer index entry fell due. `None`: its value could not be read and its saga's record
+    /// names no timer for that time, so the entry is only forgotten.
     Timer {
         order_id: String,
         key: Vec<u8>,
-        timer: Timer,
+        timer: Option<Timer>,
     },
     /// Retention: remove up to `limit` sagas that finished at or before `cutoff`.
     Sweep {
@@ -251,8 +253,12 @@ impl Apply for Engine {
                 })
             }
             Job::Timer { order_id, key, timer } => {
-                let result =
-                    self.apply(writes, &order_id, &Incoming::Timer { timer, key: key.clone() }, now_millis());
+                let result = match timer {
+                    Some(timer) => self
+                        .apply(writes, &order_id, &Incoming::Timer { timer, key: key.clone() }, now_millis())
+                        .map(drop),
+                    None => self.store.transaction(writes, |tx| tx.forget_timer(&key)),
+                };
                 if let Err(e) = answered(result)? {
                     tracing::error!(order_id, error = %e, "a timer could not be applied");
                 }

@@ -176,6 +176,16 @@ impl Indexed {
     }
 }
 
+/// A timer index entry that fell due ([`Store::due_timers`]).
+#[derive(Debug, PartialEq)]
+pub struct DueTimer {
+    /// Its index key: the due time and the saga's key.
+    pub key: Vec<u8>,
+    pub order_id: String,
+    /// What the saga armed; `None` for an entry that is only to be forgotten.
+    pub timer: Option<Timer>,
+}
+
 impl Store {
     /// Opens (or creates) the store. Opening reads no saga: recovery is the timer index and the
     /// outbox, both already on disk, so start-up time does not grow with the number of sagas.
@@ -416,12 +426,17 @@ impl Store {
     /// Armed timers due at or before `now` that `skip` does not pass over: (index key, order id,
     /// timer), at most `limit`. Skipped ones are not decoded: under overload thousands of due
     /// timers wait with the engine, and the timer task looks past them at every scan.
+    ///
+    /// An entry whose value cannot be read (a future `Timer` encoding, say) is not passed over
+    /// for ever, which would leave its saga waiting without saying so: its key names the saga
+    /// and the due time, and the saga's record says which timer it armed for that time. `None`
+    /// when the record names none: the entry is stale, and only to be forgotten.
     pub fn due_timers(
         &self,
         now: u64,
         limit: usize,
         skip: impl Fn(&[u8]) -> bool,
-    ) -> Result<Vec<(Vec<u8>, String, Timer)>, StoreError> {
+    ) -> Result<Vec<DueTimer>, StoreError> {
         let mut due = Vec::new();
         for entry in self.timers.range(..(now.saturating_add(1)).to_be_bytes()) {
             let (key, value) = entry?;
@@ -432,10 +447,18 @@ impl Store {
                 break;
             }
             let order_id = String::from_utf8_lossy(&key[8..]).into_owned();
-            match serde_json::from_slice(&value) {
-                Ok(timer) => due.push((key.to_vec(), order_id, timer)),
-                Err(e) => tracing::error!(order_id, error = %e, "unreadable timer; skipped"),
-            }
+            let timer = match serde_json::from_slice(&value) {
+                Ok(timer) => Some(timer),
+                Err(e) => {
+                    let due_at = u64::from_be_bytes(key[..8].try_into().expect("8-byte prefix"));
+                    let armed = self.get(&order_id).ok().flatten().and_then(|record| record.saga.timer());
+                    let timer = armed.filter(|(_, at)| at.0 == due_at).map(|(timer, _)| timer);
+                    let fate = if timer.is_some() { "fired from the saga's record" } else { "forgotten" };
+                    tracing::warn!(order_id, error = %e, "unreadable timer index entry; {fate}");
+                    timer
+                }
+            };
+            due.push(DueTimer { key: key.to_vec(), order_id, timer });
         }
         Ok(due)
     }
@@ -680,6 +703,7 @@ fn decode_i64(bytes: &[u8]) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sagaflow_events::{SagaId, SagaKey};
     use sagaflow_saga::{Phase, TimerKind};
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -705,8 +729,7 @@ mod tests {
         for (due, id) in [(10, "a"), (20, "b"), (30, "c"), (40, "d"), (99, "later")] {
             arm(&store, due, id);
         }
-        let ids =
-            |due: Vec<(Vec<u8>, String, Timer)>| due.into_iter().map(|(_, id, _)| id).collect::<Vec<_>>();
+        let ids = |due: Vec<DueTimer>| due.into_iter().map(|d| d.order_id).collect::<Vec<_>>();
         assert_eq!(ids(store.due_timers(50, 10, |_| false).unwrap()), ["a", "b", "c", "d"]);
         // Under overload the first due timers wait with the engine: the limit counts only the
         // ones handed over now, so the ones behind them are not starved.
@@ -715,5 +738,52 @@ mod tests {
         assert_eq!(ids(store.due_timers(50, 1, skip).unwrap()), ["c"]);
         assert_eq!(ids(store.due_timers(50, 10, skip).unwrap()), ["c", "d"]);
         assert_eq!(store.next_due().unwrap(), Some(10));
+    }
+
+    #[test]
+    fn an_unreadable_timer_is_handed_over_to_be_forgotten_not_passed_over() {
+        let (_dir, store) = store();
+        store.timers.insert(timer_key(10, "gone"), b"{not a timer".to_vec()).unwrap();
+        arm(&store, 20, "b");
+        let due = store.due_timers(50, 10, |_| false).unwrap();
+        let got: Vec<_> = due.iter().map(|d| (d.order_id.as_str(), d.timer.is_some())).collect();
+        assert_eq!(got, [("gone", false), ("b", true)]);
+    }
+
+    #[test]
+    fn an_unreadable_timer_of_a_live_saga_fires_what_its_record_armed() {
+        let (_dir, store) = store();
+        let definition = crate::order_saga::default_definition();
+        let saga_id = SagaId::generate();
+        let mut saga = sagaflow_saga::Saga::new(saga_id.as_str(), &definition, 7);
+        saga.apply(&definition, &sagaflow_saga::Input::Start, Timestamp(1_000));
+        let (armed, at) = saga.timer().expect("a started saga waits on its first step");
+        let key = SagaKey::parse("o-1").unwrap();
+        let record = SagaRecord {
+            key: key.clone(),
+            saga_id,
+            saga,
+            order: None,
+            invalid: None,
+            definition: definition.fingerprint(),
+            body_hash: String::new(),
+            created_at: 1_000,
+            updated_at: 1_000,
+            created_seq: 1,
+            finished_at: None,
+            trace_id: String::new(),
+            payment_id: None,
+            command_sent_at: 1_000,
+            history_len: 0,
+            ignored_recorded: 0,
+            defined: None,
+        };
+        store.sagas.insert(key.as_str(), record.encode()).unwrap();
+        store.timers.insert(timer_key(at.0, "o-1"), b"\xff".to_vec()).unwrap();
+        let due = store.due_timers(at.0, 10, |_| false).unwrap();
+        assert_eq!(
+            due,
+            [DueTimer { key: timer_key(at.0, "o-1"), order_id: "o-1".into(), timer: Some(armed) }]
+        );
     }
 }

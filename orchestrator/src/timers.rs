@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Job, TimersInFlight};
-use crate::store::Store;
+use crate::store::{DueTimer, Store};
 
 /// The longest sleep between scans, so that a clock jump is noticed within a second.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
@@ -49,7 +49,7 @@ pub async fn run(
         let handed_over = |key: &[u8]| in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(key);
         match store.due_timers(now, 4096, handed_over) {
             Ok(due) => {
-                for (key, order_id, timer) in due {
+                for DueTimer { key, order_id, timer } in due {
                     let fresh = in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
                     if fresh && jobs.send(Input::Job(Job::Timer { order_id, key, timer })).await.is_err() {
                         return;
