@@ -450,7 +450,7 @@ impl Store {
             let timer = match serde_json::from_slice(&value) {
                 Ok(timer) => Some(timer),
                 Err(e) => {
-                    let due_at = u64::from_be_bytes(key[..8].try_into().expect("8-byte prefix"));
+                    let due_at = timer_due(&key);
                     let armed = self.get(&order_id).ok().flatten().and_then(|record| record.saga.timer());
                     let timer = armed.filter(|(_, at)| at.0 == due_at).map(|(timer, _)| timer);
                     let fate = if timer.is_some() { "fired from the saga's record" } else { "forgotten" };
@@ -465,7 +465,7 @@ impl Store {
 
     /// When the earliest armed timer is due.
     pub fn next_due(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.timers.first()?.map(|(k, _)| u64::from_be_bytes(k[..8].try_into().expect("8-byte prefix"))))
+        Ok(self.timers.first()?.map(|(key, _)| timer_due(&key)))
     }
 
     /// How many sagas are in each state.
@@ -665,6 +665,11 @@ fn timer_key(due: u64, order_id: &str) -> Vec<u8> {
     key.extend_from_slice(&due.to_be_bytes());
     key.extend_from_slice(order_id.as_bytes());
     key
+}
+
+/// The due time a [`timer_key`] starts with.
+fn timer_due(key: &[u8]) -> u64 {
+    u64::from_be_bytes(key[..8].try_into().expect("8-byte prefix"))
 }
 
 fn history_key(seq: u64, index: u32) -> [u8; 12] {
