@@ -28,6 +28,11 @@ use tokio::sync::watch;
 /// queue-shaped tree's live size in log garbage.
 pub const MAX_CHANGES: u64 = 10_000;
 
+/// How far past an unreadable last record the sequence goes on when the feed opens: further
+/// than any batch draws sequences (at most `MAX_BATCH` inputs of a few changes each), so that
+/// no new change takes a sequence the record may hold.
+const PAST_UNREADABLE: u64 = 1 << 24;
+
 /// One saga state or step change, as the stream sends it.
 pub use sagaflow_api::Change;
 
@@ -60,9 +65,19 @@ impl Feed {
         let last = match tree.last()? {
             Some((key, record)) => {
                 let seq = key_id(&key);
-                let entries =
-                    records::entries(seq, &record).map_err(|reason| FeedError::Record { seq, reason })?;
-                entries.last().map_or(seq, |&(last, _)| last)
+                match records::entries(seq, &record) {
+                    Ok(entries) => entries.last().map_or(seq, |&(last, _)| last),
+                    // Which sequences it holds cannot be known. Refusing to start would stop
+                    // every saga for the sake of a view of them: go on past them instead.
+                    Err(reason) => {
+                        tracing::error!(
+                            seq,
+                            reason,
+                            "the change feed's last record is unreadable; going on past it"
+                        );
+                        seq.saturating_add(PAST_UNREADABLE)
+                    }
+                }
             }
             None => 0,
         };
@@ -133,7 +148,9 @@ impl Feed {
         Ok(self.tree.first()?.map_or_else(|| *self.durable.borrow() + 1, |(key, _)| key_id(&key)))
     }
 
-    /// Up to `limit` durable changes after `after`, oldest first.
+    /// Up to `limit` durable changes after `after`, oldest first. An unreadable record or
+    /// change is stepped over, as a gap is: a reader that ended at it would end there again at
+    /// every reconnect, until the feed dropped it.
     pub fn after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Change)>, FeedError> {
         let durable = *self.durable.borrow();
         let from = after.saturating_add(1);
@@ -145,15 +162,21 @@ impl Feed {
         for record in self.tree.range(start.to_be_bytes()..=durable.to_be_bytes()) {
             let (key, record) = record?;
             let key = key_id(&key);
-            let entries =
-                records::entries(key, &record).map_err(|reason| FeedError::Record { seq: key, reason })?;
+            let entries = match records::entries(key, &record) {
+                Ok(entries) => entries,
+                Err(reason) => {
+                    tracing::warn!(error = %FeedError::Record { seq: key, reason }, "stepped over");
+                    continue;
+                }
+            };
             for (seq, bytes) in entries.into_iter().filter(|&(seq, _)| (from..=durable).contains(&seq)) {
                 if out.len() == limit {
                     return Ok(out);
                 }
-                let change =
-                    serde_json::from_slice(bytes).map_err(|error| FeedError::Corrupt { seq, error })?;
-                out.push((seq, change));
+                match serde_json::from_slice(bytes) {
+                    Ok(change) => out.push((seq, change)),
+                    Err(error) => tracing::warn!(error = %FeedError::Corrupt { seq, error }, "stepped over"),
+                }
             }
         }
         Ok(out)
@@ -313,6 +336,34 @@ mod tests {
         assert_eq!(feed.oldest().unwrap(), 4);
         assert_eq!(feed.after(0, usize::MAX).unwrap().len() as u64, MAX_CHANGES);
         assert!(db.open_tree("changes").unwrap().len() as u64 <= MAX_CHANGES / 10);
+    }
+
+    #[test]
+    fn an_unreadable_change_is_stepped_over_and_an_unreadable_record_does_not_keep_the_feed_shut() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree("changes").unwrap();
+        let feed = Feed::open(&db).unwrap();
+        append(&feed, 0..3);
+        drop(feed);
+        // A change that is not one: readers step over it.
+        tree.insert(4u64.to_be_bytes(), records::encode([(4, &b"{not a change"[..])])).unwrap();
+        let feed = Feed::open(&db).unwrap();
+        append(&feed, 10..12);
+        let read: Vec<u64> = feed.after(0, usize::MAX).unwrap().into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(read, [1, 2, 3, 5, 6]);
+        drop(feed);
+
+        // A record cut short, last: which sequences it held cannot be known, so the feed opens
+        // past them, and the tail before it is dropped as too old; a reader there is told so.
+        tree.insert(7u64.to_be_bytes(), vec![records::TAG, 0, 0]).unwrap();
+        let feed = Feed::open(&db).expect("opens past the unreadable record");
+        append(&feed, 20..22);
+        let next = 7 + PAST_UNREADABLE;
+        let read: Vec<u64> = feed.after(0, usize::MAX).unwrap().into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(read, [next + 1, next + 2]);
+        let mut behind = Cursor::new(3, None, None);
+        assert_eq!(behind.read(&feed).unwrap(), [Read::Lagged { resume_after: 6, keeps: MAX_CHANGES }]);
     }
 
     #[test]
