@@ -278,8 +278,8 @@ async fn a_silent_participant_is_retried_with_one_key_then_compensated() {
     assert_eq!(phases(&payment.received_for("t-1")), [(Phase::Action, 1), (Phase::Compensation, 1)]);
 }
 
-/// Timers live in the sagas' records and a schedule in memory: a restart must rebuild the
-/// schedule from the records, or a saga waiting on a silent participant waits for ever.
+/// A restart must find the timers armed before it in the store, or a saga waiting on a silent
+/// participant waits for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_armed_before_a_sigkill_fires_after_the_restart() {
     let env = [("ATTEMPT_TIMEOUT_MS", "2000"), ("ACTION_ATTEMPTS", "2"), ("BACKOFF_MAX_MS", "100")];
