@@ -49,14 +49,11 @@ pub struct Feed {
     records: Mutex<VecDeque<u64>>,
 }
 
+/// Only the store failing is an error: an unreadable record or change is stepped over.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
-    #[error("the change feed holds an unreadable entry #{seq}: {error}")]
-    Corrupt { seq: u64, error: serde_json::Error },
-    #[error("the change feed holds an unreadable record #{seq}: {reason}")]
-    Record { seq: u64, reason: &'static str },
 }
 
 impl Feed {
@@ -165,7 +162,7 @@ impl Feed {
             let entries = match records::entries(key, &record) {
                 Ok(entries) => entries,
                 Err(reason) => {
-                    tracing::warn!(error = %FeedError::Record { seq: key, reason }, "stepped over");
+                    tracing::warn!(seq = key, reason, "an unreadable record of the change feed stepped over");
                     continue;
                 }
             };
@@ -175,7 +172,9 @@ impl Feed {
                 }
                 match serde_json::from_slice(bytes) {
                     Ok(change) => out.push((seq, change)),
-                    Err(error) => tracing::warn!(error = %FeedError::Corrupt { seq, error }, "stepped over"),
+                    Err(error) => {
+                        tracing::warn!(seq, %error, "an unreadable change of the change feed stepped over")
+                    }
                 }
             }
         }
