@@ -277,7 +277,7 @@ pub fn wire_command(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -401,7 +401,8 @@ mod tests {
         }
     }
 
-    fn default_order() -> Order {
+    /// An order of two of product `abc`, with id `o-1`.
+    pub(crate) fn default_order() -> Order {
         let lines = sagaflow_events::OrderLines::new(vec![sagaflow_events::OrderLine {
             product_id: sagaflow_events::ProductId::parse("abc").unwrap(),
             quantity: sagaflow_events::Quantity::new(2).unwrap(),

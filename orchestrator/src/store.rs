@@ -451,7 +451,13 @@ impl Store {
                 Ok(timer) => Some(timer),
                 Err(e) => {
                     let due_at = timer_due(&key);
-                    let armed = self.get(&order_id).ok().flatten().and_then(|record| record.saga.timer());
+                    // A record that cannot be read arms nothing it could fire; a store that cannot
+                    // be read is an error, not a reason to forget the timer.
+                    let armed = match self.get(&order_id) {
+                        Ok(record) => record.and_then(|record| record.saga.timer()),
+                        Err(StoreError::Corrupt { .. }) => None,
+                        Err(e) => return Err(e),
+                    };
                     let timer = armed.filter(|(_, at)| at.0 == due_at).map(|(timer, _)| timer);
                     let fate = if timer.is_some() { "fired from the saga's record" } else { "forgotten" };
                     tracing::warn!(order_id, error = %e, "unreadable timer index entry; {fate}");
@@ -708,7 +714,6 @@ fn decode_i64(bytes: &[u8]) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sagaflow_events::{SagaId, SagaKey};
     use sagaflow_saga::{Phase, TimerKind};
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -759,31 +764,11 @@ mod tests {
     fn an_unreadable_timer_of_a_live_saga_fires_what_its_record_armed() {
         let (_dir, store) = store();
         let definition = crate::order_saga::default_definition();
-        let saga_id = SagaId::generate();
-        let mut saga = sagaflow_saga::Saga::new(saga_id.as_str(), &definition, 7);
-        saga.apply(&definition, &sagaflow_saga::Input::Start, Timestamp(1_000));
-        let (armed, at) = saga.timer().expect("a started saga waits on its first step");
-        let key = SagaKey::parse("o-1").unwrap();
-        let record = SagaRecord {
-            key: key.clone(),
-            saga_id,
-            saga,
-            order: None,
-            invalid: None,
-            definition: definition.fingerprint(),
-            body_hash: String::new(),
-            created_at: 1_000,
-            updated_at: 1_000,
-            created_seq: 1,
-            finished_at: None,
-            trace_id: String::new(),
-            payment_id: None,
-            command_sent_at: 1_000,
-            history_len: 0,
-            ignored_recorded: 0,
-            defined: None,
-        };
-        store.sagas.insert(key.as_str(), record.encode()).unwrap();
+        let mut record =
+            crate::record::tests::record_of(&crate::order_saga::tests::default_order(), &definition);
+        record.saga.apply(&definition, &sagaflow_saga::Input::Start, Timestamp(1_000));
+        let (armed, at) = record.saga.timer().expect("a started saga waits on its first step");
+        store.sagas.insert(record.key.as_str(), record.encode()).unwrap();
         store.timers.insert(timer_key(at.0, "o-1"), b"\xff".to_vec()).unwrap();
         let due = store.due_timers(at.0, 10, |_| false).unwrap();
         assert_eq!(
