@@ -207,6 +207,9 @@ struct Answered {
     waited_ms: u64,
 }
 
+/// How long a timer that its saga could not take waits before it is tried again.
+const TIMER_RETRY_MS: u64 = 30_000;
+
 /// Timer index keys handed to the engine and not yet applied, so the timer task does not hand
 /// the same timer over twice.
 pub type TimersInFlight = Arc<Mutex<HashSet<Vec<u8>>>>;
@@ -253,14 +256,27 @@ impl Apply for Engine {
                 })
             }
             Job::Timer { order_id, key, timer } => {
+                let now = now_millis();
                 let result = match timer {
                     Some(timer) => self
-                        .apply(writes, &order_id, &Incoming::Timer { timer, key: key.clone() }, now_millis())
+                        .apply(writes, &order_id, &Incoming::Timer { timer, key: key.clone() }, now)
                         .map(drop),
                     None => self.store.transaction(writes, |tx| tx.forget_timer(&key)),
                 };
-                if let Err(e) = answered(result)? {
-                    tracing::error!(order_id, error = %e, "a timer could not be applied");
+                match (answered(result)?, timer) {
+                    (Ok(()), _) => {}
+                    // The saga cannot take it now (its record cannot be read, say). Left due, it
+                    // would be handed straight back and fail again, a commit each time.
+                    (Err(e), Some(timer)) => {
+                        tracing::error!(order_id, error = %e, "a timer could not be applied; trying again in {TIMER_RETRY_MS} ms");
+                        let later = now.saturating_add(TIMER_RETRY_MS);
+                        self.store
+                            .transaction(writes, |tx| tx.postpone_timer(&key, later, &timer))
+                            .map_err(ApplyError::fatal)?;
+                    }
+                    (Err(e), None) => {
+                        tracing::error!(order_id, error = %e, "a timer entry could not be forgotten")
+                    }
                 }
                 // The timer task may hand this timer over again only once its removal is
                 // committed: until then it still reads it as due.

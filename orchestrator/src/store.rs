@@ -647,6 +647,20 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Moves a due timer index entry to `due`, as `timer`: its saga could not take it now.
+    /// Should the saga move on meanwhile, the moved entry is not the one its record names, and
+    /// when it falls due it fires as a stale timer, which the saga ignores.
+    pub fn postpone_timer(&self, key: &[u8], due: u64, timer: &Timer) -> TxResult<()> {
+        let order_id = String::from_utf8_lossy(&key[8..]);
+        self.writes.remove(&self.store.timers, key);
+        self.writes.insert(
+            &self.store.timers,
+            timer_key(due, &order_id),
+            serde_json::to_vec(timer).expect("serialises"),
+        );
+        Ok(())
+    }
+
     /// Stages a message in the outbox.
     pub fn stage(&self, message: &Message) -> TxResult<()> {
         self.store.outbox.stage(self.writes, message);

@@ -309,6 +309,50 @@ async fn a_timer_armed_before_a_sigkill_fires_after_the_restart() {
     assert_eq!(reserves, [1, 2]);
 }
 
+/// A timer that its saga cannot take (here, its record is unreadable) stays armed and is tried
+/// again later. Handed straight back, it failed again at once: a commit and an error line
+/// fifty times a second, for as long as the process ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_its_saga_cannot_take_is_tried_again_later_not_in_a_loop() {
+    let env = [("ATTEMPT_TIMEOUT_MS", "1000"), ("ACTION_ATTEMPTS", "2"), ("BACKOFF_MAX_MS", "100")];
+    let mut h = Harness::start("timer-unreadable", &env).await;
+    let _payment = h.bus.participant(Participant::Payment, |_| Answer::Succeed).await;
+    let inventory = h.bus.participant(Participant::Inventory, silent_on_actions).await;
+
+    assert_eq!(h.post("/orders", &order_json("tu-1", &[("abc", 1)])).await.0, 202);
+    wait::until("the first reservation", Duration::from_secs(10), || async {
+        (!inventory.received_for("tu-1").is_empty()).then_some(())
+    })
+    .await;
+    h.orchestrator.kill();
+    {
+        let store = h.orchestrator.data_dir.join("sagas.sled");
+        let db = sled::Config::new().path(store).open().expect("the store opens");
+        let sagas = db.open_tree("sagas").expect("the sagas tree");
+        assert!(sagas.get("tu-1").unwrap().is_some(), "the saga is stored under its order id");
+        sagas.insert("tu-1", b"\xff not a saga record".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    h.orchestrator.restart();
+    h.orchestrator.wait_healthy(Duration::from_secs(30)).await;
+
+    let metric = |text: &str, name: &str| -> f64 {
+        let line = text.lines().find(|l| l.split(' ').next() == Some(name));
+        line.and_then(|l| l.split(' ').nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    let metrics = || async { h.http.get(h.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    // The timeout was due a second after the reservation: it has fallen due by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = metric(&metrics().await, "sagaflow_commit_seconds_count");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = metrics().await;
+    let commits = metric(&after, "sagaflow_commit_seconds_count") - before;
+    assert!(commits <= 3.0, "{commits} commits in 3 s with nothing to do but a timer that cannot be applied");
+    assert_eq!(metric(&after, "sagaflow_timers_armed"), 1.0, "the timer stays armed: {after}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_compensation_gets_stuck_and_retry_resumes_it() {
     let h = Harness::start("stuck", FAST).await;
