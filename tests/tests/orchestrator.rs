@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sagaflow_devkit::broker::PrivateBroker;
 use sagaflow_events::{CommandBody, Participant, Phase};
-use sagaflow_tests::bus::{Answer, TestBus};
+use sagaflow_tests::bus::{Answer, ParticipantDouble, TestBus};
 use sagaflow_tests::procs::Program;
 use sagaflow_tests::{amqp_url, unique_namespace, wait};
 use serde_json::{json, Value};
@@ -278,21 +278,35 @@ async fn a_silent_participant_is_retried_with_one_key_then_compensated() {
     assert_eq!(phases(&payment.received_for("t-1")), [(Phase::Action, 1), (Phase::Compensation, 1)]);
 }
 
+/// A harness whose orchestrator was SIGKILLed while `order_id` waited on its first
+/// reservation, with attempts that time out after `attempt_timeout_ms`: payment succeeds,
+/// inventory never answers an action. The doubles (payment, inventory) are returned so that
+/// they stay on the bus.
+async fn killed_while_waiting_on_inventory(
+    test: &str,
+    order_id: &str,
+    attempt_timeout_ms: &str,
+) -> (Harness, [ParticipantDouble; 2]) {
+    let env =
+        [("ATTEMPT_TIMEOUT_MS", attempt_timeout_ms), ("ACTION_ATTEMPTS", "2"), ("BACKOFF_MAX_MS", "100")];
+    let mut h = Harness::start(test, &env).await;
+    let payment = h.bus.participant(Participant::Payment, |_| Answer::Succeed).await;
+    let inventory = h.bus.participant(Participant::Inventory, silent_on_actions).await;
+    assert_eq!(h.post("/orders", &order_json(order_id, &[("abc", 1)])).await.0, 202);
+    wait::until("the first reservation", Duration::from_secs(10), || async {
+        (!inventory.received_for(order_id).is_empty()).then_some(())
+    })
+    .await;
+    h.orchestrator.kill();
+    (h, [payment, inventory])
+}
+
 /// A restart must find the timers armed before it in the store, or a saga waiting on a silent
 /// participant waits for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_armed_before_a_sigkill_fires_after_the_restart() {
-    let env = [("ATTEMPT_TIMEOUT_MS", "2000"), ("ACTION_ATTEMPTS", "2"), ("BACKOFF_MAX_MS", "100")];
-    let mut h = Harness::start("timer-kill", &env).await;
-    let _payment = h.bus.participant(Participant::Payment, |_| Answer::Succeed).await;
-    let inventory = h.bus.participant(Participant::Inventory, silent_on_actions).await;
-
-    assert_eq!(h.post("/orders", &order_json("tk-1", &[("abc", 1)])).await.0, 202);
-    wait::until("the first reservation", Duration::from_secs(10), || async {
-        (!inventory.received_for("tk-1").is_empty()).then_some(())
-    })
-    .await;
-    h.orchestrator.kill();
+    let (mut h, [_payment, inventory]) =
+        killed_while_waiting_on_inventory("timer-kill", "tk-1", "2000").await;
     h.orchestrator.restart();
     h.orchestrator.wait_healthy(Duration::from_secs(30)).await;
 
@@ -314,17 +328,7 @@ async fn a_timer_armed_before_a_sigkill_fires_after_the_restart() {
 /// fifty times a second, for as long as the process ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_its_saga_cannot_take_is_tried_again_later_not_in_a_loop() {
-    let env = [("ATTEMPT_TIMEOUT_MS", "1000"), ("ACTION_ATTEMPTS", "2"), ("BACKOFF_MAX_MS", "100")];
-    let mut h = Harness::start("timer-unreadable", &env).await;
-    let _payment = h.bus.participant(Participant::Payment, |_| Answer::Succeed).await;
-    let inventory = h.bus.participant(Participant::Inventory, silent_on_actions).await;
-
-    assert_eq!(h.post("/orders", &order_json("tu-1", &[("abc", 1)])).await.0, 202);
-    wait::until("the first reservation", Duration::from_secs(10), || async {
-        (!inventory.received_for("tu-1").is_empty()).then_some(())
-    })
-    .await;
-    h.orchestrator.kill();
+    let (mut h, _doubles) = killed_while_waiting_on_inventory("timer-unreadable", "tu-1", "1000").await;
     {
         let store = h.orchestrator.data_dir.join("sagas.sled");
         let db = sled::Config::new().path(store).open().expect("the store opens");
