@@ -651,13 +651,11 @@ impl Tx<'_> {
     /// Should the saga move on meanwhile, the moved entry is not the one its record names, and
     /// when it falls due it fires as a stale timer, which the saga ignores.
     pub fn postpone_timer(&self, key: &[u8], due: u64, timer: &Timer) -> TxResult<()> {
-        let order_id = String::from_utf8_lossy(&key[8..]);
+        // The same saga key after the new due time, byte for byte.
+        let mut moved = due.to_be_bytes().to_vec();
+        moved.extend_from_slice(&key[8..]);
         self.writes.remove(&self.store.timers, key);
-        self.writes.insert(
-            &self.store.timers,
-            timer_key(due, &order_id),
-            serde_json::to_vec(timer).expect("serialises"),
-        );
+        self.writes.insert(&self.store.timers, moved, serde_json::to_vec(timer).expect("serialises"));
         Ok(())
     }
 
