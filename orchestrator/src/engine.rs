@@ -56,8 +56,8 @@ pub enum Job {
         control: Control,
         answer: oneshot::Sender<Result<Controlled, StoreError>>,
     },
-    /// A timer index entry fell due. `None`: its value could not be read and its saga's record
-    /// names no timer for that time, so the entry is only forgotten.
+    /// A timer index entry fell due. `None`: its value could not be read; the engine fires what
+    /// the saga's record armed for that time, or forgets the entry if it armed nothing.
     Timer {
         order_id: String,
         key: Vec<u8>,
@@ -257,6 +257,17 @@ impl Apply for Engine {
             }
             Job::Timer { order_id, key, timer } => {
                 let now = now_millis();
+                let timer = match timer {
+                    Some(timer) => Some(timer),
+                    // The index entry could not be read. Its key still names the saga and the
+                    // due time, and the saga's record says which timer it armed for then: read
+                    // in this batch, not from what was committed before it.
+                    None => answered(self.store.transaction(writes, |tx| tx.armed_timer(&order_id, &key)))?
+                        .unwrap_or_else(|e| {
+                            tracing::error!(order_id, error = %e, "cannot read the saga of an unreadable timer");
+                            None
+                        }),
+                };
                 let result = match timer {
                     Some(timer) => self
                         .apply(writes, &order_id, &Incoming::Timer { timer, key: key.clone() }, now)

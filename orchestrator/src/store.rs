@@ -182,7 +182,8 @@ pub struct DueTimer {
     /// Its index key: the due time and the saga's key.
     pub key: Vec<u8>,
     pub order_id: String,
-    /// What the saga armed; `None` for an entry that is only to be forgotten.
+    /// What the entry says the saga armed; `None` when it cannot be read (a future `Timer`
+    /// encoding, say), for the engine to settle from the saga's record ([`Tx::armed_timer`]).
     pub timer: Option<Timer>,
 }
 
@@ -427,10 +428,8 @@ impl Store {
     /// timer), at most `limit`. Skipped ones are not decoded: under overload thousands of due
     /// timers wait with the engine, and the timer task looks past them at every scan.
     ///
-    /// An entry whose value cannot be read (a future `Timer` encoding, say) is not passed over
-    /// for ever, which would leave its saga waiting without saying so: its key names the saga
-    /// and the due time, and the saga's record says which timer it armed for that time. `None`
-    /// when the record names none: the entry is stale, and only to be forgotten.
+    /// An entry whose value cannot be read is handed over all the same, with no timer, not
+    /// passed over for ever, which would leave its saga waiting without saying so.
     pub fn due_timers(
         &self,
         now: u64,
@@ -447,23 +446,9 @@ impl Store {
                 break;
             }
             let order_id = String::from_utf8_lossy(&key[8..]).into_owned();
-            let timer = match serde_json::from_slice(&value) {
-                Ok(timer) => Some(timer),
-                Err(e) => {
-                    let due_at = timer_due(&key);
-                    // A record that cannot be read arms nothing it could fire; a store that cannot
-                    // be read is an error, not a reason to forget the timer.
-                    let armed = match self.get(&order_id) {
-                        Ok(record) => record.and_then(|record| record.saga.timer()),
-                        Err(StoreError::Corrupt { .. }) => None,
-                        Err(e) => return Err(e),
-                    };
-                    let timer = armed.filter(|(_, at)| at.0 == due_at).map(|(timer, _)| timer);
-                    let fate = if timer.is_some() { "fired from the saga's record" } else { "forgotten" };
-                    tracing::warn!(order_id, error = %e, "unreadable timer index entry; {fate}");
-                    timer
-                }
-            };
+            let timer = serde_json::from_slice(&value)
+                .inspect_err(|e| tracing::warn!(order_id, error = %e, "unreadable timer index entry"))
+                .ok();
             due.push(DueTimer { key: key.to_vec(), order_id, timer });
         }
         Ok(due)
@@ -576,12 +561,12 @@ impl Tx<'_> {
         let timer = record.saga.timer();
         if old_timer != timer {
             if let Some((_, at)) = old_timer {
-                writes.remove(&store.timers, timer_key(at.0, id));
+                writes.remove(&store.timers, timer_key(at.0, id.as_bytes()));
             }
             if let Some((timer, at)) = timer {
                 writes.insert(
                     &store.timers,
-                    timer_key(at.0, id),
+                    timer_key(at.0, id.as_bytes()),
                     serde_json::to_vec(&timer).expect("serialises"),
                 );
             }
@@ -633,12 +618,26 @@ impl Tx<'_> {
         writes.remove(&store.by_state, &state_key(status, record.created_seq));
         writes.remove(&store.by_created, &record.created_seq.to_be_bytes());
         if let Some((_, at)) = record.saga.timer() {
-            writes.remove(&store.timers, timer_key(at.0, id));
+            writes.remove(&store.timers, timer_key(at.0, id.as_bytes()));
         }
         for index in 0..record.history_len {
             writes.remove(&store.history, &history_key(record.created_seq, index));
         }
         self.add_count(status, -1)
+    }
+
+    /// The timer the saga's record armed for the due time that index `key` names: what an
+    /// index entry that cannot be read stood for. `None` when the record is gone, cannot be
+    /// read (it then arms nothing it could fire) or armed nothing for that time: the entry is
+    /// stale, and only to be forgotten.
+    pub fn armed_timer(&self, order_id: &str, key: &[u8]) -> TxResult<Option<Timer>> {
+        let record = match self.record(order_id) {
+            Ok(record) => record,
+            Err(StoreError::Corrupt { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let armed = record.and_then(|record| record.saga.timer());
+        Ok(armed.filter(|(_, at)| at.0 == timer_due(key)).map(|(timer, _)| timer))
     }
 
     /// Forgets a timer index entry whose saga is gone.
@@ -651,9 +650,7 @@ impl Tx<'_> {
     /// Should the saga move on meanwhile, the moved entry is not the one its record names, and
     /// when it falls due it fires as a stale timer, which the saga ignores.
     pub fn postpone_timer(&self, key: &[u8], due: u64, timer: &Timer) -> TxResult<()> {
-        // The same saga key after the new due time, byte for byte.
-        let mut moved = due.to_be_bytes().to_vec();
-        moved.extend_from_slice(&key[8..]);
+        let moved = timer_key(due, &key[8..]);
         self.writes.remove(&self.store.timers, key);
         self.writes.insert(&self.store.timers, moved, serde_json::to_vec(timer).expect("serialises"));
         Ok(())
@@ -678,10 +675,12 @@ fn decode(key: &str, bytes: &[u8]) -> Result<SagaRecord, StoreError> {
         .map_err(|e| StoreError::Corrupt { key: key.to_owned(), error: e.to_string() })
 }
 
-fn timer_key(due: u64, order_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + order_id.len());
+/// A timer index key: the due time, big-endian so that keys sort by it, then the saga's key
+/// byte for byte.
+fn timer_key(due: u64, saga_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + saga_key.len());
     key.extend_from_slice(&due.to_be_bytes());
-    key.extend_from_slice(order_id.as_bytes());
+    key.extend_from_slice(saga_key);
     key
 }
 
@@ -741,7 +740,7 @@ mod tests {
         let timer = Timer { step: 0, phase: Phase::Action, attempt: 1, kind: TimerKind::AttemptTimeout };
         store
             .timers
-            .insert(timer_key(due, order_id), serde_json::to_vec(&timer).expect("serialises"))
+            .insert(timer_key(due, order_id.as_bytes()), serde_json::to_vec(&timer).expect("serialises"))
             .expect("insert");
     }
 
@@ -755,7 +754,7 @@ mod tests {
         assert_eq!(ids(store.due_timers(50, 10, |_| false).unwrap()), ["a", "b", "c", "d"]);
         // Under overload the first due timers wait with the engine: the limit counts only the
         // ones handed over now, so the ones behind them are not starved.
-        let waiting = [timer_key(10, "a"), timer_key(20, "b")];
+        let waiting = [timer_key(10, b"a"), timer_key(20, b"b")];
         let skip = |key: &[u8]| waiting.iter().any(|w| w == key);
         assert_eq!(ids(store.due_timers(50, 1, skip).unwrap()), ["c"]);
         assert_eq!(ids(store.due_timers(50, 10, skip).unwrap()), ["c", "d"]);
@@ -763,9 +762,9 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_timer_is_handed_over_to_be_forgotten_not_passed_over() {
+    fn an_unreadable_timer_is_handed_over_without_a_timer_not_passed_over() {
         let (_dir, store) = store();
-        store.timers.insert(timer_key(10, "gone"), b"{not a timer".to_vec()).unwrap();
+        store.timers.insert(timer_key(10, b"gone"), b"{not a timer".to_vec()).unwrap();
         arm(&store, 20, "b");
         let due = store.due_timers(50, 10, |_| false).unwrap();
         let got: Vec<_> = due.iter().map(|d| (d.order_id.as_str(), d.timer.is_some())).collect();
@@ -773,7 +772,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_timer_of_a_live_saga_fires_what_its_record_armed() {
+    fn an_unreadable_timer_stands_for_what_its_record_armed_then_or_for_nothing() {
         let (_dir, store) = store();
         let definition = crate::order_saga::default_definition();
         let mut record =
@@ -781,11 +780,14 @@ mod tests {
         record.saga.apply(&definition, &sagaflow_saga::Input::Start, Timestamp(1_000));
         let (armed, at) = record.saga.timer().expect("a started saga waits on its first step");
         store.sagas.insert(record.key.as_str(), record.encode()).unwrap();
-        store.timers.insert(timer_key(at.0, "o-1"), b"\xff".to_vec()).unwrap();
-        let due = store.due_timers(at.0, 10, |_| false).unwrap();
-        assert_eq!(
-            due,
-            [DueTimer { key: timer_key(at.0, "o-1"), order_id: "o-1".into(), timer: Some(armed) }]
-        );
+        store.sagas.insert("o-unreadable", b"\xff".to_vec()).unwrap();
+        let armed_timer = |order_id: &str, due: u64| {
+            let writes = Writes::new();
+            store.transaction(&writes, |tx| tx.armed_timer(order_id, &timer_key(due, order_id.as_bytes())))
+        };
+        assert_eq!(armed_timer(record.key.as_str(), at.0).unwrap(), Some(armed));
+        assert_eq!(armed_timer(record.key.as_str(), at.0 + 1).unwrap(), None, "armed for another time");
+        assert_eq!(armed_timer("o-gone", at.0).unwrap(), None);
+        assert_eq!(armed_timer("o-unreadable", at.0).unwrap(), None);
     }
 }

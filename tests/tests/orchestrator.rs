@@ -305,16 +305,35 @@ async fn killed_while_waiting_on_inventory(
 /// participant waits for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_armed_before_a_sigkill_fires_after_the_restart() {
-    let (mut h, [_payment, inventory]) =
-        killed_while_waiting_on_inventory("timer-kill", "tk-1", "2000").await;
+    a_timer_fires_after_the_restart("timer-kill", "tk-1", false).await;
+}
+
+/// A timer index entry that cannot be read (a future encoding, say) still names its saga and
+/// due time; the engine fires what the saga's record armed for then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_whose_index_entry_is_unreadable_fires_what_its_saga_armed() {
+    a_timer_fires_after_the_restart("timer-index", "ti-1", true).await;
+}
+
+async fn a_timer_fires_after_the_restart(test: &str, order_id: &str, spoil_index_entry: bool) {
+    let (mut h, [_payment, inventory]) = killed_while_waiting_on_inventory(test, order_id, "2000").await;
+    if spoil_index_entry {
+        let store = h.orchestrator.data_dir.join("sagas.sled");
+        let db = sled::Config::new().path(store).open().expect("the store opens");
+        let timers = db.open_tree("timers").expect("the timers tree");
+        let keys: Vec<_> = timers.iter().keys().map(|k| k.expect("a key")).collect();
+        assert_eq!(keys.len(), 1, "the saga's one armed timer");
+        timers.insert(&keys[0], b"\xff not a timer".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
     h.orchestrator.restart();
     h.orchestrator.wait_healthy(Duration::from_secs(30)).await;
 
-    let order = h.wait_state("tk-1", "compensated", Duration::from_secs(30)).await;
+    let order = h.wait_state(order_id, "compensated", Duration::from_secs(30)).await;
     assert_eq!(order["reason"], "timed_out");
     // The first attempt may be published again after the kill (its confirm unrecorded).
     let mut reserves: Vec<_> = inventory
-        .received_for("tk-1")
+        .received_for(order_id)
         .into_iter()
         .filter(|c| c.phase == Phase::Action)
         .map(|c| c.attempt)
