@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         catalog: catalog.clone(),
         topology: Topology::new("sagaflow"),
         metrics: Arc::default(),
-        timers_in_flight: Arc::default(),
+        held_timers: Arc::default(),
         timer_wake: Arc::default(),
     };
     let mut writes = sagaflow_runtime::writes::Writes::new();

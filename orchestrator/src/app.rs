@@ -130,13 +130,13 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         store_id: db.id().to_owned(),
     };
 
-    let timers_in_flight = Arc::default();
+    let held_timers = Arc::default();
     let timer_wake = Arc::new(Notify::new());
     let tasks = vec![
         tokio::spawn(timers::run(
             store.clone(),
             jobs.clone(),
-            Arc::clone(&timers_in_flight),
+            Arc::clone(&held_timers),
             timer_wake.clone(),
             health.watch_bus(),
             Duration::from_millis(shortest_timeout.min(2_000)),
@@ -167,7 +167,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         catalog,
         topology: topology.clone(),
         metrics,
-        timers_in_flight,
+        held_timers,
         timer_wake,
     };
     let pipeline = Pipeline {

@@ -13,8 +13,8 @@
 //! - a broken store stops the process; any other store error concerns one saga and is
 //!   answered (HTTP) or dead-lettered (bus).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sagaflow_events::{
     BusinessId, Catalog, Forgotten, OrderId, OrderPlaced, Participant, Reason, ReplyMessage, ReplyOutcome,
@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::outgoing;
 use crate::record::{Defined, SagaRecord, MAX_IGNORED_RECORDED};
 use crate::store::{Indexed, Store, StoreError, Tx, TxResult};
+use crate::timers::{HeldTimers, RETRY_AFTER_MS};
 
 /// The engine's consumers, in the order the bus is given them.
 pub const INTAKE: usize = 0;
@@ -207,19 +208,13 @@ struct Answered {
     waited_ms: u64,
 }
 
-/// How long a timer that its saga could not take waits before it is tried again.
-const TIMER_RETRY_MS: u64 = 30_000;
-
-/// Timer index keys handed to the engine and not yet applied, so the timer task does not hand
-/// the same timer over twice.
-pub type TimersInFlight = Arc<Mutex<HashSet<Vec<u8>>>>;
-
 pub struct Engine {
     pub store: Arc<Store>,
     pub catalog: Arc<Catalog>,
     pub topology: Topology,
     pub metrics: Arc<Metrics>,
-    pub timers_in_flight: TimersInFlight,
+    /// Timers handed over by the timer task, told when each is applied or could not be.
+    pub held_timers: HeldTimers,
     /// Woken after every commit: new timers may be due earlier than the timer task thinks.
     pub timer_wake: Arc<Notify>,
 }
@@ -274,26 +269,24 @@ impl Apply for Engine {
                         .map(drop),
                     None => self.store.transaction(writes, |tx| tx.forget_timer(&key)),
                 };
-                match (answered(result)?, timer) {
-                    (Ok(()), _) => {}
-                    // The saga cannot take it now (its record cannot be read, say). Left due, it
-                    // would be handed straight back and fail again, a commit each time.
-                    (Err(e), Some(timer)) => {
-                        tracing::error!(order_id, error = %e, "a timer could not be applied; trying again in {TIMER_RETRY_MS} ms");
-                        let later = now.saturating_add(TIMER_RETRY_MS);
-                        self.store
-                            .transaction(writes, |tx| tx.postpone_timer(&key, later, &timer))
-                            .map_err(ApplyError::fatal)?;
+                // A timer the saga cannot take now (its record cannot be read, say) is tried
+                // again later, not handed straight back to fail again.
+                let retry_at = match answered(result)? {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::error!(order_id, error = %e, "a timer could not be applied; trying again in {RETRY_AFTER_MS} ms");
+                        Some(now.saturating_add(RETRY_AFTER_MS))
                     }
-                    (Err(e), None) => {
-                        tracing::error!(order_id, error = %e, "a timer entry could not be forgotten")
-                    }
-                }
+                };
                 // The timer task may hand this timer over again only once its removal is
                 // committed: until then it still reads it as due.
-                let in_flight = self.timers_in_flight.clone();
+                let held = self.held_timers.clone();
                 Box::new(move || {
-                    in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                    let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+                    match retry_at {
+                        None => held.applied(&key),
+                        Some(at) => held.failed(key, at),
+                    }
                 })
             }
             Job::Sweep { cutoff, limit, answer } => {

@@ -646,16 +646,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Moves a due timer index entry to `due`, as `timer`: its saga could not take it now.
-    /// Should the saga move on meanwhile, the moved entry is not the one its record names, and
-    /// when it falls due it fires as a stale timer, which the saga ignores.
-    pub fn postpone_timer(&self, key: &[u8], due: u64, timer: &Timer) -> TxResult<()> {
-        let moved = timer_key(due, &key[8..]);
-        self.writes.remove(&self.store.timers, key);
-        self.writes.insert(&self.store.timers, moved, serde_json::to_vec(timer).expect("serialises"));
-        Ok(())
-    }
-
     /// Stages a message in the outbox.
     pub fn stage(&self, message: &Message) -> TxResult<()> {
         self.store.outbox.stage(self.writes, message);

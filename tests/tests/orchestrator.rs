@@ -344,18 +344,21 @@ async fn a_timer_fires_after_the_restart(test: &str, order_id: &str, spoil_index
 
 /// A timer that its saga cannot take (here, its record is unreadable) stays armed and is tried
 /// again later. Handed straight back, it failed again at once: a commit and an error line
-/// fifty times a second, for as long as the process ran.
+/// fifty times a second, for as long as the process ran. Once the saga can take it again (the
+/// record mended, the process restarted), it fires at once and leaves nothing behind; moved 30 s
+/// on in the store, as it once was, it made the saga wait those 30 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_its_saga_cannot_take_is_tried_again_later_not_in_a_loop() {
     let (mut h, _doubles) = killed_while_waiting_on_inventory("timer-unreadable", "tu-1", "1000").await;
-    {
-        let store = h.orchestrator.data_dir.join("sagas.sled");
-        let db = sled::Config::new().path(store).open().expect("the store opens");
+    let store = h.orchestrator.data_dir.join("sagas.sled");
+    let overwrite_record = |bytes: Vec<u8>| {
+        let db = sled::Config::new().path(&store).open().expect("the store opens");
         let sagas = db.open_tree("sagas").expect("the sagas tree");
-        assert!(sagas.get("tu-1").unwrap().is_some(), "the saga is stored under its order id");
-        sagas.insert("tu-1", b"\xff not a saga record".to_vec()).unwrap();
+        let old = sagas.insert("tu-1", bytes).unwrap().expect("the saga is stored under its order id");
         db.flush().unwrap();
-    }
+        old.to_vec()
+    };
+    let record = overwrite_record(b"\xff not a saga record".to_vec());
     h.orchestrator.restart();
     h.orchestrator.wait_healthy(Duration::from_secs(30)).await;
 
@@ -374,6 +377,15 @@ async fn a_timer_its_saga_cannot_take_is_tried_again_later_not_in_a_loop() {
     let commits = metric(&after, "sagaflow_commit_seconds_count") - before;
     assert!(commits <= 3.0, "{commits} commits in 3 s with nothing to do but a timer that cannot be applied");
     assert_eq!(metric(&after, "sagaflow_timers_armed"), 1.0, "the timer stays armed: {after}");
+
+    h.orchestrator.kill();
+    overwrite_record(record);
+    h.orchestrator.restart();
+    h.orchestrator.wait_healthy(Duration::from_secs(30)).await;
+    let order = h.wait_state("tu-1", "compensated", Duration::from_secs(15)).await;
+    assert_eq!(order["reason"], "timed_out");
+    let after = h.http.get(h.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&after, "sagaflow_timers_armed"), 0.0, "nothing left behind: {after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
