@@ -640,7 +640,7 @@ impl Tx<'_> {
         Ok(armed.filter(|(_, at)| at.0 == timer_due(key)).map(|(timer, _)| timer))
     }
 
-    /// Forgets a timer index entry whose saga is gone.
+    /// Forgets a stale timer index entry: its saga is gone, or armed nothing for that time.
     pub fn forget_timer(&self, key: &[u8]) -> TxResult<()> {
         self.writes.remove(&self.store.timers, key);
         Ok(())
