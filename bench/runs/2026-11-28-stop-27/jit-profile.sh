@@ -4,6 +4,7 @@
 # perf support (+JPperf true: a /tmp/perf-<pid>.map for JIT-compiled code), and records that
 # node with perf for 30 s, from 45 s after it appears (the 25 % and 50 % rows), with its CPU.
 set -e
+HERE=$(cd "$(dirname "$0")" && pwd)
 D=/tmp/jp; mkdir -p $D
 pgrep -f beam.smp > $D/shared.pids || true
 (RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+JPperf true" target/release/sagactl bench --phases saga --out $D/out > $D/bench.log 2>&1 &)
@@ -14,4 +15,4 @@ perf record -F 499 -g -p $P -o $D/perf.data -- sleep 30 > $D/perf.log 2>&1
 S1=$(cut -d' ' -f14,15 /proc/$P/stat)
 echo "private node $P utime stime ticks $S0 -> $S1 over 30 s"
 perf script -i $D/perf.data -F comm,tid,ip,sym > $D/script.txt 2>/dev/null
-(cd $D && python3 "$OLDPWD/$(dirname "$0")/jit-profile-shares.py")
+(cd $D && python3 "$HERE/jit-profile-shares.py")
