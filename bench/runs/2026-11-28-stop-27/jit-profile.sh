@@ -2,7 +2,7 @@
 # usage: jit-profile.sh  -- from the repository root, after a release build.
 # Runs `sagactl bench --phases saga` with its private RabbitMQ node started with the Erlang JIT's
 # perf support (+JPperf true: a /tmp/perf-<pid>.map for JIT-compiled code), and records that
-# node with perf for 30 s, from 45 s after it appears (the 25 % and 50 % rows), with its CPU.
+# node with perf for 30 s, from 45 s after it appears (during the open-loop rows), with its CPU.
 set -e
 HERE=$(cd "$(dirname "$0")" && pwd)
 D=/tmp/jp; mkdir -p $D
