@@ -7,10 +7,18 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// lapin logs every message the broker returns as a warning, with the whole message. The relay
+/// publishes public events `mandatory` to learn whether anyone listens ([`crate::bus`]'s
+/// `unbound`): a return is the answer it asked for, not a fault, and at a steady rate it would
+/// fill the log with order bodies (a customer's id and items among them). Kept out unless
+/// `RUST_LOG` names this target itself.
+const RETURNS_TARGET: &str = "lapin::returned_messages";
+
 /// Installs the global subscriber: `RUST_LOG` filters (default `info`), `LOG_FORMAT=json` gives
 /// one JSON object per line. Safe to call twice (the second call does nothing).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn"));
+    let asked = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let filter = filter(asked.as_deref());
     use std::io::IsTerminal;
     // Colours only for people: a log file or a supervisor's pipe gets plain text.
     let builder = tracing_subscriber::fmt()
@@ -21,6 +29,17 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
     };
+}
+
+/// `RUST_LOG`'s filter (default `info,lapin=warn`), with lapin's returned messages kept out
+/// unless it names them.
+fn filter(asked: Option<&str>) -> EnvFilter {
+    let filter =
+        asked.and_then(|a| EnvFilter::try_new(a).ok()).unwrap_or_else(|| EnvFilter::new("info,lapin=warn"));
+    if asked.is_some_and(|a| a.contains(RETURNS_TARGET)) {
+        return filter;
+    }
+    filter.add_directive(format!("{RETURNS_TARGET}=error").parse().expect("a valid directive"))
 }
 
 /// A W3C `traceparent` (version 00): a trace id shared by everything about one order, and the
@@ -113,6 +132,27 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// Whether lapin's warning about a returned message, and another of its warnings, would be
+    /// logged under `RUST_LOG=asked`.
+    fn lapin_warnings_logged(asked: Option<&str>) -> (bool, bool) {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(filter(asked));
+        tracing::subscriber::with_default(subscriber, || {
+            (
+                tracing::enabled!(target: "lapin::returned_messages", tracing::Level::WARN),
+                tracing::enabled!(target: "lapin::channel", tracing::Level::WARN),
+            )
+        })
+    }
+
+    #[test]
+    fn returned_messages_stay_out_of_the_log_unless_asked_for_by_name() {
+        for asked in [None, Some("info"), Some("info,lapin=warn"), Some("debug"), Some("not a filter ===")] {
+            assert_eq!(lapin_warnings_logged(asked), (false, true), "RUST_LOG={asked:?}");
+        }
+        assert_eq!(lapin_warnings_logged(Some("info,lapin::returned_messages=warn")), (true, true));
+    }
 
     #[test]
     fn a_traceparent_round_trips_and_children_keep_the_trace() {

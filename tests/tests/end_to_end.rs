@@ -43,6 +43,26 @@ async fn the_example_order_is_charged_reserved_and_confirmed() {
     assert!(mail.contains("Subject: Your order 12345 is confirmed"), "{mail}");
 }
 
+/// The relay learns that nobody listens to a public event from the broker returning it; lapin
+/// logged every such return as a warning with the whole event. The test kit's `RUST_LOG` is
+/// `info,lapin=warn`, as an operator's would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_nobody_listens_to_are_dropped_without_a_warning_in_the_log() {
+    let s = System::start("e2e-quiet-returns").await;
+    assert_eq!(s.place(EXAMPLE_ORDER).await, 202);
+    assert_eq!(s.wait_terminal("12345").await["state"], "completed");
+    let metrics = format!("{}/metrics", s.orchestrator.http);
+    wait::until("an event nobody listens to, returned and dropped", Duration::from_secs(10), || async {
+        let text = s.http.get(&metrics).send().await.ok()?.text().await.ok()?;
+        let skipped = text.lines().find_map(|l| l.strip_prefix("sagaflow_events_skipped_total "))?;
+        (skipped.trim().parse::<f64>().ok()? >= 1.0).then_some(())
+    })
+    .await;
+    let log = s.orchestrator.log_text();
+    assert!(!log.contains("returned us a message"), "{log}");
+    assert!(!log.contains("\"userId\""), "an order's body reached the log: {log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_over_the_decline_limit_charges_nothing() {
     let s = System::start("e2e-decline").await;
