@@ -10,11 +10,11 @@ use crate::config::LogFormat;
 /// lapin logs every message the broker returns as a warning, with the whole message. The relay
 /// publishes public events `mandatory` to learn whether anyone listens ([`crate::bus`]'s
 /// `unbound`): a return is the answer it asked for, not a fault, and at a steady rate it would
-/// fill the log with order bodies (a customer's id and items among them). Kept out unless
-/// `RUST_LOG` names this target itself.
+/// fill the log with order bodies (a customer's id and items among them, as bytes). Kept out
+/// unless `RUST_LOG` names this target itself.
 const RETURNS_TARGET: &str = "lapin::returned_messages";
 
-/// Installs the global subscriber: `RUST_LOG` filters (default `info`), `LOG_FORMAT=json` gives
+/// Installs the global subscriber: `RUST_LOG` filters (see [`filter`]), `LOG_FORMAT=json` gives
 /// one JSON object per line. Safe to call twice (the second call does nothing).
 pub fn init(format: LogFormat) {
     let asked = std::env::var(EnvFilter::DEFAULT_ENV).ok();

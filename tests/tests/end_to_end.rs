@@ -60,7 +60,6 @@ async fn events_nobody_listens_to_are_dropped_without_a_warning_in_the_log() {
     .await;
     let log = s.orchestrator.log_text();
     assert!(!log.contains("returned us a message"), "{log}");
-    assert!(!log.contains("\"userId\""), "an order's body reached the log: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
