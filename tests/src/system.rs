@@ -268,6 +268,13 @@ impl System {
     }
 }
 
+/// The value of an unlabelled metric in a program's `/metrics`; `None` while the program does
+/// not answer or does not report it.
+pub async fn metric(http: &reqwest::Client, program_http: &str, name: &str) -> Option<f64> {
+    let text = http.get(format!("{program_http}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?.trim().parse().ok()
+}
+
 /// An order as `POST /orders` takes it.
 pub fn order_json(id: &str, items: &[(&str, i64)]) -> String {
     let items: Vec<Value> = items.iter().map(|(p, q)| json!({ "productId": p, "quantity": q })).collect();

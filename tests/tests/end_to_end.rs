@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sagaflow_tests::system::{order_json, System, DECLINE_OVER};
+use sagaflow_tests::system::{metric, order_json, System, DECLINE_OVER};
 use sagaflow_tests::wait;
 use serde_json::Value;
 
@@ -51,11 +51,9 @@ async fn events_nobody_listens_to_are_dropped_without_a_warning_in_the_log() {
     let s = System::start("e2e-quiet-returns").await;
     assert_eq!(s.place(EXAMPLE_ORDER).await, 202);
     assert_eq!(s.wait_terminal("12345").await["state"], "completed");
-    let metrics = format!("{}/metrics", s.orchestrator.http);
     wait::until("an event nobody listens to, returned and dropped", Duration::from_secs(10), || async {
-        let text = s.http.get(&metrics).send().await.ok()?.text().await.ok()?;
-        let skipped = text.lines().find_map(|l| l.strip_prefix("sagaflow_events_skipped_total "))?;
-        (skipped.trim().parse::<f64>().ok()? >= 1.0).then_some(())
+        let skipped = metric(&s.http, &s.orchestrator.http, "sagaflow_events_skipped_total").await?;
+        (skipped >= 1.0).then_some(())
     })
     .await;
     let log = s.orchestrator.log_text();

@@ -12,7 +12,7 @@ use sagaflow_tests::bus::{Answer, TestBus};
 use sagaflow_tests::commands::command;
 use sagaflow_tests::disk::{LoopExt4, Tmpfs};
 use sagaflow_tests::procs::{free_port, Program};
-use sagaflow_tests::system::{order_json, System};
+use sagaflow_tests::system::{metric, order_json, System};
 use sagaflow_tests::{amqp_url, raw_http, unique_namespace, wait};
 use serde_json::Value;
 
@@ -239,11 +239,8 @@ async fn class_4_forged_replies_do_not_grow_a_saga() {
     }
     // The record and its history stay small, and the reason was cut.
     wait::until("the replies to be read", Duration::from_secs(60), || async {
-        let metrics =
-            a.http.get(format!("{}/metrics", a.orchestrator.http)).send().await.ok()?.text().await.ok()?;
-        let ignored = metrics.lines().find(|l| l.starts_with("sagaflow_inputs_ignored_total "))?;
-        let n: u64 = ignored.split(' ').nth(1)?.parse().ok()?;
-        (n >= 2_000).then_some(())
+        let ignored = metric(&a.http, &a.orchestrator.http, "sagaflow_inputs_ignored_total").await?;
+        (ignored >= 2_000.0).then_some(())
     })
     .await;
     let text = a.order_text("grow-1").await;
@@ -252,14 +249,10 @@ async fn class_4_forged_replies_do_not_grow_a_saga() {
     assert!(order["history"].as_array().unwrap().len() <= 40, "{order}");
     let last_error = order["steps"][0]["lastError"].as_str().unwrap_or("");
     assert!(!last_error.is_empty() && last_error.len() <= 200, "lastError is {} bytes", last_error.len());
-    let metrics =
-        a.http.get(format!("{}/metrics", a.orchestrator.http)).send().await.unwrap().text().await.unwrap();
-    let largest: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sagaflow_saga_record_bytes_max "))
-        .and_then(|v| v.parse().ok())
+    let largest = metric(&a.http, &a.orchestrator.http, "sagaflow_saga_record_bytes_max")
+        .await
         .expect("the largest record is reported");
-    assert!(largest < 8 * 1024, "a record grew to {largest} bytes");
+    assert!(largest < 8.0 * 1024.0, "a record grew to {largest} bytes");
 }
 
 /// 5. HTTP edges: errors that were not JSON (a path that is not UTF-8, an oversized header), no
@@ -735,9 +728,8 @@ async fn class_11_services_forget_what_retention_removed() {
         )
         .await;
     wait::until("the late charge to be refused", Duration::from_secs(10), || async {
-        let metrics =
-            s.http.get(format!("{}/metrics", s.payment.http)).send().await.ok()?.text().await.ok()?;
-        metrics.contains("sagaflow_expired_refused_total 1").then_some(())
+        let refused = metric(&s.http, &s.payment.http, "sagaflow_expired_refused_total").await?;
+        (refused == 1.0).then_some(())
     })
     .await;
     assert!(s.get(&s.payment.http, "/payments").await["payments"].as_array().unwrap().is_empty());
