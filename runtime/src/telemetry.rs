@@ -14,6 +14,9 @@ use crate::config::LogFormat;
 /// unless `RUST_LOG` names this target itself.
 const RETURNS_TARGET: &str = "lapin::returned_messages";
 
+/// The filter when `RUST_LOG` is unset or does not parse.
+pub const DEFAULT_FILTER: &str = "info,lapin=warn";
+
 /// Installs the global subscriber: `RUST_LOG` filters (see [`filter`]), `LOG_FORMAT=json` gives
 /// one JSON object per line. Safe to call twice (the second call does nothing).
 pub fn init(format: LogFormat) {
@@ -31,11 +34,11 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// `RUST_LOG`'s filter (default `info,lapin=warn`), with lapin's returned messages kept out
+/// `RUST_LOG`'s filter (else [`DEFAULT_FILTER`]), with lapin's returned messages kept out
 /// unless it names them.
 fn filter(asked: Option<&str>) -> EnvFilter {
     let filter =
-        asked.and_then(|a| EnvFilter::try_new(a).ok()).unwrap_or_else(|| EnvFilter::new("info,lapin=warn"));
+        asked.and_then(|a| EnvFilter::try_new(a).ok()).unwrap_or_else(|| EnvFilter::new(DEFAULT_FILTER));
     if asked.is_some_and(|a| a.contains(RETURNS_TARGET)) {
         return filter;
     }

@@ -55,7 +55,8 @@ impl Program {
                 ("HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
                 (
                     "RUST_LOG".to_owned(),
-                    std::env::var("TEST_LOG").unwrap_or_else(|_| "info,lapin=warn".into()),
+                    std::env::var("TEST_LOG")
+                        .unwrap_or_else(|_| sagaflow_runtime::telemetry::DEFAULT_FILTER.into()),
                 ),
             ];
             all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));

@@ -44,8 +44,8 @@ async fn the_example_order_is_charged_reserved_and_confirmed() {
 }
 
 /// The relay learns that nobody listens to a public event from the broker returning it; lapin
-/// logged every such return as a warning with the whole event. The test kit's `RUST_LOG` is
-/// `info,lapin=warn`, as an operator's would be.
+/// logged every such return as a warning with the whole event. The test kit sets `RUST_LOG` to
+/// the default filter (`info,lapin=warn`), as an operator's would be set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_nobody_listens_to_are_dropped_without_a_warning_in_the_log() {
     let s = System::start("e2e-quiet-returns").await;
