@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// The broker the saga design runs on (the broker-ceiling phase is RabbitMQ's only).
     #[command(flatten)]
     pub bus: crate::system::BusChoice,
+    /// Orders per second during Payment's outage, in both designs. Unset: half the saga's peak,
+    /// so that each bench run scales it to the machine it runs on.
+    #[arg(long)]
+    pub outage_rate: Option<f64>,
     /// Run only these phases (for profiling one of them); the report shows the others empty.
     #[arg(long, value_delimiter = ',', default_value = "ceiling,saga,chain,stored,retention")]
     pub phases: Vec<Phase>,
@@ -291,7 +295,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if on(Phase::Chain) {
         eprintln!("[3/5] REST chain: peak, open loop, Payment outage");
         // Both designs face the outage at the same rate: half of the saga's peak.
-        let outage_rate = (saga.peak.completed_per_sec * 0.5).max(50.0);
+        let outage_rate = args.outage_rate.unwrap_or((saga.peak.completed_per_sec * 0.5).max(50.0));
         let (d, b) = bench.rest_chain_design(broker, outage_rate).await?;
         (rest_chain, broker) = (d, b);
     }
@@ -413,7 +417,8 @@ impl Bench {
         broker: sagaflow_devkit::broker::Broker,
     ) -> anyhow::Result<(Design, sagaflow_devkit::broker::Broker)> {
         let system = self.start_saga_system(broker, "saga", &[]).await?;
-        let result = async { self.design(&system, saga_target(&system).await?, None).await }.await;
+        let result =
+            async { self.design(&system, saga_target(&system).await?, self.args.outage_rate).await }.await;
         let broker = system.stop_programs().await;
         Ok((result?, broker))
     }
