@@ -13,7 +13,7 @@ use sagaflow_runtime::db::{Db, DbError};
 use sagaflow_runtime::health::Health;
 use sagaflow_runtime::http::server::BindError;
 use sagaflow_runtime::http::HttpServer;
-use sagaflow_runtime::pipeline::{Input, Pipeline, PipelineMetrics};
+use sagaflow_runtime::pipeline::{Inputs, Pipeline, PipelineMetrics};
 use sagaflow_runtime::process::{Process, ProcessError};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -112,16 +112,18 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
     let health = Health::default();
     let metrics = Arc::new(Metrics::default());
     let pipeline_metrics = Arc::new(PipelineMetrics::default());
-    let (jobs, inputs) = mpsc::channel::<Input<Job>>(config.tuning.max_batch * 4);
+    let (jobs, queued_jobs) = mpsc::channel::<Job>(config.tuning.max_batch);
+    // In the order of `engine::INTAKE` and `engine::REPLIES`.
+    let consumers = vec![
+        ConsumerSpec { queue: topology.intake_queue(), prefetch: config.tuning.prefetch },
+        ConsumerSpec { queue: topology.replies_queue(), prefetch: config.tuning.prefetch },
+    ];
+    let (sink, deliveries) = sagaflow_runtime::bus::channel(&consumers);
     let bus = Bus {
         broker: config.common.broker(),
         topology: topology.clone(),
-        // In the order of `engine::INTAKE` and `engine::REPLIES`.
-        consumers: vec![
-            ConsumerSpec { queue: topology.intake_queue(), prefetch: config.tuning.prefetch },
-            ConsumerSpec { queue: topology.replies_queue(), prefetch: config.tuning.prefetch },
-        ],
-        sink: jobs.clone(),
+        consumers,
+        sink,
         outbox: store.outbox().clone(),
         relay_window: config.tuning.relay_window,
         events_unbound_recheck: config.tuning.events_unbound_recheck(),
@@ -180,6 +182,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         metrics: pipeline_metrics,
         watchdog: sagaflow_runtime::watchdog::Watchdog::start(PROGRAM),
     };
+    let inputs = Inputs { deliveries, jobs: Some(queued_jobs) };
     let process = Process { server, router, bus, pipeline, inputs, tasks };
     process
         .run(stop, move |http| {

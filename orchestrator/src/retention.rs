@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use sagaflow_runtime::now_millis;
-use sagaflow_runtime::pipeline::Input;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +19,7 @@ use crate::engine::Job;
 pub const SWEEP_LIMIT: usize = 2_000;
 
 /// Sends a sweep to the engine every so often until `stop`. `retain` of zero keeps everything.
-pub async fn run(retain: Duration, jobs: mpsc::Sender<Input<Job>>, stop: CancellationToken) {
+pub async fn run(retain: Duration, jobs: mpsc::Sender<Job>, stop: CancellationToken) {
     if retain.is_zero() {
         return;
     }
@@ -33,7 +32,7 @@ pub async fn run(retain: Duration, jobs: mpsc::Sender<Input<Job>>, stop: Cancell
         }
         let cutoff = now_millis().saturating_sub(retain.as_millis() as u64);
         let (answer, removed) = oneshot::channel();
-        if jobs.send(Input::Job(Job::Sweep { cutoff, limit: SWEEP_LIMIT, answer })).await.is_err() {
+        if jobs.send(Job::Sweep { cutoff, limit: SWEEP_LIMIT, answer }).await.is_err() {
             return;
         }
         // A full sweep means more are due: go again soon rather than fall behind.

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sagaflow_runtime::now_millis;
-use sagaflow_runtime::pipeline::Input;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -86,7 +85,7 @@ const IN_FLIGHT_POLL: Duration = Duration::from_millis(20);
 
 pub async fn run(
     store: Arc<Store>,
-    jobs: mpsc::Sender<Input<Job>>,
+    jobs: mpsc::Sender<Job>,
     held: HeldTimers,
     wake: Arc<Notify>,
     mut connected: watch::Receiver<bool>,
@@ -112,7 +111,7 @@ pub async fn run(
             Ok(due) => {
                 for DueTimer { key, order_id, timer } in due {
                     let fresh = lock().hand_over(key.clone());
-                    if fresh && jobs.send(Input::Job(Job::Timer { order_id, key, timer })).await.is_err() {
+                    if fresh && jobs.send(Job::Timer { order_id, key, timer }).await.is_err() {
                         return;
                     }
                 }

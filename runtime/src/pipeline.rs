@@ -1,6 +1,10 @@
 //! The one loop every process runs, written once:
 //!
-//! 1. take what is waiting (received messages and local jobs, up to a batch limit);
+//! 1. take what is waiting, up to a batch limit counted in items (a delivery of a batch counts
+//!    its items): local jobs first, up to half the batch, then received messages, then more
+//!    jobs if there is room. Jobs come first because each one is a caller holding a connection
+//!    (`POST /orders`), while a message waits in the broker at no cost to anyone; half, so that
+//!    a flood of requests cannot starve the replies that finish sagas;
 //! 2. apply each into the batch's [`Writes`]: an input keeps its writes only if it succeeds;
 //! 3. make the batch durable: what it wrote outside the store first, then its writes as one
 //!    sled transaction ([`Writes::commit`]) and one flush with a real `fdatasync`
@@ -35,15 +39,55 @@ use crate::outbox::Outbox;
 use crate::watchdog::Watchdog;
 use crate::writes::Writes;
 
+/// Where a pipeline's inputs come from: two channels, so that a job never queues behind the
+/// bus's backlog (after an outage, thousands of replies arrive at once).
+pub struct Inputs<J> {
+    /// What the bus received ([`crate::bus::channel`]).
+    pub deliveries: mpsc::Receiver<(Delivery, Receipt)>,
+    /// Work from inside the process; `None` for a process that has none.
+    pub jobs: Option<mpsc::Receiver<J>>,
+}
+
+/// The next job; never ready once the jobs' senders are gone.
+async fn next_job<J>(jobs: &mut Option<mpsc::Receiver<J>>) -> J {
+    if let Some(receiver) = jobs {
+        if let Some(job) = receiver.recv().await {
+            return job;
+        }
+        *jobs = None;
+    }
+    std::future::pending().await
+}
+
+impl<J> Inputs<J> {
+    fn try_job(&mut self) -> Option<Input<J>> {
+        self.jobs.as_mut()?.try_recv().ok().map(Input::Job)
+    }
+
+    fn try_delivery(&mut self) -> Option<Input<J>> {
+        self.deliveries.try_recv().ok().map(|(delivery, receipt)| Input::Message(delivery, receipt))
+    }
+}
+
 /// One input of the pipeline.
 // Nearly every input is a message, so boxing it would only add an allocation per message.
 #[allow(clippy::large_enum_variant)]
-pub enum Input<J> {
+enum Input<J> {
     /// A delivery from the bus (one message, or the items of a batch), and what acknowledges
     /// it.
     Message(Delivery, Receipt),
     /// Work from inside the process (the orchestrator's HTTP requests, timers, sweeps).
     Job(J),
+}
+
+impl<J> Input<J> {
+    /// What the input weighs in a batch: a delivery of a batch counts its items.
+    fn items(&self) -> usize {
+        match self {
+            Input::Message(delivery, _) => delivery.items().len().max(1),
+            Input::Job(_) => 1,
+        }
+    }
 }
 
 /// What became of a received message.
@@ -179,7 +223,7 @@ pub struct Pipeline<A: Apply> {
     pub outbox: Arc<Outbox>,
     pub topology: Topology,
     pub health: Health,
-    /// Most inputs per commit.
+    /// Most items per commit (a delivery of a batch counts its items).
     pub max_batch: usize,
     pub metrics: Arc<PipelineMetrics>,
     /// Watches every call into the store: a store that hangs ends the process.
@@ -210,17 +254,30 @@ impl<A: Apply> Pipeline<A> {
     /// batch is not acknowledged: the broker gives it to the next process.
     pub async fn run(
         mut self,
-        mut inputs: mpsc::Receiver<Input<A::Job>>,
+        mut inputs: Inputs<A::Job>,
         stop: CancellationToken,
     ) -> Result<(), PipelineError> {
-        let mut batch: Vec<Input<A::Job>> = Vec::with_capacity(self.max_batch);
+        let mut batch: Vec<Input<A::Job>> = Vec::new();
         let mut hold = Duration::ZERO;
         loop {
             let stopping = if batch.is_empty() {
                 tokio::select! {
-                    n = inputs.recv_many(&mut batch, self.max_batch) => n == 0,
+                    job = next_job(&mut inputs.jobs) => {
+                        batch.push(Input::Job(job));
+                        self.gather(&mut inputs, &mut batch);
+                        false
+                    }
+                    delivery = inputs.deliveries.recv() => match delivery {
+                        Some((delivery, receipt)) => {
+                            batch.push(Input::Message(delivery, receipt));
+                            self.gather(&mut inputs, &mut batch);
+                            false
+                        }
+                        // The bus is gone: nothing more will come.
+                        None => true,
+                    },
                     _ = stop.cancelled() => {
-                        while let Ok(input) = inputs.try_recv() {
+                        while let Some(input) = inputs.try_job().or_else(|| inputs.try_delivery()) {
                             batch.push(input);
                         }
                         true
@@ -254,6 +311,12 @@ impl<A: Apply> Pipeline<A> {
                 return Ok(());
             }
         }
+    }
+
+    /// Fills `batch` with what is waiting, up to [`Self::max_batch`] items: jobs first, up to
+    /// half of it, then deliveries, then jobs again (see the module's comment for why).
+    fn gather(&self, inputs: &mut Inputs<A::Job>, batch: &mut Vec<Input<A::Job>>) {
+        fill(inputs, batch, self.max_batch, Input::items, Inputs::try_job, Inputs::try_delivery);
     }
 
     /// Makes the batch durable, then lets out what it owes. Returns its inputs instead when
@@ -381,11 +444,85 @@ impl<A: Apply> Pipeline<A> {
     }
 }
 
+/// Takes from `source` into `batch` until it weighs `max` items or nothing waits: jobs first,
+/// up to half of `max` of them (whatever the batch began with), then deliveries, then jobs
+/// again.
+fn fill<S, T>(
+    source: &mut S,
+    batch: &mut Vec<T>,
+    max: usize,
+    weight: impl Fn(&T) -> usize,
+    job: impl Fn(&mut S) -> Option<T>,
+    delivery: impl Fn(&mut S) -> Option<T>,
+) {
+    let mut items: usize = batch.iter().map(&weight).sum();
+    let mut jobs = 0;
+    while jobs < max / 2 && items < max {
+        let Some(input) = job(source) else { break };
+        jobs += 1;
+        items += weight(&input);
+        batch.push(input);
+    }
+    for next in [&delivery as &dyn Fn(&mut S) -> Option<T>, &job] {
+        while items < max {
+            let Some(input) = next(source) else { break };
+            items += weight(&input);
+            batch.push(input);
+        }
+    }
+}
+
 /// Runs `f` on the writer's thread. On a multi-threaded runtime the worker tells tokio it is
 /// blocked, so other tasks move elsewhere; on a current-thread runtime the writer is the thread.
 fn writer_thread<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::fill;
+
+    /// Waiting jobs and deliveries; an input is a name and its weight in items.
+    #[derive(Default)]
+    struct Waiting {
+        jobs: VecDeque<(&'static str, usize)>,
+        deliveries: VecDeque<(&'static str, usize)>,
+    }
+
+    fn gathered(waiting: &mut Waiting, first: (&'static str, usize), max: usize) -> Vec<&'static str> {
+        let mut batch = vec![first];
+        fill(waiting, &mut batch, max, |i| i.1, |w| w.jobs.pop_front(), |w| w.deliveries.pop_front());
+        batch.into_iter().map(|i| i.0).collect()
+    }
+
+    #[test]
+    fn a_job_does_not_wait_behind_a_backlog_of_deliveries() {
+        // After an outage: batches of 64 replies queued, and then a request.
+        let mut waiting = Waiting::default();
+        waiting.deliveries.extend([("replies-2", 64), ("replies-3", 64), ("replies-4", 64)]);
+        waiting.jobs.push_back(("request", 1));
+        assert_eq!(gathered(&mut waiting, ("replies-1", 64), 128), ["replies-1", "request", "replies-2"]);
+        assert_eq!(waiting.deliveries.len(), 2, "the batch is bounded by items, not deliveries");
+    }
+
+    #[test]
+    fn jobs_take_at_most_half_a_batch_while_deliveries_wait() {
+        let mut waiting = Waiting::default();
+        waiting.jobs.extend([("j2", 1), ("j3", 1), ("j4", 1), ("j5", 1), ("j6", 1)]);
+        waiting.deliveries.extend([("d1", 1), ("d2", 1)]);
+        assert_eq!(gathered(&mut waiting, ("j1", 1), 6), ["j1", "j2", "j3", "j4", "d1", "d2"]);
+        assert_eq!(waiting.jobs.len(), 2);
+    }
+
+    #[test]
+    fn jobs_fill_a_batch_when_no_delivery_waits() {
+        let mut waiting = Waiting::default();
+        waiting.jobs.extend([("j2", 1), ("j3", 1), ("j4", 1), ("j5", 1)]);
+        assert_eq!(gathered(&mut waiting, ("j1", 1), 4), ["j1", "j2", "j3", "j4"]);
     }
 }

@@ -13,14 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusError};
 use crate::http::HttpServer;
 use crate::outbox::Outbox;
-use crate::pipeline::{Apply, Input, Pipeline, PipelineError};
+use crate::pipeline::{Apply, Inputs, Pipeline, PipelineError};
 
 /// Why a program stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +34,9 @@ pub enum ProcessError {
 pub struct Process<A: Apply> {
     pub server: HttpServer,
     pub router: Router,
-    pub bus: Bus<A::Job>,
+    pub bus: Bus,
     pub pipeline: Pipeline<A>,
-    pub inputs: mpsc::Receiver<Input<A::Job>>,
+    pub inputs: Inputs<A::Job>,
     /// The program's own tasks (timers, retention); each ends when `stop` is cancelled.
     pub tasks: Vec<JoinHandle<()>>,
 }

@@ -12,9 +12,8 @@ use sagaflow_runtime::health::Health;
 use sagaflow_runtime::http::server::BindError;
 use sagaflow_runtime::http::HttpServer;
 use sagaflow_runtime::metrics::Render;
-use sagaflow_runtime::pipeline::{Pipeline, PipelineMetrics};
+use sagaflow_runtime::pipeline::{Inputs, Pipeline, PipelineMetrics};
 use sagaflow_runtime::process::{Process, ProcessError};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceArgs;
@@ -53,7 +52,6 @@ pub async fn run<D: Domain>(
     );
     let health = Health::default();
     let pipeline_metrics = Arc::new(PipelineMetrics::default());
-    let (sink, inputs) = mpsc::channel(usize::from(args.tuning.prefetch) * 2);
     // In the order of `participant::COMMANDS` and `participant::EVENTS`.
     let mut consumers =
         vec![ConsumerSpec { queue: topology.command_queue(participant), prefetch: args.tuning.prefetch }];
@@ -61,6 +59,7 @@ pub async fn run<D: Domain>(
         consumers.push(ConsumerSpec { queue: events, prefetch: args.tuning.prefetch });
     }
     debug_assert_eq!((COMMANDS, EVENTS), (0, 1));
+    let (sink, deliveries) = sagaflow_runtime::bus::channel(&consumers);
     let bus = Bus {
         broker: args.common.broker(),
         topology: topology.clone(),
@@ -86,6 +85,7 @@ pub async fn run<D: Domain>(
         metrics: pipeline_metrics,
         watchdog: sagaflow_runtime::watchdog::Watchdog::start(participant.into()),
     };
+    let inputs = Inputs { deliveries, jobs: None };
     let process = Process { server, router, bus, pipeline, inputs, tasks: Vec::new() };
     process
         .run(

@@ -229,8 +229,8 @@ async fn on_kafka_an_entry_that_is_refused_is_parked_and_the_rest_flows() {
     }
     outbox.mark_durable(outbox.staged_upto());
 
-    let (sink, _inputs) = tokio::sync::mpsc::channel(8);
-    let relay: Bus<()> = Bus {
+    let (sink, _inputs) = sagaflow_runtime::bus::channel(&[]);
+    let relay = Bus {
         broker: Broker::Kafka(KafkaSettings {
             brokers: kafka.brokers().parse().unwrap(),
             partitions: 1,

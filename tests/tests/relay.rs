@@ -8,15 +8,14 @@ use std::time::Duration;
 use sagaflow_runtime::bus::{Bus, BusMetrics, Message, Route};
 use sagaflow_runtime::health::Health;
 use sagaflow_runtime::outbox::Outbox;
-use sagaflow_runtime::pipeline::Input;
 use sagaflow_runtime::writes::Writes;
 use sagaflow_tests::bus::TestBus;
 use sagaflow_tests::{amqp_url, unique_namespace, wait};
 use tokio_util::sync::CancellationToken;
 
 /// A bus that only relays (no consumers), over `outbox`, on the test's namespace.
-fn relay_only(bus: &TestBus, outbox: &Arc<Outbox>, recheck: Duration, metrics: Arc<BusMetrics>) -> Bus<()> {
-    let (sink, _inputs) = tokio::sync::mpsc::channel::<Input<()>>(8);
+fn relay_only(bus: &TestBus, outbox: &Arc<Outbox>, recheck: Duration, metrics: Arc<BusMetrics>) -> Bus {
+    let (sink, _inputs) = sagaflow_runtime::bus::channel(&[]);
     Bus {
         broker: sagaflow_runtime::config::Broker::RabbitMq(amqp_url().parse().unwrap()),
         topology: bus.topology.clone(),

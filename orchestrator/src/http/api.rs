@@ -16,7 +16,7 @@ use sagaflow_runtime::bus::inspect::{Disposal, InspectError, Inspector};
 use sagaflow_runtime::health::Health;
 use sagaflow_runtime::http::errors::body_rejection;
 use sagaflow_runtime::http::JsonError;
-use sagaflow_runtime::pipeline::{Input, PipelineMetrics};
+use sagaflow_runtime::pipeline::PipelineMetrics;
 use sagaflow_runtime::telemetry::TraceParent;
 use sagaflow_saga::{Ignored, Status};
 use serde_json::json;
@@ -34,7 +34,7 @@ const HISTORY_SHOWN: usize = 1_000;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<Store>,
-    pub jobs: mpsc::Sender<Input<Job>>,
+    pub jobs: mpsc::Sender<Job>,
     pub catalog: Arc<Catalog>,
     pub health: Health,
     pub metrics: Arc<Metrics>,
@@ -503,7 +503,7 @@ pub(super) async fn ask<T>(
     job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
 ) -> Result<Result<T, StoreError>, ApiError> {
     let (answer, answered) = oneshot::channel();
-    s.jobs.send(Input::Job(job(answer))).await.map_err(|_| ApiError::ShuttingDown)?;
+    s.jobs.send(job(answer)).await.map_err(|_| ApiError::ShuttingDown)?;
     answered.await.map_err(|_| ApiError::ShuttingDown)
 }
 

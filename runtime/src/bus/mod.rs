@@ -42,7 +42,6 @@ use crate::config::Broker;
 use crate::health::Health;
 use crate::metrics::Counter;
 use crate::outbox::Outbox;
-use crate::pipeline::Input;
 
 /// What acknowledges one received message.
 pub struct Receipt(pub(crate) ReceiptOf);
@@ -94,12 +93,12 @@ pub enum BusError {
     AnotherInstance { queue: String },
 }
 
-pub struct Bus<J> {
+pub struct Bus {
     pub broker: Broker,
     pub topology: Topology,
     pub consumers: Vec<ConsumerSpec>,
-    /// Where deliveries go: the process's pipeline.
-    pub sink: mpsc::Sender<Input<J>>,
+    /// Where deliveries go: the process's pipeline ([`channel`]).
+    pub sink: Sink,
     pub outbox: Arc<Outbox>,
     /// Messages the relay keeps in flight, awaiting confirms.
     pub relay_window: usize,
@@ -110,6 +109,17 @@ pub struct Bus<J> {
     pub metrics: Arc<BusMetrics>,
     /// The id of the process's store: what its queues' owner must be.
     pub store_id: String,
+}
+
+/// Where the bus hands what it received: the pipeline's [`crate::pipeline::Inputs`].
+pub type Sink = mpsc::Sender<(Delivery, Receipt)>;
+
+/// The channel from the bus to the pipeline, sized so that the consumers never wait on it: each
+/// holds at most its prefetch unacknowledged. (On Kafka, where nothing bounds what is in
+/// flight, a full channel holds the consumer back.)
+pub fn channel(consumers: &[ConsumerSpec]) -> (Sink, mpsc::Receiver<(Delivery, Receipt)>) {
+    let in_flight: usize = consumers.iter().map(|c| usize::from(c.prefetch)).sum();
+    mpsc::channel(in_flight.max(1))
 }
 
 /// Why one session ended.
@@ -139,7 +149,7 @@ enum Memory {
     Kafka(strikes::Strikes),
 }
 
-impl<J: Send + 'static> Bus<J> {
+impl Bus {
     /// Runs until `stop`. `stop_consuming` ends the consumers first, so that a shutting-down
     /// process can finish and acknowledge what it holds while still connected.
     pub async fn run(

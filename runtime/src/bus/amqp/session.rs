@@ -24,19 +24,17 @@ use lapin::options::{
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, Consumer, Event};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::properties as amqp;
 use super::relay::{self, RelayState};
 use super::unbound::Unbound;
-use crate::bus::{Bus, BusMetrics, Delivery, Receipt, ReceiptOf, SessionError};
+use crate::bus::{Bus, BusMetrics, Delivery, Receipt, ReceiptOf, SessionError, Sink};
 use crate::config::AmqpUrl;
-use crate::pipeline::Input;
 
-pub(in crate::bus) async fn session<J: Send + 'static>(
-    bus: &Bus<J>,
+pub(in crate::bus) async fn session(
+    bus: &Bus,
     url: &AmqpUrl,
     stop_consuming: &CancellationToken,
     stop: &CancellationToken,
@@ -120,8 +118,8 @@ pub(in crate::bus) async fn session<J: Send + 'static>(
 
 /// Claims `queue` for this process: its lock for this connection, then its owner for this
 /// process's store (see the module's comment).
-async fn claim<J>(
-    bus: &Bus<J>,
+async fn claim(
+    bus: &Bus,
     connection: &Connection,
     publish: &lapin::Channel,
     queue: &str,
@@ -169,21 +167,17 @@ async fn claim<J>(
 }
 
 /// One consumer's forwarding task and what it needs.
-struct Forward<J> {
+struct Forward {
     channel: lapin::Channel,
     tag: String,
     queue: String,
     from: usize,
-    sink: mpsc::Sender<Input<J>>,
+    sink: Sink,
     metrics: Arc<BusMetrics>,
 }
 
 /// Hands deliveries of one consumer to the pipeline until told to stop or the channel fails.
-async fn forward<J>(
-    f: Forward<J>,
-    mut consumer: Consumer,
-    stop: CancellationToken,
-) -> Result<(), SessionError> {
+async fn forward(f: Forward, mut consumer: Consumer, stop: CancellationToken) -> Result<(), SessionError> {
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
@@ -198,7 +192,7 @@ async fn forward<J>(
                     }
                     let received = Delivery::of(amqp::received(f.from, &f.queue, &delivery));
                     let receipt = Receipt(ReceiptOf::Amqp { consumer: f.from, tag: delivery.delivery_tag, acker: delivery.acker });
-                    if f.sink.send(Input::Message(received, receipt)).await.is_err() {
+                    if f.sink.send((received, receipt)).await.is_err() {
                         return Ok(());
                     }
                 }

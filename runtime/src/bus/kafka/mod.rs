@@ -55,7 +55,6 @@ use super::strikes::{Strikes, STRIKES};
 use super::{Bus, Delivery, Receipt, ReceiptOf, SessionError};
 use crate::config::KafkaSettings;
 use crate::outbox::Outbox;
-use crate::pipeline::Input;
 
 /// How often the session asks the broker for its metadata, to tell `/health` whether the
 /// broker is reachable (librdkafka reconnects by itself and would otherwise say nothing).
@@ -113,8 +112,8 @@ pub(crate) fn client(settings: &KafkaSettings) -> ClientConfig {
 
 /// One session: create the topics, start the producer and the consumers, relay until
 /// something breaks or `stop`.
-pub(in crate::bus) async fn session<J: Send + 'static>(
-    bus: &Bus<J>,
+pub(in crate::bus) async fn session(
+    bus: &Bus,
     settings: &KafkaSettings,
     stop_consuming: &CancellationToken,
     stop: &CancellationToken,
@@ -324,15 +323,15 @@ fn assign_all(group: &GroupConsumer) -> Result<(), SessionError> {
 }
 
 /// One consumer's forwarding task and what it needs.
-struct Forward<J> {
+struct Forward {
     group: Arc<GroupConsumer>,
     from: usize,
     queue: String,
-    sink: tokio::sync::mpsc::Sender<Input<J>>,
+    sink: super::Sink,
     metrics: Arc<super::BusMetrics>,
 }
 
-impl<J> Forward<J> {
+impl Forward {
     /// Hands records to the pipeline until told to stop. Errors that librdkafka reports on the
     /// stream (a broker away, a rebalance) are passing: it reconnects by itself.
     async fn run(self, stop: CancellationToken) -> Result<(), SessionError> {
@@ -349,7 +348,7 @@ impl<J> Forward<J> {
                             offset: record.offset(),
                             consumer: self.group.clone(),
                         });
-                        Input::Message(received, receipt)
+                        (received, receipt)
                     }
                     Some(Err(e)) => {
                         tracing::debug!(queue = self.queue, error = %e, "consumer error");
