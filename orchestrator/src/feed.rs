@@ -29,8 +29,8 @@ use tokio::sync::watch;
 pub const MAX_CHANGES: u64 = 10_000;
 
 /// How far past an unreadable last record the sequence goes on when the feed opens: further
-/// than any batch draws sequences (at most `MAX_BATCH` inputs of a few changes each), so that
-/// no new change takes a sequence the record may hold.
+/// than any batch draws sequences (at most `MAX_BATCH` items and one more delivery's, of a few
+/// changes each), so that no new change takes a sequence the record may hold.
 const PAST_UNREADABLE: u64 = 1 << 24;
 
 /// One saga state or step change, as the stream sends it.

@@ -41,7 +41,8 @@ pub struct TuningArgs {
     /// Unacknowledged messages the broker may hand each consumer at once.
     #[arg(long, env = "PREFETCH", default_value_t = 512)]
     pub prefetch: u16,
-    /// Most inputs per group commit (one flush).
+    /// Most inputs per group commit (one flush), counted in items: a delivery that carries a
+    /// batch counts its items. A delivery is never split, so a commit may pass it by one.
     #[arg(long, env = "MAX_BATCH", default_value_t = 1024)]
     pub max_batch: usize,
     /// Messages the relay keeps in flight awaiting publisher confirms.
