@@ -651,6 +651,84 @@ async fn bad_input_gets_a_clear_error_and_nothing_stops() {
     h.wait_state("12345", "completed", Duration::from_secs(20)).await;
 }
 
+/// After an outage, replies arrive by the tens of thousands, 64 to a broker message. A
+/// `POST /orders` that came meanwhile must not wait behind all of them: each is a caller holding
+/// a connection, and a few hundred such callers fill the server (stop 28's outage row turned
+/// orders away at the door this way). The replies here are for sagas this store does not hold,
+/// so the orchestrator counts each one it takes (`sagaflow_replies_unknown_saga_total`); the
+/// count at each answer says how much of the backlog the request waited behind. Before the fix
+/// a request waited behind every delivery the consumer held when it came (up to 512 of 64
+/// items: about 32,000 replies), and four times in five more than 16,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_answered_before_a_backlog_of_replies_is_worked_off() {
+    use sagaflow_runtime::bus::{amqp::properties::properties, batch, Message, Route};
+    const BACKLOG: usize = 200_000;
+    const UNKNOWN: &str = "sagaflow_replies_unknown_saga_total";
+
+    let h = Harness::start("backlog", PATIENT).await;
+    let _doubles = h.all_succeed().await;
+    // Frozen, so the whole backlog is queued before it takes any.
+    let pid = h.orchestrator.pid().expect("running").to_string();
+    let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
+    signal("-STOP");
+    let route = Route { exchange: h.bus.topology.replies_exchange(), key: String::new() };
+    let replies: Vec<Message> = (0..BACKLOG)
+        .map(|n| {
+            let order_id = format!("gone-{n:06}");
+            let reply = sagaflow_events::ReplyMessage {
+                saga_id: sagaflow_events::SagaId::generate(),
+                order_id: sagaflow_events::OrderId::parse(order_id.clone()).unwrap(),
+                step: sagaflow_events::StepName::parse("payment").unwrap(),
+                phase: Phase::Action,
+                attempt: 1,
+                idempotency_key: format!("{order_id}:payment:action"),
+                outcome: sagaflow_events::ReplyOutcome::Succeeded,
+                payment_id: None,
+                missing_products: vec![],
+            };
+            Message::json(route.clone(), &order_id, "reply", serde_json::to_vec(&reply).unwrap()).batchable()
+        })
+        .collect();
+    let batches = batch::group(&replies);
+    assert!(batches.len() < BACKLOG / 32, "the replies travel in batches: {}", batches.len());
+    for (_, envelope) in &batches {
+        h.bus.publish_raw(&route.exchange, "", &envelope.body, properties(envelope)).await;
+    }
+    signal("-CONT");
+
+    // Wait until it is working the backlog off, with its consumer's deliveries queued inside.
+    let metric = || async { sagaflow_tests::system::metric(&h.http, &h.orchestrator.http, UNKNOWN).await };
+    wait::until("the orchestrator to work on the backlog", Duration::from_secs(60), || async {
+        (metric().await? >= 5_000.0).then_some(())
+    })
+    .await;
+    // Requests one after another while the backlog lasts: each would have waited behind
+    // whatever the consumer held when it came, which is most of the time a full prefetch.
+    let mut answered = Vec::new();
+    while answered.len() < 5 {
+        let before = metric().await.unwrap();
+        if before > (BACKLOG - 40_000) as f64 {
+            break;
+        }
+        let id = format!("behind-the-backlog-{}", answered.len());
+        assert_eq!(h.post("/orders", &order_json(&id, &[("abc", 1)])).await.0, 202);
+        let waited_behind = metric().await.unwrap() - before;
+        assert!(
+            waited_behind < 16_000.0,
+            "{id} waited behind {waited_behind} replies of the backlog before it was answered"
+        );
+        answered.push(id);
+    }
+    assert!(answered.len() >= 2, "the backlog went too fast to test anything: {answered:?}");
+    for id in &answered {
+        h.wait_state(id, "completed", Duration::from_secs(120)).await;
+    }
+    wait::until("the whole backlog to be counted", Duration::from_secs(120), || async {
+        (metric().await? >= BACKLOG as f64).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_with_exit_zero() {
     let mut h = Harness::start("sigterm", PATIENT).await;
