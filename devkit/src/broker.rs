@@ -301,6 +301,13 @@ impl PrivateBroker {
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- the test failed; the end of private broker {}'s log:\n{}",
+                self.node,
+                self.log_tail()
+            );
+        }
         self.stop();
         if self.temporary {
             let _ = std::fs::remove_dir_all(&self.dir);

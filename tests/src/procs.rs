@@ -217,8 +217,24 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
     }
 }
 
+/// How much of a program's log a failing test prints.
+const LOG_TAIL_LINES: usize = 200;
+
 impl Drop for Program {
     fn drop(&mut self) {
         self.kill();
+        // A test that fails by timing out says only what it waited for; the programs' logs say
+        // why, and they live in a folder the test deletes.
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "--- the test failed; the last {} lines of {}'s log:\n{}",
+                tail.len(),
+                self.name,
+                tail.join("\n")
+            );
+        }
     }
 }
