@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sagaflow_devkit::broker::PrivateBroker;
+use sagaflow_devkit::broker::{host_port, PrivateBroker};
 use sagaflow_events::{CommandBody, Participant, Phase};
 use sagaflow_tests::bus::{Answer, ParticipantDouble, TestBus};
 use sagaflow_tests::procs::Program;
@@ -578,6 +578,47 @@ async fn a_broker_restart_under_load_is_survived() {
     })
     .await;
     assert!(h.orchestrator.log_text().contains("bus disconnected"), "the orchestrator never saw the restart");
+}
+
+/// A node can accept a TCP connection and then say nothing (still booting, stalled, a socket
+/// left half-open). The orchestrator must give up on such a connection and try another, not
+/// wait on it for good with its bus, and so its timers, down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_accepts_a_connection_and_never_answers_does_not_hold_the_bus_down() {
+    let url = amqp_url();
+    let (host, port) = host_port(&url).expect("AMQP_URL names a host and port");
+    // In front of the real broker: the first connection is held open and silent, and every
+    // later one is relayed to the broker.
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let front_port = front.local_addr().expect("address").port();
+    let authority =
+        if url.contains(&format!("{host}:{port}")) { format!("{host}:{port}") } else { host.clone() };
+    let front_url = url.replacen(&authority, &format!("127.0.0.1:{front_port}"), 1);
+    let relay = tokio::spawn(async move {
+        let (_silent, _) = front.accept().await.expect("accept");
+        loop {
+            let (mut client, _) = front.accept().await.expect("accept");
+            let broker = (host.clone(), port);
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(broker).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    let namespace = unique_namespace("silent");
+    let bus = TestBus::connect(&url, &namespace).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut orchestrator =
+        Program::start("orchestrator", &namespace, &front_url, dir.path().join("orchestrator"), PATIENT);
+    orchestrator.wait_healthy(Duration::from_secs(90)).await;
+    assert!(
+        orchestrator.log_text().contains("setup took longer"),
+        "the orchestrator should have given up on the silent connection"
+    );
+    orchestrator.kill();
+    relay.abort();
+    drop(bus);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

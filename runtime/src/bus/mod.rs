@@ -141,6 +141,8 @@ pub(crate) enum SessionError {
     Entry { id: u64, error: rdkafka::error::KafkaError },
     #[error("connection closed")]
     Closed,
+    #[error("the session's setup took longer than {0:?}")]
+    SetupTimedOut(Duration),
 }
 
 /// What a transport remembers across its sessions.

@@ -33,6 +33,12 @@ use super::unbound::Unbound;
 use crate::bus::{Bus, BusMetrics, Delivery, Receipt, ReceiptOf, SessionError, Sink};
 use crate::config::AmqpUrl;
 
+/// How long a session may take to connect, declare, claim and start consuming. A node that
+/// accepts the TCP connection but never answers (still booting, or stalled) would otherwise
+/// hold the session in its setup for good: the bus stays down, and with it the timers that
+/// retry and time out sagas.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
 pub(in crate::bus) async fn session(
     bus: &Bus,
     url: &AmqpUrl,
@@ -41,8 +47,67 @@ pub(in crate::bus) async fn session(
     relay_state: &mut RelayState,
     consumed: &mut bool,
 ) -> Result<(), SessionError> {
-    let connection = Connection::connect(url.expose(), ConnectionProperties::default()).await?;
+    let opened = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        opened = tokio::time::timeout(SETUP_TIMEOUT, open(bus, url, stop_consuming, consumed)) => {
+            opened.map_err(|_| SessionError::SetupTimedOut(SETUP_TIMEOUT))??
+        }
+    };
+    let Opened { connection, publish, mut consumers } = opened;
     let mut events = connection.events_listener();
+    bus.health.set_bus(true);
+    bus.metrics.connects.inc();
+    tracing::info!(url = %url, namespace = bus.topology.namespace(), "bus connected");
+
+    let mut unbound = Unbound::new(bus.events_unbound_recheck);
+    let skipped = &bus.metrics.events_skipped;
+    let relay = relay::run(&bus.outbox, &publish, bus.relay_window, &mut unbound, skipped, relay_state);
+    tokio::pin!(relay);
+    let result = loop {
+        tokio::select! {
+            _ = stop.cancelled() => break Ok(()),
+            r = &mut relay => break match r {
+                Err(e) => Err(e.into()),
+                Ok(()) => Ok(()),
+            },
+            Some(joined) = consumers.join_next() => match joined {
+                Ok(Ok(())) if stop_consuming.is_cancelled() => continue,
+                Ok(Ok(())) => break Err(SessionError::Closed),
+                Ok(Err(e)) => break Err(e),
+                Err(e) => break Err(SessionError::ConsumerEnded(e.to_string())),
+            },
+            event = events.next() => match event {
+                Some(Event::Error(e)) => break Err(e.into()),
+                Some(_) => continue,
+                None => break Err(SessionError::Closed),
+            },
+        }
+    };
+    bus.health.set_bus(false);
+    consumers.abort_all();
+    // Closing returns unacknowledged deliveries to their queues at once. When the broker is
+    // already gone this fails fast; the timeout covers a half-open socket.
+    let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into())).await;
+    result
+}
+
+/// A session's connection once it is set up: the channel the relay publishes on, and one
+/// forwarding task per consumer.
+struct Opened {
+    connection: Connection,
+    publish: lapin::Channel,
+    consumers: JoinSet<Result<(), SessionError>>,
+}
+
+/// Connects, declares the topology, and (unless told to stop consuming) claims and consumes
+/// the process's queues.
+async fn open(
+    bus: &Bus,
+    url: &AmqpUrl,
+    stop_consuming: &CancellationToken,
+    consumed: &mut bool,
+) -> Result<Opened, SessionError> {
+    let connection = Connection::connect(url.expose(), ConnectionProperties::default()).await?;
     let setup = connection.create_channel().await?;
     super::topology::declare(&setup, &bus.topology).await?;
     let publish = connection.create_channel().await?;
@@ -80,40 +145,7 @@ pub(in crate::bus) async fn session(
         }
         *consumed = true;
     }
-    bus.health.set_bus(true);
-    bus.metrics.connects.inc();
-    tracing::info!(url = %url, namespace = bus.topology.namespace(), "bus connected");
-
-    let mut unbound = Unbound::new(bus.events_unbound_recheck);
-    let skipped = &bus.metrics.events_skipped;
-    let relay = relay::run(&bus.outbox, &publish, bus.relay_window, &mut unbound, skipped, relay_state);
-    tokio::pin!(relay);
-    let result = loop {
-        tokio::select! {
-            _ = stop.cancelled() => break Ok(()),
-            r = &mut relay => break match r {
-                Err(e) => Err(e.into()),
-                Ok(()) => Ok(()),
-            },
-            Some(joined) = consumers.join_next() => match joined {
-                Ok(Ok(())) if stop_consuming.is_cancelled() => continue,
-                Ok(Ok(())) => break Err(SessionError::Closed),
-                Ok(Err(e)) => break Err(e),
-                Err(e) => break Err(SessionError::ConsumerEnded(e.to_string())),
-            },
-            event = events.next() => match event {
-                Some(Event::Error(e)) => break Err(e.into()),
-                Some(_) => continue,
-                None => break Err(SessionError::Closed),
-            },
-        }
-    };
-    bus.health.set_bus(false);
-    consumers.abort_all();
-    // Closing returns unacknowledged deliveries to their queues at once. When the broker is
-    // already gone this fails fast; the timeout covers a half-open socket.
-    let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into())).await;
-    result
+    Ok(Opened { connection, publish, consumers })
 }
 
 /// Claims `queue` for this process: its lock for this connection, then its owner for this
