@@ -112,6 +112,9 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
     let health = Health::default();
     let metrics = Arc::new(Metrics::default());
     let pipeline_metrics = Arc::new(PipelineMetrics::default());
+    // Jobs (HTTP requests, timers) wait here for the pipeline. One batch's worth is enough:
+    // the pipeline takes waiting jobs first, and a full channel only makes a handler wait,
+    // which the HTTP server's connection cap already bounds.
     let (jobs, queued_jobs) = mpsc::channel::<Job>(config.tuning.max_batch);
     // In the order of `engine::INTAKE` and `engine::REPLIES`.
     let consumers = vec![
