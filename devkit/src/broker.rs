@@ -293,6 +293,14 @@ impl PrivateBroker {
         }
     }
 
+    /// Runs `rabbitmqctl` against this node; true when it succeeded.
+    pub fn ctl(&self, args: &[&str]) -> bool {
+        let mut ctl = Command::new("rabbitmqctl");
+        ctl.args(["-n", &self.node]).args(args);
+        self.env(&mut ctl);
+        ctl.output().is_ok_and(|o| o.status.success())
+    }
+
     pub fn restart(&self) {
         self.stop();
         self.boot();

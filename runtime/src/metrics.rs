@@ -200,6 +200,11 @@ impl Render {
                 &bus.events_skipped,
             )
             .counter("sagaflow_bus_connects_total", "Connections made to the broker.", &bus.connects)
+            .gauge(
+                "sagaflow_bus_blocked",
+                "1 while the broker blocks this process's publishing (a disk or memory alarm); messages wait in the outbox.",
+                bus.blocked.get(),
+            )
             .counter(
                 "sagaflow_published_total",
                 "Messages published and confirmed.",

@@ -9,6 +9,7 @@ use sagaflow_devkit::broker::{host_port, PrivateBroker};
 use sagaflow_events::{CommandBody, Participant, Phase};
 use sagaflow_tests::bus::{Answer, ParticipantDouble, TestBus};
 use sagaflow_tests::procs::Program;
+use sagaflow_tests::system::metric;
 use sagaflow_tests::{amqp_url, unique_namespace, wait};
 use serde_json::{json, Value};
 
@@ -578,6 +579,36 @@ async fn a_broker_restart_under_load_is_survived() {
     })
     .await;
     assert!(h.orchestrator.log_text().contains("bus disconnected"), "the orchestrator never saw the restart");
+}
+
+/// A broker out of memory or disk blocks publishing. Nothing may be lost, and the stall must
+/// be visible: the orchestrator logs it and reports `sagaflow_bus_blocked 1` until it lifts,
+/// and then the order goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_blocks_publishing_is_reported_and_nothing_is_lost() {
+    let Some(broker) = PrivateBroker::start() else {
+        panic!("rabbitmq-server is not installed: the alarm test needs its own node");
+    };
+    let h = Harness::start_on("blocked", &broker.url(), PATIENT).await;
+    let _participants = h.all_succeed().await;
+    // A watermark of 0 sets off the memory alarm at once: the node blocks every publisher.
+    assert!(broker.ctl(&["set_vm_memory_high_watermark", "0"]), "could not set off the memory alarm");
+    let (status, answer) = h.post("/orders", &order_json("held", &[("abc", 1)])).await;
+    assert_eq!(status, 202, "{answer}");
+    let blocked = || async { metric(&h.http, &h.orchestrator.http, "sagaflow_bus_blocked").await };
+    wait::until("the orchestrator to report that the broker blocks it", Duration::from_secs(30), || async {
+        (blocked().await == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(
+        h.orchestrator.log_text().contains("the broker blocks publishing"),
+        "no line in the log says why"
+    );
+    assert_eq!(h.order("held").await["state"], "running", "nothing can move while the broker is blocked");
+
+    assert!(broker.ctl(&["set_vm_memory_high_watermark", "0.4"]), "could not lift the memory alarm");
+    h.wait_state("held", "completed", Duration::from_secs(60)).await;
+    assert_eq!(blocked().await, Some(0.0));
 }
 
 /// A node can accept a TCP connection and then say nothing (still booting, stalled, a socket

@@ -40,7 +40,7 @@ pub use message::{HeaderValue, Headers, Message, Received, Route};
 
 use crate::config::Broker;
 use crate::health::Health;
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Gauge};
 use crate::outbox::Outbox;
 
 /// What acknowledges one received message.
@@ -72,6 +72,8 @@ pub struct BusMetrics {
     pub redeliveries: Counter,
     /// Public events not sent because no queue was bound to their route.
     pub events_skipped: Counter,
+    /// 1 while the broker blocks this process's publishing (RabbitMQ's disk or memory alarm).
+    pub blocked: Gauge,
 }
 
 /// How long a process that never consumed may be refused its queues before it gives up: long

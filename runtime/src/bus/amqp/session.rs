@@ -78,12 +78,23 @@ pub(in crate::bus) async fn session(
             },
             event = events.next() => match event {
                 Some(Event::Error(e)) => break Err(e.into()),
+                // Nothing is lost while blocked: the relay's publishes wait, and the outbox
+                // keeps every message. Say so, or sagas would stall without a word.
+                Some(Event::ConnectionBlocked(reason)) => {
+                    bus.metrics.blocked.set(1);
+                    tracing::warn!(reason, "the broker blocks publishing (a resource alarm); messages wait in the outbox until it lifts");
+                }
+                Some(Event::ConnectionUnblocked) => {
+                    bus.metrics.blocked.set(0);
+                    tracing::info!("the broker accepts publishing again");
+                }
                 Some(_) => continue,
                 None => break Err(SessionError::Closed),
             },
         }
     };
     bus.health.set_bus(false);
+    bus.metrics.blocked.set(0);
     consumers.abort_all();
     // Closing returns unacknowledged deliveries to their queues at once. When the broker is
     // already gone this fails fast; the timeout covers a half-open socket.
