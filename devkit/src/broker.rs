@@ -26,11 +26,14 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The last 30 lines of a broker's log, for a failure message.
-pub(crate) fn log_tail(log: &std::path::Path) -> String {
+/// The last `lines` lines of a log file, for a failure message.
+pub fn log_tail(log: &std::path::Path, lines: usize) -> String {
     let log = std::fs::read_to_string(log).unwrap_or_default();
-    log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    log.lines().rev().take(lines).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
 }
+
+/// How much of a broker's log a failure message shows.
+pub(crate) const BROKER_LOG_LINES: usize = 30;
 
 /// True when something accepts TCP connections at `host:port` within a second.
 pub fn answers(host: &str, port: u16) -> bool {
@@ -278,7 +281,7 @@ impl PrivateBroker {
     }
 
     fn log_tail(&self) -> String {
-        log_tail(&self.path("log").join(format!("{}.log", self.node)))
+        log_tail(&self.path("log").join(format!("{}.log", self.node)), BROKER_LOG_LINES)
     }
 
     /// Stops the node; its data stays, so a restart keeps durable queues and messages.

@@ -97,7 +97,7 @@ impl PrivateKafka {
     }
 
     fn log_tail(&self) -> String {
-        crate::broker::log_tail(&self.dir.join("tansu.log"))
+        crate::broker::log_tail(&self.dir.join("tansu.log"), crate::broker::BROKER_LOG_LINES)
     }
 
     /// Stops the broker; its data stays. With SIGKILL, as a crash would: tansu 0.6 does not

@@ -226,15 +226,8 @@ impl Drop for Program {
         // A test that fails by timing out says only what it waited for; the programs' logs say
         // why, and they live in a folder the test deletes.
         if std::thread::panicking() {
-            let log = self.log_text();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
-            eprintln!(
-                "--- the test failed; the last {} lines of {}'s log:\n{}",
-                tail.len(),
-                self.name,
-                tail.join("\n")
-            );
+            let tail = sagaflow_devkit::broker::log_tail(&self.log, LOG_TAIL_LINES);
+            eprintln!("--- the test failed; the end of {}'s log:\n{tail}", self.name);
         }
     }
 }
