@@ -266,10 +266,7 @@ impl PrivateBroker {
         let _ = start.status();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let mut ready = Command::new("rabbitmqctl");
-            ready.args(["-n", &self.node, "--timeout", "10", "await_startup"]);
-            self.env(&mut ready);
-            let up = ready.output().is_ok_and(|o| o.status.success());
+            let up = self.ctl(&["--timeout", "10", "await_startup"]);
             if up && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
@@ -286,10 +283,7 @@ impl PrivateBroker {
 
     /// Stops the node; its data stays, so a restart keeps durable queues and messages.
     pub fn stop(&self) {
-        let mut stop = Command::new("rabbitmqctl");
-        stop.args(["-n", &self.node, "stop"]);
-        self.env(&mut stop);
-        let _ = stop.output();
+        self.ctl(&["stop"]);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
