@@ -611,6 +611,39 @@ async fn a_broker_that_blocks_publishing_is_reported_and_nothing_is_lost() {
     assert_eq!(blocked().await, Some(0.0));
 }
 
+/// The same alarm, already on when a process first starts on a namespace: its setup publishes
+/// the claim of its queue, and the broker blocks that publish. The process must say so by
+/// name (the gauge and the log line), not only, after a while, that its setup was slow; and
+/// once the alarm lifts it must come up by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_blocks_publishing_during_the_setup_is_reported() {
+    let Some(broker) = PrivateBroker::start() else {
+        panic!("rabbitmq-server is not installed: the alarm test needs its own node");
+    };
+    assert!(broker.ctl(&["set_vm_memory_high_watermark", "0"]), "could not set off the memory alarm");
+    let namespace = unique_namespace("blocked-setup");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let orchestrator =
+        Program::start("orchestrator", &namespace, &broker.url(), dir.path().join("orchestrator"), PATIENT);
+    let http = reqwest::Client::new();
+    // Within the setup's own 20 s bound, so that a report after a timed-out setup cannot pass.
+    wait::until(
+        "the orchestrator to report that the broker blocks its setup",
+        Duration::from_secs(15),
+        || async {
+            (metric(&http, &orchestrator.http, "sagaflow_bus_blocked").await == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        orchestrator.log_text().contains("the broker blocks publishing"),
+        "no line in the log says why the bus does not come up"
+    );
+    assert!(broker.ctl(&["set_vm_memory_high_watermark", "0.4"]), "could not lift the memory alarm");
+    orchestrator.wait_healthy(Duration::from_secs(60)).await;
+    assert_eq!(metric(&http, &orchestrator.http, "sagaflow_bus_blocked").await, Some(0.0));
+}
+
 /// A node can accept a TCP connection and then say nothing (still booting, stalled, a socket
 /// left half-open). The orchestrator must give up on such a connection and try another, not
 /// wait on it for good with its bus, and so its timers, down.

@@ -47,14 +47,52 @@ pub(in crate::bus) async fn session(
     relay_state: &mut RelayState,
     consumed: &mut bool,
 ) -> Result<(), SessionError> {
-    let opened = tokio::select! {
+    let set_up_by = tokio::time::Instant::now() + SETUP_TIMEOUT;
+    let timed_out = |_| SessionError::SetupTimedOut(SETUP_TIMEOUT);
+    let connect = Connection::connect(url.expose(), ConnectionProperties::default());
+    let connection = tokio::select! {
         _ = stop.cancelled() => return Ok(()),
-        opened = tokio::time::timeout(SETUP_TIMEOUT, open(bus, url, stop_consuming, consumed)) => {
-            opened.map_err(|_| SessionError::SetupTimedOut(SETUP_TIMEOUT))??
-        }
+        connected = tokio::time::timeout_at(set_up_by, connect) => connected.map_err(timed_out)??,
     };
-    let Opened { connection, publish, mut consumers } = opened;
+    // Listened to from the start: under a resource alarm the broker blocks the setup's own
+    // publish (the claim of a fresh namespace), and that must be reported by name, not only as
+    // a setup that took too long. A block that came before the listener is in the status.
     let mut events = connection.events_listener();
+    if connection.status().blocked() {
+        report_blocked(bus, "(not heard: the block came before the session listened)");
+    }
+    let result = async {
+        let setup = tokio::time::timeout_at(set_up_by, open(bus, &connection, stop_consuming, consumed));
+        tokio::pin!(setup);
+        let opened = loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                opened = &mut setup => break opened.map_err(timed_out)??,
+                event = events.next() => on_event(bus, event)?,
+            }
+        };
+        serve(bus, url, opened, &mut events, stop_consuming, stop, relay_state).await
+    }
+    .await;
+    bus.health.set_bus(false);
+    bus.metrics.blocked.set(0);
+    // Closing returns unacknowledged deliveries to their queues at once. When the broker is
+    // already gone this fails fast; the timeout covers a half-open socket and a silent node.
+    let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into())).await;
+    result
+}
+
+/// The session once it is set up: relays the outbox and forwards deliveries until told to
+/// stop, or until the relay, a consumer or the connection fails.
+async fn serve(
+    bus: &Bus,
+    url: &AmqpUrl,
+    Opened { publish, mut consumers }: Opened,
+    events: &mut (impl futures_lite::Stream<Item = Event> + Unpin),
+    stop_consuming: &CancellationToken,
+    stop: &CancellationToken,
+    relay_state: &mut RelayState,
+) -> Result<(), SessionError> {
     bus.health.set_bus(true);
     bus.metrics.connects.inc();
     tracing::info!(url = %url, namespace = bus.topology.namespace(), "bus connected");
@@ -66,59 +104,66 @@ pub(in crate::bus) async fn session(
     let result = loop {
         tokio::select! {
             _ = stop.cancelled() => break Ok(()),
-            r = &mut relay => break match r {
-                Err(e) => Err(e.into()),
-                Ok(()) => Ok(()),
-            },
+            r = &mut relay => break r.map_err(SessionError::from),
             Some(joined) = consumers.join_next() => match joined {
                 Ok(Ok(())) if stop_consuming.is_cancelled() => continue,
                 Ok(Ok(())) => break Err(SessionError::Closed),
                 Ok(Err(e)) => break Err(e),
                 Err(e) => break Err(SessionError::ConsumerEnded(e.to_string())),
             },
-            event = events.next() => match event {
-                Some(Event::Error(e)) => break Err(e.into()),
-                // Nothing is lost while blocked: the relay's publishes wait, and the outbox
-                // keeps every message. Say so, or sagas would stall without a word.
-                Some(Event::ConnectionBlocked(reason)) => {
-                    bus.metrics.blocked.set(1);
-                    tracing::warn!(reason, "the broker blocks publishing (a resource alarm); messages wait in the outbox until it lifts");
-                }
-                Some(Event::ConnectionUnblocked) => {
-                    bus.metrics.blocked.set(0);
-                    tracing::info!("the broker accepts publishing again");
-                }
-                Some(_) => continue,
-                None => break Err(SessionError::Closed),
+            event = events.next() => if let Err(e) = on_event(bus, event) {
+                break Err(e);
             },
         }
     };
-    bus.health.set_bus(false);
-    bus.metrics.blocked.set(0);
     consumers.abort_all();
-    // Closing returns unacknowledged deliveries to their queues at once. When the broker is
-    // already gone this fails fast; the timeout covers a half-open socket.
-    let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into())).await;
     result
+}
+
+/// What a session does with an event of its connection: an error or the end of the events
+/// ends the session; a block by the broker is reported until it lifts.
+fn on_event(bus: &Bus, event: Option<Event>) -> Result<(), SessionError> {
+    match event {
+        Some(Event::Error(e)) => Err(e.into()),
+        Some(Event::ConnectionBlocked(reason)) => {
+            report_blocked(bus, &reason);
+            Ok(())
+        }
+        Some(Event::ConnectionUnblocked) => {
+            bus.metrics.blocked.set(0);
+            tracing::info!("the broker accepts publishing again");
+            Ok(())
+        }
+        Some(_) => Ok(()),
+        None => Err(SessionError::Closed),
+    }
+}
+
+/// Nothing is lost while the broker blocks publishing: the relay's publishes wait, and the
+/// outbox keeps every message. Say so, or sagas would stall without a word.
+fn report_blocked(bus: &Bus, reason: &str) {
+    bus.metrics.blocked.set(1);
+    tracing::warn!(
+        reason,
+        "the broker blocks publishing (a resource alarm); messages wait in the outbox until it lifts"
+    );
 }
 
 /// A session's connection once it is set up: the channel the relay publishes on, and one
 /// forwarding task per consumer.
 struct Opened {
-    connection: Connection,
     publish: lapin::Channel,
     consumers: JoinSet<Result<(), SessionError>>,
 }
 
-/// Connects, declares the topology, and (unless told to stop consuming) claims and consumes
-/// the process's queues.
+/// Declares the topology and (unless told to stop consuming) claims and consumes the
+/// process's queues.
 async fn open(
     bus: &Bus,
-    url: &AmqpUrl,
+    connection: &Connection,
     stop_consuming: &CancellationToken,
     consumed: &mut bool,
 ) -> Result<Opened, SessionError> {
-    let connection = Connection::connect(url.expose(), ConnectionProperties::default()).await?;
     let setup = connection.create_channel().await?;
     super::topology::declare(&setup, &bus.topology).await?;
     let publish = connection.create_channel().await?;
@@ -127,7 +172,7 @@ async fn open(
     let mut consumers = JoinSet::new();
     if !stop_consuming.is_cancelled() {
         for spec in &bus.consumers {
-            claim(bus, &connection, &publish, &spec.queue).await?;
+            claim(bus, connection, &publish, &spec.queue).await?;
         }
         for (from, spec) in bus.consumers.iter().enumerate() {
             let channel = connection.create_channel().await?;
@@ -156,7 +201,7 @@ async fn open(
         }
         *consumed = true;
     }
-    Ok(Opened { connection, publish, consumers })
+    Ok(Opened { publish, consumers })
 }
 
 /// Claims `queue` for this process: its lock for this connection, then its owner for this
