@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::procstat::{Device, Sampler, Usage};
+use super::procstat::{Device, HostCounters, HostUse, Sampler, Usage};
 
 /// The load generator: measured, but not part of the system's cost.
 pub const LOAD_GENERATOR: &str = "sagactl (load)";
@@ -104,6 +104,7 @@ pub struct Meter {
     /// Each program's metrics address and the store keys it had written when the phase began
     /// (none yet counts as zero; a program that counts none by the end has no figure).
     keys_start: Vec<(String, String, f64)>,
+    host_start: Option<HostCounters>,
 }
 
 /// A phase's cost.
@@ -115,6 +116,8 @@ pub struct Cost {
     pub broker: Option<BrokerMessages>,
     /// Bytes the disk that holds the stores wrote, per completed saga ([`Device`]).
     pub disk_bytes_per_saga: Option<f64>,
+    /// What the machine as a whole went through; `None` where /proc/stat cannot say.
+    pub host: Option<HostUse>,
     /// Raw use, for what is not per saga (memory of the stored-sagas runs).
     pub usage: BTreeMap<String, Usage>,
 }
@@ -144,6 +147,7 @@ impl Meter {
             broker_start,
             disk_start,
             keys_start,
+            host_start: HostCounters::now(),
         }
     }
 
@@ -182,7 +186,8 @@ impl Meter {
         let disk_bytes_per_saga = self.disk_start.and_then(|(device, start)| {
             Some(per(device.written_bytes()?.saturating_sub(start) as f64).round())
         });
-        Cost { processes, cpu_ms_per_saga: per(system_cpu), broker, disk_bytes_per_saga, usage }
+        let host = self.host_start.and_then(|start| Some(HostCounters::now()?.since(&start)));
+        Cost { processes, cpu_ms_per_saga: per(system_cpu), broker, disk_bytes_per_saga, host, usage }
     }
 }
 

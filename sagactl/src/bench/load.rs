@@ -308,6 +308,31 @@ impl Latency {
     }
 }
 
+/// The second of due time whose completed orders waited longest, by their median: where a
+/// row's tail comes from when it is one stall (every order of that second late) rather than
+/// spread over the row.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowestSecond {
+    /// Seconds from the start of the row's load.
+    pub at_s: u64,
+    pub orders: usize,
+    pub p50_ms: f64,
+}
+
+impl SlowestSecond {
+    pub fn of(samples: &[Sample]) -> Option<Self> {
+        let mut by_second: std::collections::BTreeMap<u64, Vec<Sample>> = Default::default();
+        for s in samples.iter().filter(|s| s.ending == Ending::Completed) {
+            by_second.entry(s.due.as_secs()).or_default().push(*s);
+        }
+        by_second
+            .into_iter()
+            .map(|(at_s, second)| Self { at_s, orders: second.len(), p50_ms: Latency::of(&second).p50 })
+            .max_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms))
+    }
+}
+
 /// How many samples ended each way.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -351,5 +376,24 @@ mod tests {
             assert!((got - want).abs() <= want * 0.001 + 0.1, "{got} is not {want}");
         }
         assert_eq!(Endings::of(&samples).failed, 1);
+    }
+
+    #[test]
+    fn the_slowest_second_is_the_one_whose_orders_all_waited() {
+        // Ten seconds of 40 ms orders; in second 6 every order waited a second, and in second
+        // 3 a single order waited longer still, which is a tail, not a stall.
+        let mut samples = Vec::new();
+        for second in 0..10u64 {
+            for i in 0..20u64 {
+                let waited = if second == 6 { 1_000 + i } else { 40 };
+                samples.push(Sample { due: Duration::from_millis(second * 1000 + i * 50), ..sample(waited) });
+            }
+        }
+        samples.push(Sample { due: Duration::from_millis(3_500), ..sample(5_000) });
+        samples.push(Sample { due: Duration::from_millis(8_500), ending: Ending::Lost, ..sample(60_000) });
+        let slowest = SlowestSecond::of(&samples).expect("some completed");
+        assert_eq!((slowest.at_s, slowest.orders), (6, 20));
+        assert!((slowest.p50_ms - 1_010.0).abs() <= 1.5, "{slowest:?}");
+        assert!(SlowestSecond::of(&[]).is_none());
     }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cost::{BrokerMessages, Cost, Meter, ProcessCost};
-use load::{Endings, Latency, Placer, Sample, Target, Watcher};
+use load::{Endings, Latency, Placer, Sample, SlowestSecond, Target, Watcher};
 use serde::Serialize;
 
 use crate::system::StartedSystem;
@@ -139,6 +139,10 @@ pub struct LoadResult {
     /// the machine (in bytes, as each process's `bytesWrittenPerSaga`); `None` where
     /// /proc/diskstats cannot say.
     pub disk_bytes_per_saga: Option<f64>,
+    /// What the machine as a whole went through in the row.
+    pub host: Option<procstat::HostUse>,
+    /// Where the row's tail comes from.
+    pub slowest_second: Option<SlowestSecond>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -703,6 +707,8 @@ fn result(label: &str, offered: f64, rate: f64, samples: &[Sample], cost: Cost) 
         processes: cost.processes,
         broker_messages: cost.broker,
         disk_bytes_per_saga: cost.disk_bytes_per_saga,
+        host: cost.host,
+        slowest_second: SlowestSecond::of(samples),
     }
 }
 

@@ -126,6 +126,52 @@ impl Sampler {
     }
 }
 
+/// The machine as a whole over a phase. Both figures explain a row whose latency jumps while
+/// its cost per saga does not: the host ran other guests on our cores, or the disk held every
+/// task up at once.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostUse {
+    /// CPU time the hypervisor gave to others, in percent of all the machine's CPU time.
+    pub steal_percent: f64,
+    /// Time in which every task that wanted to run waited on storage (the kernel's pressure
+    /// stall information, `io full`), in ms; `None` on a kernel without it.
+    pub io_stalled_ms: Option<f64>,
+}
+
+/// The machine's counters at one moment ([`HostUse`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HostCounters {
+    steal_ticks: u64,
+    all_ticks: u64,
+    io_full_us: Option<u64>,
+}
+
+impl HostCounters {
+    pub fn now() -> Option<Self> {
+        use procfs::{Current, CurrentSI};
+        let cpu = procfs::KernelStats::current().ok()?.total;
+        let steal_ticks = cpu.steal.unwrap_or(0);
+        let all_ticks = [cpu.iowait, cpu.irq, cpu.softirq, cpu.steal]
+            .into_iter()
+            .flatten()
+            .fold(cpu.user + cpu.nice + cpu.system + cpu.idle, u64::saturating_add);
+        let io_full_us = procfs::IoPressure::current().ok().map(|p| p.full.total);
+        Some(Self { steal_ticks, all_ticks, io_full_us })
+    }
+
+    /// What the machine went through from `start` to now.
+    pub fn since(&self, start: &Self) -> HostUse {
+        let all = self.all_ticks.saturating_sub(start.all_ticks).max(1) as f64;
+        let stolen = self.steal_ticks.saturating_sub(start.steal_ticks) as f64;
+        let io_stalled = match (start.io_full_us, self.io_full_us) {
+            (Some(before), Some(after)) => Some(round1(after.saturating_sub(before) as f64 / 1000.0)),
+            _ => None,
+        };
+        HostUse { steal_percent: round1(stolen * 100.0 / all), io_stalled_ms: io_stalled }
+    }
+}
+
 /// The block device that holds a folder, read from /proc/diskstats: what reached the disk.
 ///
 /// A process's `write_bytes` is counted when it dirties pages, and a process that makes many
@@ -196,6 +242,15 @@ mod tests {
         let c = super::counters(me).unwrap();
         assert!(c.cpu_ms >= 0.0 && c.context_switches > 0);
         assert!(super::rss_kib(me).unwrap() > 0);
+    }
+
+    #[test]
+    fn the_host_s_use_reads_as_a_share_and_a_time() {
+        let Some(start) = super::HostCounters::now() else { return };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let used = super::HostCounters::now().expect("read once, read again").since(&start);
+        assert!((0.0..=100.0).contains(&used.steal_percent), "{used:?}");
+        assert!(used.io_stalled_ms.is_none_or(|ms| ms >= 0.0), "{used:?}");
     }
 
     #[test]

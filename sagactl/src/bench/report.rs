@@ -195,6 +195,32 @@ pub fn table(r: &Report) -> String {
         r.saga.peak.offered
     );
 
+    let mut machine = markdown(&[
+        "design",
+        "load",
+        "host steal %",
+        "all tasks waiting on the disk, ms",
+        "slowest second: at s",
+        "its orders",
+        "its p50 ms",
+    ]);
+    for (name, l) in rows(r) {
+        let host = l.host.unwrap_or_default();
+        let slowest = l.slowest_second.unwrap_or_default();
+        machine.add_row(vec![
+            Cell::new(name),
+            Cell::new(&l.label),
+            right(l.host.map_or("-".to_owned(), |h| format!("{:.1}", h.steal_percent))),
+            right(host.io_stalled_ms.map_or("-".to_owned(), |ms| format!("{ms:.0}"))),
+            right(slowest.at_s),
+            right(slowest.orders),
+            right(slowest.p50_ms),
+        ]);
+    }
+    s += &format!(
+        "\n## The machine during each row\n\nA row whose p99 jumps while its CPU per saga does not had a stall. Host steal is the CPU time the hypervisor gave to others, of all the machine's; the disk column is how long every task that wanted to run waited on storage at once (the kernel's pressure stall information, `io full`); both over the same span as the row's cost. The slowest second is the second of due time whose orders waited longest by their median: a p50 there far above the row's says one stall, not a slow row.\n\n{machine}\n"
+    );
+
     let mut cost = markdown(&[
         "design",
         "load",
