@@ -68,7 +68,10 @@ pub(in crate::bus) async fn session(
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 opened = &mut setup => break opened.map_err(timed_out)??,
-                event = events.next() => on_event(bus, event)?,
+                // Only the broker's blocks are news here. An error also fails the setup's
+                // pending call, and the setup's own error says more: a queue another instance
+                // holds must end as `Exclusive`, not as the connection's error.
+                Some(event) = events.next() => report_flow(bus, &event),
             }
         };
         serve(bus, url, opened, &mut events, stop_consuming, stop, relay_state).await
@@ -125,22 +128,28 @@ async fn serve(
 fn on_event(bus: &Bus, event: Option<Event>) -> Result<(), SessionError> {
     match event {
         Some(Event::Error(e)) => Err(e.into()),
-        Some(Event::ConnectionBlocked(reason)) => {
-            report_blocked(bus, &reason);
+        Some(event) => {
+            report_flow(bus, &event);
             Ok(())
         }
-        Some(Event::ConnectionUnblocked) => {
-            bus.metrics.blocked.set(0);
-            tracing::info!("the broker accepts publishing again");
-            Ok(())
-        }
-        Some(_) => Ok(()),
         None => Err(SessionError::Closed),
     }
 }
 
-/// Nothing is lost while the broker blocks publishing: the relay's publishes wait, and the
-/// outbox keeps every message. Say so, or sagas would stall without a word.
+/// Reports the broker blocking and unblocking publishing. Nothing is lost while it blocks: the
+/// relay's publishes wait, and the outbox keeps every message. Say so, or sagas would stall
+/// without a word.
+fn report_flow(bus: &Bus, event: &Event) {
+    match event {
+        Event::ConnectionBlocked(reason) => report_blocked(bus, reason),
+        Event::ConnectionUnblocked => {
+            bus.metrics.blocked.set(0);
+            tracing::info!("the broker accepts publishing again");
+        }
+        _ => {}
+    }
+}
+
 fn report_blocked(bus: &Bus, reason: &str) {
     bus.metrics.blocked.set(1);
     tracing::warn!(
