@@ -205,13 +205,12 @@ pub fn table(r: &Report) -> String {
         "its p50 ms",
     ]);
     for (name, l) in rows(r) {
-        let host = l.host.unwrap_or_default();
         let slowest = l.slowest_second.unwrap_or_default();
         machine.add_row(vec![
             Cell::new(name),
             Cell::new(&l.label),
             right(l.host.map_or("-".to_owned(), |h| format!("{:.1}", h.steal_percent))),
-            right(host.io_stalled_ms.map_or("-".to_owned(), |ms| format!("{ms:.0}"))),
+            right(l.host.and_then(|h| h.io_stalled_ms).map_or("-".to_owned(), |ms| format!("{ms:.0}"))),
             right(slowest.at_s),
             right(slowest.orders),
             right(slowest.p50_ms),
