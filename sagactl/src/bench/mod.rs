@@ -60,6 +60,13 @@ pub struct BenchArgs {
     /// so that each bench run scales it to the machine it runs on.
     #[arg(long)]
     pub outage_rate: Option<f64>,
+    /// The rate, in orders per second, that the open-loop rows take their 25/50/75 % of, in both
+    /// designs. Unset: each design's own peak in this run. Set it to compare two builds at the
+    /// same offered loads: a peak moves with this machine's noise, and a latency is comparable
+    /// only at one rate. The latency targets are then not judged, since the rows are not
+    /// shares of the peak.
+    #[arg(long, value_parser = positive_rate)]
+    pub open_loop_base: Option<f64>,
     /// Run only these phases (for profiling one of them); the report shows the others empty.
     #[arg(long, value_delimiter = ',', default_value = "ceiling,saga,chain,stored,retention")]
     pub phases: Vec<Phase>,
@@ -163,6 +170,10 @@ pub struct Outage {
 #[serde(rename_all = "camelCase")]
 pub struct Design {
     pub peak: LoadResult,
+    /// The rate the open-loop rows are shares of, when it was given (`--open-loop-base`)
+    /// rather than the peak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_loop_base: Option<f64>,
     pub open_loop: Vec<LoadResult>,
     pub payment_outage: Outage,
 }
@@ -499,8 +510,9 @@ impl Bench {
             peak.completed_per_sec, peak.latency_ms.p50, peak.latency_ms.p99
         );
         let mut open = Vec::new();
+        let base = self.args.open_loop_base;
         for share in [0.25, 0.5, 0.75] {
-            let offered = (peak.completed_per_sec * share).max(1.0);
+            let offered = (base.unwrap_or(peak.completed_per_sec) * share).max(1.0);
             let mut meter = Meter::start(&pids, metrics.as_deref(), &programs, &system.dir).await;
             let samples = procstat::sampled(
                 &mut meter.sampler,
@@ -511,8 +523,12 @@ impl Bench {
             settle(&mut meter, self.args.settle_limit()).await;
             let completed_per_sec =
                 Endings::of(&samples).completed as f64 / self.args.measure().as_secs_f64();
+            let load = match base {
+                Some(base) => format!("{:.0} % of {base:.0}/s", share * 100.0),
+                None => format!("{:.0} % of peak", share * 100.0),
+            };
             let r = result(
-                &format!("{:.0} % of peak", share * 100.0),
+                &load,
                 offered,
                 completed_per_sec,
                 &samples,
@@ -531,7 +547,7 @@ impl Bench {
             payment_outage.payment_down_secs, rate, payment_outage.endings.completed, payment_outage.endings.failed,
             payment_outage.endings.lost, payment_outage.delayed, payment_outage.recovery_secs
         );
-        Ok(Design { peak, open_loop: open, payment_outage })
+        Ok(Design { peak, open_loop_base: base, open_loop: open, payment_outage })
     }
 
     /// Open-loop load at `rate`; Payment is SIGKILLed a third of the way in and kept down for
@@ -822,6 +838,14 @@ fn dir_size(path: &Path) -> u64 {
         .sum()
 }
 
+/// An orders-per-second rate that a load can be offered at: a finite number above zero.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate above zero (orders per second)")),
+    }
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -862,7 +886,41 @@ fn machine(broker: &str, bus: BusKind) -> Machine {
 
 #[cfg(test)]
 mod tests {
-    use super::Level;
+    use super::{positive_rate, report, Design, Level, LoadResult, Retention};
+
+    #[test]
+    fn an_open_loop_base_is_a_rate_above_zero() {
+        assert_eq!(positive_rate("1200"), Ok(1200.0));
+        assert_eq!(positive_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-5", "NaN", "inf", "", "fast"] {
+            assert!(positive_rate(bad).is_err(), "{bad:?} was taken");
+        }
+    }
+
+    #[test]
+    fn rows_at_shares_of_a_given_rate_are_not_judged_against_the_peaks_targets() {
+        let row = |p50: f64| {
+            let mut r = LoadResult { completed_per_sec: 100.0, ..LoadResult::default() };
+            r.latency_ms.p50 = p50;
+            r.latency_ms.p99 = p50;
+            r
+        };
+        let mut saga = Design {
+            peak: LoadResult { completed_per_sec: 400.0, ..LoadResult::default() },
+            open_loop: vec![row(5.0), row(5.0), row(5.0)],
+            ..Design::default()
+        };
+        let judged = |saga: &Design| {
+            report::targets(saga, &Design::default(), &[], &Retention::default(), false)
+                .into_iter()
+                .filter(|t| t.name.starts_with("p50 at") || t.name.starts_with("p99 at"))
+                .map(|t| t.met)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(judged(&saga), [Some(true), Some(true)]);
+        saga.open_loop_base = Some(1_000.0);
+        assert_eq!(judged(&saga), [None, None], "shares of 1,000/s, not of the peak");
+    }
 
     #[test]
     fn a_store_that_keeps_growing_is_not_level() {

@@ -40,7 +40,8 @@ pub fn targets(
     let peak = saga.peak.completed_per_sec;
     let empty = stored.iter().find(|s| s.stored_sagas == 0);
     let million = stored.iter().find(|s| s.stored_sagas == 1_000_000);
-    let at = |share: usize| saga.open_loop.get(share).filter(|_| ran(saga));
+    // Rows offered at a share of a given rate are not the peak's shares that the targets name.
+    let at = |share: usize| saga.open_loop.get(share).filter(|_| ran(saga) && saga.open_loop_base.is_none());
     let mut t = vec![
         target(
             "saga peak / REST chain peak",
