@@ -58,14 +58,14 @@ pub struct BenchArgs {
     pub bus: crate::system::BusChoice,
     /// Orders per second during Payment's outage, in both designs. Unset: half the saga's peak,
     /// so that each bench run scales it to the machine it runs on.
-    #[arg(long)]
+    #[arg(long, value_parser = offered_rate)]
     pub outage_rate: Option<f64>,
     /// The rate, in orders per second, that the open-loop rows take their 25/50/75 % of, in both
     /// designs. Unset: each design's own peak in this run. Set it to compare two builds at the
     /// same offered loads: a peak moves with this machine's noise, and a latency is comparable
     /// only at one rate. The latency targets are then not judged, since the rows are not
     /// shares of the peak.
-    #[arg(long, value_parser = positive_rate)]
+    #[arg(long, value_parser = offered_rate)]
     pub open_loop_base: Option<f64>,
     /// Run only these phases (for profiling one of them); the report shows the others empty.
     #[arg(long, value_delimiter = ',', default_value = "ceiling,saga,chain,stored,retention")]
@@ -838,11 +838,17 @@ fn dir_size(path: &Path) -> u64 {
         .sum()
 }
 
-/// An orders-per-second rate that a load can be offered at: a finite number above zero.
-fn positive_rate(text: &str) -> Result<f64, String> {
+/// The highest rate a load may be offered at, in orders per second: hundreds of times what two
+/// cores take. An open loop places every order it is given the time for, so a higher rate
+/// (or `inf`) would only fill memory with waiting orders.
+const MAX_RATE: f64 = 1_000_000.0;
+
+/// An orders-per-second rate that a load can be offered at: above zero and at most
+/// [`MAX_RATE`].
+fn offered_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!("{text:?} is not a rate above zero (orders per second)")),
+        Ok(rate) if rate > 0.0 && rate <= MAX_RATE => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate above 0 and at most {MAX_RATE} orders per second")),
     }
 }
 
@@ -886,14 +892,26 @@ fn machine(broker: &str, bus: BusKind) -> Machine {
 
 #[cfg(test)]
 mod tests {
-    use super::{positive_rate, report, Design, Level, LoadResult, Retention};
+    use clap::Parser;
+
+    use super::{report, BenchArgs, Design, Level, LoadResult, Retention};
+
+    #[derive(Parser)]
+    struct Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
 
     #[test]
-    fn an_open_loop_base_is_a_rate_above_zero() {
-        assert_eq!(positive_rate("1200"), Ok(1200.0));
-        assert_eq!(positive_rate("0.5"), Ok(0.5));
-        for bad in ["0", "-5", "NaN", "inf", "", "fast"] {
-            assert!(positive_rate(bad).is_err(), "{bad:?} was taken");
+    fn an_offered_rate_is_above_zero_and_bounded() {
+        for flag in ["--outage-rate", "--open-loop-base"] {
+            for good in ["1200", "0.5", "1000000"] {
+                assert!(Bench::try_parse_from(["bench", flag, good]).is_ok(), "{flag} {good} was refused");
+            }
+            // `inf` or a huge rate made an open loop queue orders until memory ran out.
+            for bad in ["0", "-5", "NaN", "inf", "1e12", "", "fast"] {
+                assert!(Bench::try_parse_from(["bench", flag, bad]).is_err(), "{flag} {bad:?} was taken");
+            }
         }
     }
 
