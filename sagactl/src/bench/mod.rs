@@ -510,9 +510,13 @@ impl Bench {
             peak.completed_per_sec, peak.latency_ms.p50, peak.latency_ms.p99
         );
         let mut open = Vec::new();
-        let base = self.args.open_loop_base;
+        // What the open-loop rows are shares of, and how their labels name it.
+        let (base, of) = match self.args.open_loop_base {
+            Some(rate) => (rate, format!("{rate:.0}/s")),
+            None => (peak.completed_per_sec, "peak".to_owned()),
+        };
         for share in [0.25, 0.5, 0.75] {
-            let offered = (base.unwrap_or(peak.completed_per_sec) * share).max(1.0);
+            let offered = (base * share).max(1.0);
             let mut meter = Meter::start(&pids, metrics.as_deref(), &programs, &system.dir).await;
             let samples = procstat::sampled(
                 &mut meter.sampler,
@@ -523,12 +527,8 @@ impl Bench {
             settle(&mut meter, self.args.settle_limit()).await;
             let completed_per_sec =
                 Endings::of(&samples).completed as f64 / self.args.measure().as_secs_f64();
-            let load = match base {
-                Some(base) => format!("{:.0} % of {base:.0}/s", share * 100.0),
-                None => format!("{:.0} % of peak", share * 100.0),
-            };
             let r = result(
-                &load,
+                &format!("{:.0} % of {of}", share * 100.0),
                 offered,
                 completed_per_sec,
                 &samples,
@@ -547,7 +547,7 @@ impl Bench {
             payment_outage.payment_down_secs, rate, payment_outage.endings.completed, payment_outage.endings.failed,
             payment_outage.endings.lost, payment_outage.delayed, payment_outage.recovery_secs
         );
-        Ok(Design { peak, open_loop_base: base, open_loop: open, payment_outage })
+        Ok(Design { peak, open_loop_base: self.args.open_loop_base, open_loop: open, payment_outage })
     }
 
     /// Open-loop load at `rate`; Payment is SIGKILLed a third of the way in and kept down for
