@@ -184,6 +184,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
         max_batch: config.tuning.max_batch,
         metrics: pipeline_metrics,
         watchdog: sagaflow_runtime::watchdog::Watchdog::start(PROGRAM),
+        acks: config.tuning.ack_deferral(),
     };
     let inputs = Inputs { deliveries, jobs: Some(queued_jobs) };
     let process = Process { server, router, bus, pipeline, inputs, tasks };

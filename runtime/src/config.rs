@@ -54,9 +54,34 @@ pub struct TuningArgs {
     /// this long after it was bound. 0 sends every event.
     #[arg(long, env = "EVENTS_UNBOUND_RECHECK_MS", default_value_t = 1000)]
     pub events_unbound_recheck_ms: u64,
+    /// Acknowledgements of messages already made durable wait up to this many milliseconds to
+    /// go out together (sooner once half a consumer's prefetch is owed): a quorum queue writes
+    /// each ack to its log, so one ack for several deliveries costs the broker one write. A
+    /// crash in the wait means only a redelivery, recognised as a duplicate. 0 acknowledges
+    /// each commit at once.
+    #[arg(long, env = "ACK_DELAY_MS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub ack_delay_ms: u64,
+}
+
+/// How long a pipeline's acknowledgements may wait to go out together, and how many may be
+/// owed before they go at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckDeferral {
+    pub delay: std::time::Duration,
+    /// Deliveries owed that send the acks at once, whatever the delay: half the prefetch, so
+    /// that a consumer never waits on the delay for room in its window.
+    pub most: usize,
 }
 
 impl TuningArgs {
+    /// When acknowledgements go out: [`Self::ack_delay_ms`], bounded by the prefetch.
+    pub fn ack_deferral(&self) -> AckDeferral {
+        AckDeferral {
+            delay: std::time::Duration::from_millis(self.ack_delay_ms),
+            most: (usize::from(self.prefetch) / 2).max(1),
+        }
+    }
+
     /// [`Self::events_unbound_recheck_ms`] as a duration.
     pub fn events_unbound_recheck(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.events_unbound_recheck_ms)

@@ -9,8 +9,16 @@
 //! 3. make the batch durable: what it wrote outside the store first, then its writes as one
 //!    sled transaction ([`Writes::commit`]) and one flush with a real `fdatasync`
 //!    ([`Db::make_durable`]): one log write and one sync per batch, whatever its size;
-//! 4. release the batch's outbox entries to the relay, acknowledge its messages, and answer its
-//!    local callers.
+//! 4. release the batch's outbox entries to the relay, answer its local callers, and owe the
+//!    broker the acknowledgement of its messages.
+//!
+//! Acknowledgements go out together, up to [`AckDeferral::delay`] after the first one owed,
+//! or at once when enough are owed. Why: a quorum queue takes an ack as a Raft command written
+//! to its log, so at a low rate, where each batch holds one delivery, an ack per batch cost the
+//! broker a log write per message; one ack with `multiple` covers every delivery of a consumer
+//! up to its tag, however many batches they came in. Nothing waits on an ack: the batch's
+//! answers and messages are out already. A crash before the ack only means a redelivery, which
+//! the applier recognises as a duplicate.
 //!
 //! A crash before 3 loses the batch's effects, but nothing was acknowledged, answered or
 //! published, so the broker redelivers the messages. A crash after 3 keeps everything;
@@ -32,6 +40,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{dead_letter, Acks, Delivery, Receipt, Received};
+use crate::config::AckDeferral;
 use crate::db::{Db, DbError};
 use crate::health::Health;
 use crate::metrics::{Counter, CounterVec, Histogram, Render};
@@ -228,6 +237,47 @@ pub struct Pipeline<A: Apply> {
     pub metrics: Arc<PipelineMetrics>,
     /// Watches every call into the store: a store that hangs ends the process.
     pub watchdog: Watchdog,
+    /// How long acknowledgements may wait to go out together.
+    pub acks: AckDeferral,
+}
+
+/// The acknowledgements owed for batches that are durable, and when they must go out.
+#[derive(Default)]
+struct OwedAcks {
+    acks: Acks,
+    when: AckClock,
+}
+
+impl OwedAcks {
+    async fn send(&mut self) {
+        self.when = AckClock::default();
+        std::mem::take(&mut self.acks).send().await;
+    }
+}
+
+/// When owed acknowledgements go out: the policy of [`OwedAcks`], apart from the broker.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct AckClock {
+    /// Deliveries owed.
+    owed: usize,
+    /// When the first of them was owed, plus the delay.
+    due: Option<Instant>,
+}
+
+impl AckClock {
+    /// Owes `deliveries` more at `now`; true when the acks must go out now.
+    fn owe(&mut self, deliveries: usize, now: Instant, policy: AckDeferral) -> bool {
+        self.owed += deliveries;
+        if self.owed == 0 {
+            return false;
+        }
+        if policy.delay.is_zero() || self.owed >= policy.most {
+            return true;
+        }
+        // The first owed sets the deadline; later ones do not push it back.
+        self.due.get_or_insert(now + policy.delay);
+        false
+    }
 }
 
 /// A batch after applying: its writes, what the applied part owes, and the inputs held back.
@@ -259,9 +309,15 @@ impl<A: Apply> Pipeline<A> {
     ) -> Result<(), PipelineError> {
         let mut batch: Vec<Input<A::Job>> = Vec::new();
         let mut hold = Duration::ZERO;
+        let mut acks = OwedAcks::default();
         loop {
+            let due = acks.when.due;
             let stopping = if batch.is_empty() {
                 tokio::select! {
+                    () = sleep_until(due), if due.is_some() => {
+                        acks.send().await;
+                        false
+                    }
                     job = next_job(&mut inputs.jobs) => {
                         batch.push(Input::Job(job));
                         self.gather(&mut inputs, &mut batch);
@@ -284,7 +340,9 @@ impl<A: Apply> Pipeline<A> {
                     }
                 }
             } else {
-                // A held batch: wait, then try it again before anything new.
+                // A held batch: what is durable is acknowledged; wait, then try the batch
+                // again before anything new.
+                acks.send().await;
                 tokio::select! {
                     _ = tokio::time::sleep(hold) => false,
                     _ = stop.cancelled() => return Ok(()),
@@ -294,7 +352,7 @@ impl<A: Apply> Pipeline<A> {
                 let dog = self.watchdog.clone();
                 let (writes, owed, held) = writer_thread(|| dog.watch(|| self.apply_batch(&mut batch)))?;
                 batch = held;
-                if let Some(unmade) = self.commit(writes, owed).await? {
+                if let Some(unmade) = self.commit(writes, owed, &mut acks).await? {
                     // Nothing of it is durable: hold all of it, in its order. What was applied
                     // is recognised as a duplicate when it is applied again.
                     batch.splice(0..0, unmade);
@@ -308,6 +366,7 @@ impl<A: Apply> Pipeline<A> {
                 hold = (hold * 2).clamp(Duration::from_millis(500), MAX_HOLD);
             }
             if stopping {
+                acks.send().await;
                 return Ok(());
             }
         }
@@ -319,12 +378,14 @@ impl<A: Apply> Pipeline<A> {
         fill(inputs, batch, self.max_batch, Input::items, Inputs::try_job, Inputs::try_delivery);
     }
 
-    /// Makes the batch durable, then lets out what it owes. Returns its inputs instead when
-    /// what it wrote outside the store cannot be made durable now.
+    /// Makes the batch durable, then lets out what it owes, its acknowledgements into `acks`.
+    /// Returns its inputs instead when what it wrote outside the store cannot be made durable
+    /// now.
     async fn commit(
         &mut self,
         writes: Writes<'static>,
         owed: Owed,
+        acks: &mut OwedAcks,
     ) -> Result<Option<Vec<Input<A::Job>>>, PipelineError> {
         if owed.messages.is_empty() && owed.replies.is_empty() && writes.is_empty() {
             return Ok(None);
@@ -342,8 +403,11 @@ impl<A: Apply> Pipeline<A> {
             }
             Err(e) => return Err(e.into()),
         }
-        let mut acks = Acks::default();
         let mut items = owed.replies.len();
+        let deliveries = owed.messages.len();
+        // Pushed before the batch is durable, but sent only after: a failed commit ends the
+        // pipeline, and a held batch never gets here.
+        let owing = &mut acks.acks;
         for Delivered { delivery, receipt, rejected } in owed.messages {
             match &delivery {
                 Delivery::Unreadable { envelope, reason } => self.dead_letter(&writes, envelope, reason),
@@ -354,7 +418,7 @@ impl<A: Apply> Pipeline<A> {
                 }
             }
             items += delivery.items().len().max(1);
-            acks.push(receipt);
+            owing.push(receipt);
         }
         // Everything is staged by now: the batch's entries are exactly those up to here.
         self.applier.seal(&writes);
@@ -375,9 +439,11 @@ impl<A: Apply> Pipeline<A> {
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.batch_sizes.observe(items as f64);
         self.metrics.commits.inc();
-        acks.send().await;
         for reply in owed.replies {
             reply();
+        }
+        if acks.when.owe(deliveries, Instant::now(), self.acks) {
+            acks.send().await;
         }
         self.applier.after_commit();
         Ok(None)
@@ -472,6 +538,14 @@ fn fill<S, T>(
     }
 }
 
+/// Sleeps until `due`; never wakes without one.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs `f` on the writer's thread. On a multi-threaded runtime the worker tells tokio it is
 /// blocked, so other tasks move elsewhere; on a current-thread runtime the writer is the thread.
 fn writer_thread<T>(f: impl FnOnce() -> T) -> T {
@@ -484,8 +558,9 @@ fn writer_thread<T>(f: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
 
-    use super::fill;
+    use super::{fill, AckClock, AckDeferral};
 
     /// Waiting jobs and deliveries; an input is a name and its weight in items.
     #[derive(Default)]
@@ -517,6 +592,27 @@ mod tests {
         waiting.deliveries.extend([("d1", 1), ("d2", 1)]);
         assert_eq!(gathered(&mut waiting, ("j1", 1), 6), ["j1", "j2", "j3", "j4", "d1", "d2"]);
         assert_eq!(waiting.jobs.len(), 2);
+    }
+
+    #[test]
+    fn acks_wait_from_the_first_owed_until_the_delay_or_the_bound() {
+        let policy = AckDeferral { delay: Duration::from_millis(10), most: 4 };
+        let t0 = Instant::now();
+        let mut clock = AckClock::default();
+        assert!(!clock.owe(0, t0, policy), "a batch of jobs alone owes nothing");
+        assert_eq!(clock.due, None);
+        assert!(!clock.owe(1, t0, policy));
+        assert_eq!(clock.due, Some(t0 + Duration::from_millis(10)));
+        assert!(!clock.owe(2, t0 + Duration::from_millis(5), policy));
+        assert_eq!(clock.due, Some(t0 + Duration::from_millis(10)), "later batches do not push it back");
+        assert!(clock.owe(1, t0 + Duration::from_millis(6), policy), "half the prefetch owed goes at once");
+    }
+
+    #[test]
+    fn without_a_delay_every_commit_acknowledges() {
+        let policy = AckDeferral { delay: Duration::ZERO, most: 256 };
+        let mut clock = AckClock::default();
+        assert!(clock.owe(1, Instant::now(), policy));
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub async fn run<D: Domain>(
         max_batch: args.tuning.max_batch,
         metrics: pipeline_metrics,
         watchdog: sagaflow_runtime::watchdog::Watchdog::start(participant.into()),
+        acks: args.tuning.ack_deferral(),
     };
     let inputs = Inputs { deliveries, jobs: None };
     let process = Process { server, router, bus, pipeline, inputs, tasks: Vec::new() };

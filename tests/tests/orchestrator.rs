@@ -258,6 +258,47 @@ async fn duplicate_and_stale_replies_change_nothing() {
     .await;
 }
 
+/// Acknowledgements wait up to `ACK_DELAY_MS` to go out together. The ones owed when the
+/// process is SIGKILLed come back as redeliveries, which change nothing; and the ones owed
+/// when nothing more arrives still go out once the delay is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_wait_together_and_still_go_out_when_nothing_follows() {
+    let mut h = Harness::start("ack-delay", &[("ACK_DELAY_MS", "1000"), PATIENT[0]]).await;
+    let _participants = h.all_succeed().await;
+    let redeliveries = |h: &Harness| {
+        let program = h.orchestrator.http.clone();
+        let http = h.http.clone();
+        async move { metric(&http, &program, "sagaflow_redeliveries_total").await }
+    };
+
+    // Killed within the delay: the last reply was applied, not acknowledged.
+    assert_eq!(h.post("/orders", &order_json("ack-1", &[("abc", 1)])).await.0, 202);
+    h.wait_state("ack-1", "completed", Duration::from_secs(20)).await;
+    h.orchestrator.kill();
+    h.orchestrator.restart_and_wait().await;
+    wait::until("the unacknowledged reply to come again", Duration::from_secs(10), || async {
+        redeliveries(&h).await.filter(|n| *n >= 1.0)
+    })
+    .await;
+    let order = wait::until("the redelivered reply to be recorded", Duration::from_secs(10), || async {
+        let order = h.order("ack-1").await;
+        let history = order["history"].as_array()?;
+        history.iter().any(|e| e["ignored"] == "finished" || e["ignored"] == "not_awaited").then_some(order)
+    })
+    .await;
+    assert_eq!(order["state"], "completed", "a redelivery changes nothing: {order}");
+
+    // Killed well after the delay, with nothing arriving meanwhile: every ack went out.
+    assert_eq!(h.post("/orders", &order_json("ack-2", &[("abc", 1)])).await.0, 202);
+    h.wait_state("ack-2", "completed", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    h.orchestrator.kill();
+    h.orchestrator.restart_and_wait().await;
+    // Time for anything unacknowledged to come again, as it did above.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(redeliveries(&h).await, Some(0.0), "every ack owed before the kill went out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_participant_is_retried_with_one_key_then_compensated() {
     let h = Harness::start("silent", FAST).await;

@@ -1,16 +1,18 @@
-//! The acknowledgements a batch owes, folded.
+//! The acknowledgements owed for durable batches, folded.
 //!
-//! On Kafka, acknowledging is committing offsets: one commit per consumer per batch, of the
+//! On Kafka, acknowledging is committing offsets: one commit per consumer each time, of the
 //! offset after the highest one taken from each partition ([`super::kafka::Offsets`]).
 //!
 //! On AMQP, folded per consumer. One ack with `multiple` covers every
-//! delivery of a channel up to its tag, so a batch costs the broker one ack per consumer
-//! instead of one per message (for a quorum queue, one Raft command instead of many).
+//! delivery of a channel up to its tag, so the batches whose acks go out together cost the
+//! broker one ack per consumer instead of one per message (for a quorum queue, one Raft command
+//! instead of many).
 //!
 //! Why folding is safe: each consumer has its own channel; a channel numbers its deliveries
 //! 1, 2, 3...; they reach the batch in that order; and every earlier delivery of the channel was
-//! in this batch or an earlier one, whose acks went out before this batch began (a delivery the
-//! pipeline holds back is never followed by an acked one of the same channel). A tag that is
+//! in this batch or an earlier one, whose acks went out before this batch's or are folded into
+//! the same `Acks` (the pipeline owes the acks of several batches together), and a delivery the
+//! pipeline holds back is never followed by an acked one of the same channel. A tag that is
 //! not above the last one seen for the same consumer means a new channel after a reconnect
 //! (tags start again at 1), so a new run starts there.
 
