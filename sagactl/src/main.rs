@@ -122,6 +122,8 @@ struct CheckArgs {
 
 /// `chaos` or `check` could not give a verdict.
 const NOT_JUDGED: u8 = 3;
+/// SIGTERM or Ctrl-C stopped the command (128 + SIGINT, as shells report an interrupt).
+const STOPPED: u8 = 130;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -137,19 +139,28 @@ async fn main() -> ExitCode {
     let api = client::Api::new(&cli.api, cli.token.clone(), cli.output);
     let result = match cli.command {
         Command::Up(args) => supervisor::up(args).await,
-        Command::Demo(args) => demo::run(args, &cli.api).await,
+        // A demo that keeps the system running stops it gracefully at the signal itself.
+        Command::Demo(args) if args.keep => demo::run(args, &cli.api).await,
+        Command::Demo(args) => match stop_on_signal(demo::run(args, &cli.api)).await {
+            Some(result) => result,
+            None => return stopped(),
+        },
         Command::Chaos(args) => {
-            return match chaos::run_seeds(args).await {
-                Ok(chaos::Ending::Passed) => ExitCode::SUCCESS,
-                Ok(chaos::Ending::Violations) => ExitCode::FAILURE,
-                Err(e) => {
+            return match stop_on_signal(chaos::run_seeds(args)).await {
+                Some(Ok(chaos::Ending::Passed)) => ExitCode::SUCCESS,
+                Some(Ok(chaos::Ending::Violations)) => ExitCode::FAILURE,
+                Some(Err(e)) => {
                     eprintln!("sagactl: the chaos run could not be judged: {e:#}");
                     ExitCode::from(NOT_JUDGED)
                 }
+                None => stopped(),
             }
         }
         Command::Check(args) => return check(&cli.api, cli.token, args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => match stop_on_signal(bench::run(args)).await {
+            Some(result) => result,
+            None => return stopped(),
+        },
         Command::Status { order_id } => api.status(&order_id).await,
         Command::List(args) => api.list(&args).await,
         Command::Watch { order_id, state, after } => {
@@ -172,6 +183,25 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a command that starts things of its own (private brokers, the programs it supervises)
+/// until it ends or SIGTERM or Ctrl-C comes; `None` for the signal. Why: the signal's default
+/// action ended sagactl on the spot, and a private RabbitMQ node, started detached, outlived it.
+/// Dropping the command instead runs the `Drop`s of what it started: a private node is stopped,
+/// a supervised program killed (`kill_on_drop`).
+async fn stop_on_signal<T>(command: impl std::future::Future<Output = T>) -> Option<T> {
+    let signal = sagaflow_runtime::shutdown::on_signal();
+    tokio::select! {
+        out = command => Some(out),
+        () = signal.cancelled() => None,
+    }
+}
+
+/// The exit of a command stopped by a signal, once what it started is stopped.
+fn stopped() -> ExitCode {
+    eprintln!("sagactl: stopped by a signal; what it started is stopped");
+    ExitCode::from(STOPPED)
 }
 
 async fn check(api: &str, token: Option<String>, args: CheckArgs) -> ExitCode {

@@ -220,7 +220,10 @@ async fn supervise(program: Program, logs: Logs, life: Lifecycle, stop: Cancella
             .envs(program.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // A supervisor dropped without `stop` (sagactl stopped by a signal, a command
+            // that failed half way) leaves no program running behind it.
+            .kill_on_drop(true);
         let mut child = match command.spawn() {
             Ok(c) => c,
             Err(e) => {

@@ -231,3 +231,19 @@ impl Drop for Program {
         }
     }
 }
+
+/// The processes named `name` whose environment has a variable starting with `prefix`
+/// (`NAME=value...`): how a test finds a private broker node (`beam.smp`) by its data folder,
+/// whoever started it. (The name matters: a node may start helpers, such as `epmd`, that
+/// inherit its environment and are meant to outlive it.)
+pub fn with_environment(name: &str, prefix: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var.starts_with(prefix.as_bytes())))
+        })
+        .collect()
+}
