@@ -187,8 +187,9 @@ async fn sagactl_watch_follows_one_order() {
 
 /// `sagactl bench` starts a private RabbitMQ node, detached. SIGTERM used to end sagactl on the
 /// spot and leave the node running; now sagactl stops it (and the programs) before it exits.
-#[test]
-fn sagactl_bench_stopped_by_a_signal_stops_its_private_broker() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagactl_bench_stopped_by_a_signal_stops_its_private_broker() {
+    use sagaflow_tests::wait;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("bench.log")).unwrap();
@@ -205,24 +206,21 @@ fn sagactl_bench_stopped_by_a_signal_stops_its_private_broker() {
     let node = format!("RABBITMQ_MNESIA_BASE={}", dir.path().display());
     let nodes = || sagaflow_tests::procs::with_environment("beam.smp", &node);
     let log = || std::fs::read_to_string(dir.path().join("bench.log")).unwrap_or_default();
-    let until = |what: &str, limit: Duration, done: &mut dyn FnMut() -> bool| {
-        let deadline = Instant::now() + limit;
-        while !done() {
-            assert!(Instant::now() < deadline, "{what} within {limit:?}; sagactl's log:\n{}", log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    until("the bench's private node to start", Duration::from_secs(90), &mut || !nodes().is_empty());
+    wait::until("the bench's private node to start", Duration::from_secs(90), || async {
+        (!nodes().is_empty()).then_some(())
+    })
+    .await;
     let term = Command::new("kill").args(["-TERM", &bench.id().to_string()]).status().unwrap();
     assert!(term.success());
-    let mut status = None;
-    until("sagactl to end after SIGTERM", Duration::from_secs(90), &mut || {
-        status = bench.try_wait().unwrap();
-        status.is_some()
-    });
+    let status = wait::until("sagactl to end after SIGTERM", Duration::from_secs(90), || {
+        let ended = bench.try_wait().unwrap();
+        async move { ended }
+    })
+    .await;
+    // Not `wait::until`: whatever is left must be killed before the test fails.
     let gone = Instant::now() + Duration::from_secs(30);
     while !nodes().is_empty() && Instant::now() < gone {
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let left = nodes();
     for pid in &left {
@@ -230,5 +228,5 @@ fn sagactl_bench_stopped_by_a_signal_stops_its_private_broker() {
     }
     assert!(left.is_empty(), "the private node outlived sagactl: {left:?}; sagactl's log:\n{}", log());
     // Not the signal's default action: sagactl ended by itself, saying it was stopped.
-    assert_eq!(status.unwrap().code(), Some(130), "{}", log());
+    assert_eq!(status.code(), Some(130), "{}", log());
 }
