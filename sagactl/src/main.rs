@@ -191,10 +191,9 @@ async fn main() -> ExitCode {
 /// Dropping the command instead runs the `Drop`s of what it started: a private node is stopped,
 /// a supervised program killed (`kill_on_drop`).
 async fn stop_on_signal<T>(command: impl std::future::Future<Output = T>) -> Option<T> {
-    let signal = sagaflow_runtime::shutdown::on_signal();
     tokio::select! {
         out = command => Some(out),
-        () = signal.cancelled() => None,
+        () = supervisor::until_stopped() => None,
     }
 }
 

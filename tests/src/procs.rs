@@ -202,7 +202,7 @@ impl Program {
 }
 
 /// Waits for `child` to exit; past `timeout` it is killed and `None` returned.
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
