@@ -232,18 +232,21 @@ impl Drop for Program {
     }
 }
 
-/// The processes named `name` whose environment has a variable starting with `prefix`
-/// (`NAME=value...`): how a test finds a private broker node (`beam.smp`) by its data folder,
-/// whoever started it. (The name matters: a node may start helpers, such as `epmd`, that
-/// inherit its environment and are meant to outlive it.)
-pub fn with_environment(name: &str, prefix: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var.starts_with(prefix.as_bytes())))
+/// The processes named `name` whose environment has `variable` set to a value starting with
+/// `value`: how a test finds a private broker node (`beam.smp`) by its data folder, whoever
+/// started it. (The name matters: a node may start helpers, such as `epmd`, that inherit its
+/// environment and are meant to outlive it.)
+pub fn with_environment(name: &str, variable: &str, value: &str) -> Vec<u32> {
+    let Ok(processes) = procfs::process::all_processes() else { return Vec::new() };
+    processes
+        .flatten()
+        .filter(|process| process.stat().is_ok_and(|stat| stat.comm == name))
+        .filter(|process| {
+            process.environ().is_ok_and(|env| {
+                env.get(std::ffi::OsStr::new(variable))
+                    .is_some_and(|v| v.to_string_lossy().starts_with(value))
+            })
         })
+        .map(|process| process.pid() as u32)
         .collect()
 }

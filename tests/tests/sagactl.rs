@@ -203,8 +203,8 @@ async fn sagactl_bench_stopped_by_a_signal_stops_its_private_broker() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let node = format!("RABBITMQ_MNESIA_BASE={}", dir.path().display());
-    let nodes = || sagaflow_tests::procs::with_environment("beam.smp", &node);
+    let folder = dir.path().display().to_string();
+    let nodes = || sagaflow_tests::procs::with_environment("beam.smp", "RABBITMQ_MNESIA_BASE", &folder);
     let log = || std::fs::read_to_string(dir.path().join("bench.log")).unwrap_or_default();
     wait::until("the bench's private node to start", Duration::from_secs(90), || async {
         (!nodes().is_empty()).then_some(())
