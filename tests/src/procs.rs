@@ -153,11 +153,9 @@ impl Program {
         }
     }
 
-    /// SIGTERM, then waits for the exit status.
+    /// SIGTERM, then waits for the exit status; see [`terminate`].
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        wait_exit(&mut child, timeout)
+        terminate(&mut self.child.take()?, timeout).ok().flatten()
     }
 
     /// Sets `key` to `value` for the next start, as with a changed configuration.
@@ -199,6 +197,21 @@ impl Program {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Sends `child` SIGTERM and waits for it as [`wait_exit`] does. When the signal cannot be
+/// sent, `child` is killed and reaped, and the error returned: a test that checks a graceful
+/// stop must not pass on a process that never got the signal.
+pub fn terminate(child: &mut Child, timeout: Duration) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().and_then(|status| {
+        status.success().then_some(()).ok_or_else(|| std::io::Error::other(format!("kill -TERM: {status}")))
+    });
+    if let Err(not_sent) = sent {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(not_sent);
+    }
+    Ok(wait_exit(child, timeout))
 }
 
 /// Waits for `child` to exit; past `timeout` it is killed and `None` returned.

@@ -210,9 +210,7 @@ async fn sagactl_bench_stopped_by_a_signal_stops_its_private_broker() {
         (!nodes().is_empty()).then_some(())
     })
     .await;
-    let term = Command::new("kill").args(["-TERM", &bench.id().to_string()]).status().unwrap();
-    assert!(term.success());
-    let status = sagaflow_tests::procs::wait_exit(&mut bench, Duration::from_secs(90));
+    let status = sagaflow_tests::procs::terminate(&mut bench, Duration::from_secs(90)).expect("SIGTERM sent");
     // Not `wait::until`: whatever is left must be killed before the test fails.
     let gone = Instant::now() + Duration::from_secs(30);
     while !nodes().is_empty() && Instant::now() < gone {
