@@ -588,7 +588,7 @@ impl Bench {
     }
 
     /// One more closed-loop peak of `design`, on programs started for it alone and stopped
-    /// after, with fresh stores: a round of [`PeakRound`]s.
+    /// after, with fresh stores in a folder of their own: a round of [`PeakRound`]s.
     async fn peak_round(
         &self,
         broker: sagaflow_devkit::broker::Broker,
@@ -609,8 +609,10 @@ impl Bench {
             Ok::<_, anyhow::Error>(self.peak(&system, &placer).await)
         }
         .await;
+        // The round's folder stays until the run ends. Deleting its thousands of mails and its
+        // stores here cost the next round's peak: the file system's work for the deletion
+        // landed in that round, and notification's `syncfs` waited for it.
         let broker = system.stop_programs().await;
-        let _ = std::fs::remove_dir_all(self.dir.join(&name));
         Ok((result?, broker))
     }
 
