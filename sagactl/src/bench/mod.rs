@@ -610,8 +610,9 @@ impl Bench {
         }
         .await;
         // The round's folder stays until the run ends. Deleting its thousands of mails and its
-        // stores here cost the next round's peak: the file system's work for the deletion
-        // landed in that round, and notification's `syncfs` waited for it.
+        // stores here cost the next round's peak: for a while after a large deletion, writing
+        // and syncing new files on that file system costs more (notification's CPU per saga
+        // doubled; bench/runs/2026-11-29-stop-36).
         let broker = system.stop_programs().await;
         Ok((result?, broker))
     }
