@@ -5,7 +5,9 @@
 //! 1. [`ceiling`]: raw publish-with-confirms and consume-with-acks on quorum queues.
 //! 2. The saga system at peak (closed loop), then open-loop latency at 25/50/75 % of that peak,
 //!    then Payment down for 10 s under load.
-//! 3. The same for the REST chain (`rest-chain-hop`, from the devkit, for each service).
+//! 3. The same for the REST chain (`rest-chain-hop`, from the devkit, for each service), then
+//!    more closed-loop peaks of both designs in alternating rounds (`--rounds`), on which the
+//!    peak targets are judged by their medians.
 //! 4. Cost as work grows: recovery and throughput with 0, 100k and 1M finished sagas stored.
 //! 5. Retention: a long run with a short window, to show the store stays bounded.
 //!
