@@ -187,6 +187,11 @@ impl TestBus {
     }
 }
 
+/// The longest a double's connect, declare and consume may take before it starts again, as
+/// the real services' bus sessions do: a broker that is still starting can accept a connection
+/// and not answer, and a double waiting on it forever answers no command again.
+const DOUBLE_SETUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 async fn serve_double(
     url: &str,
     topology: &Topology,
@@ -194,19 +199,24 @@ async fn serve_double(
     state: &Arc<Mutex<DoubleState>>,
     script: &(dyn Fn(&CommandMessage) -> Answer + Send + Sync),
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
-) -> Result<(), lapin::Error> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    sagaflow_runtime::bus::amqp::topology::declare(&channel, topology).await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            topology.command_queue(participant).as_str().into(),
-            format!("double-{participant}").as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let setup = async {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        sagaflow_runtime::bus::amqp::topology::declare(&channel, topology).await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(
+                topology.command_queue(participant).as_str().into(),
+                format!("double-{participant}").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, lapin::Error>((connection, channel, consumer))
+    };
+    // The connection is held for as long as the double consumes.
+    let (_connection, channel, mut consumer) = tokio::time::timeout(DOUBLE_SETUP_LIMIT, setup).await??;
     if let Some(ready) = ready.take() {
         let _ = ready.send(());
     }
